@@ -1,0 +1,3 @@
+"""thumbdrop: drop-folder-to-cloud image agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""One factory for boto3 sessions and clients (s3, sqs, sns).
+
+Honours ``backend.*`` (endpoint, region, profile, addressing style, TLS, retries)
+and otherwise leaves everything to botocore, so the standard credential chain
+and ``AWS_*`` variables (``AWS_ENDPOINT_URL`` included) behave as in the AWS CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+
+from agent.cloud.errors import translate
+from agent.config.model import BackendConfig
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+
+# The embedded backend accepts any credentials; fixed ones keep real keys off the wire.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "thumbdrop-local", "aws_secret_access_key": "thumbdrop-local"}
+_warned_tls = False
+
+
+class Backend:
+    """Clients for one backend; boto3 clients are thread-safe, so one of each is shared."""
+
+    def __init__(self, cfg: BackendConfig, *, endpoint_url: str | None, local: bool, pool_size: int = 32) -> None:
+        global _warned_tls
+        self.cfg = cfg
+        self.endpoint_url = endpoint_url
+        self.local = local
+        self.region = cfg.region
+        self._pool_size = pool_size
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        with translate("open the AWS session"):
+            if local:
+                self.session = boto3.Session(region_name=cfg.region, **LOCAL_CREDENTIALS)
+            else:
+                self.session = boto3.Session(profile_name=cfg.profile, region_name=cfg.region)
+        if not cfg.verify_tls and not local and not _warned_tls:
+            _warned_tls = True
+            log.warning("backend.verify_tls is false: TLS certificates are NOT verified; use only for testing")
+
+    @property
+    def verify(self) -> bool | str:
+        if not self.cfg.verify_tls:
+            return False
+        return self.cfg.ca_bundle or True
+
+    def _config(self, service: str) -> botocore.config.Config:
+        addressing = "path" if self.local else self.cfg.addressing_style
+        # A long poll waits up to 20 s: the read timeout must outlast it.
+        read_timeout = max(self.cfg.read_timeout, 30.0) if service == "sqs" else self.cfg.read_timeout
+        return botocore.config.Config(
+            region_name=self.cfg.region,
+            retries={"mode": "standard", "max_attempts": self.cfg.max_attempts},
+            connect_timeout=self.cfg.connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=self._pool_size,
+            s3={"addressing_style": addressing},
+            user_agent_appid="thumbdrop",
+        )
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                kwargs: dict[str, Any] = {"config": self._config(service), "verify": self.verify}
+                if self.endpoint_url:
+                    kwargs["endpoint_url"] = self.endpoint_url
+                with translate(f"create the {service} client"):
+                    self._clients[service] = self.session.client(service, **kwargs)  # type: ignore[call-overload]
+            return self._clients[service]
+
+    @property
+    def s3(self) -> S3Client:
+        return self.client("s3")  # type: ignore[no-any-return]
+
+    @property
+    def sqs(self) -> SQSClient:
+        return self.client("sqs")  # type: ignore[no-any-return]
+
+    @property
+    def sns(self) -> SNSClient:
+        return self.client("sns")  # type: ignore[no-any-return]
+
+    def describe(self) -> str:
+        if self.local:
+            return f"embedded local backend at {self.endpoint_url}"
+        if self.endpoint_url:
+            return f"S3-compatible endpoint {self.endpoint_url} ({self.region})"
+        return f"AWS ({self.region})"
+
+    def credential_source(self) -> str:
+        """Where the credentials come from (env, shared-credentials-file, iam-role, ...), or 'none'."""
+        if self.local:
+            return "embedded backend (fixed local credentials)"
+        creds = self.session.get_credentials()
+        return getattr(creds, "method", "unknown") if creds is not None else "none"

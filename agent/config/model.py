@@ -1,0 +1,253 @@
+"""The config schema: typed dataclasses whose field metadata is the documentation.
+
+Each field carries ``doc`` (one-line description), ``example`` and optional
+``check`` (a validator returning an error message or None). The loader walks
+these dataclasses, so there is exactly one schema: the types, the defaults,
+the descriptions and the checks live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Check = Callable[[Any], "str | None"]
+
+
+def opt(default: Any, doc: str, example: Any = None, check: Check | None = None) -> Any:
+    """A schema field: default, description, example, optional validator."""
+    meta = {"doc": doc, "example": default if example is None else example, "check": check}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def at_least(n: float) -> Check:
+    return lambda v: None if v >= n else f"must be >= {n}, got {v}"
+
+
+def between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+ROLES = ("uploader", "worker", "puller", "cleaner")
+FORMATS = ("jpeg", "webp", "png", "avif")
+
+
+def bucket_name(v: str) -> str | None:
+    if not _BUCKET_RE.match(v) or ".." in v:
+        return f"{v!r} is not a valid S3 bucket name (3-63 chars: a-z, 0-9, '.', '-')"
+    return None
+
+
+def queue_name(v: str) -> str | None:
+    if not _QUEUE_RE.match(v):
+        return f"{v!r} is not a valid SQS/SNS name (1-80 chars: letters, digits, '-', '_')"
+    return None
+
+
+def key_prefix(v: str) -> str | None:
+    if v.startswith("/") or "\\" in v or ".." in v.split("/"):
+        return f"{v!r} must be a relative key prefix (no leading '/', no '\\', no '..')"
+    if v and not v.endswith("/"):
+        return f"{v!r} must end with '/' (prefixes name a folder), e.g. {v + '/'!r}"
+    return None
+
+
+def color(v: str) -> str | None:
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", v):
+        return f"must be a colour like '#ffffff', got {v!r}"
+    return None
+
+
+def sizes(v: list[int]) -> str | None:
+    if not v:
+        return "must list at least one size"
+    bad = [s for s in v if not 16 <= s <= 8192]
+    if bad:
+        return f"each size must be between 16 and 8192 pixels, got {bad}"
+    if len(set(v)) != len(v):
+        return f"sizes must be distinct, got {v}"
+    return None
+
+
+def roles(v: list[str]) -> str | None:
+    bad = [r for r in v if r not in ROLES]
+    if bad:
+        return f"unknown role(s) {bad}; valid roles: {', '.join(ROLES)}"
+    return None
+
+
+def endpoint(v: str | None) -> str | None:
+    if v is None or v == "local" or re.match(r"^https?://[^\s/]+", v):
+        return None
+    return f"must be 'local', null (AWS), or an http(s):// URL; got {v!r}"
+
+
+@dataclass
+class BackendConfig:
+    endpoint_url: str | None = opt(
+        "local",
+        "Where the buckets and queues live: 'local' runs an embedded S3/SQS/SNS server on "
+        "127.0.0.1 for this process; null means AWS; or the URL of an S3-compatible store "
+        "(MinIO, Ceph). AWS_ENDPOINT_URL overrides null as in the AWS CLI.",
+        "https://minio.example.lan:9000",
+        endpoint,
+    )
+    region: str = opt("us-east-1", "AWS region (also used to sign requests to S3-compatible stores).", "eu-west-1")
+    profile: str | None = opt(
+        None, "Named profile from ~/.aws/config; null uses the standard AWS credential chain.", "thumbdrop"
+    )
+    addressing_style: str = opt(
+        "auto",
+        "S3 addressing: auto, path (MinIO and Ceph usually need this) or virtual.",
+        "path",
+        one_of("auto", "path", "virtual"),
+    )
+    verify_tls: bool = opt(True, "Verify TLS certificates. Turn off only for a test store with a self-signed cert.", True)
+    ca_bundle: str | None = opt(None, "Path to a CA bundle for a private certificate authority.", "/etc/ssl/my-ca.pem")
+    max_attempts: int = opt(
+        5, "botocore retry attempts per request (standard retry mode) before thumbdrop's own retries.", 5, at_least(1)
+    )
+    connect_timeout: float = opt(5.0, "Seconds to wait for a TCP connection.", 5.0, at_least(0.1))
+    read_timeout: float = opt(60.0, "Seconds to wait for a response (long polls add their own wait).", 60.0, at_least(1))
+    auto_setup: bool = opt(
+        True,
+        "run and sync create missing buckets, queues and notifications themselves (as 'thumbdrop setup'). "
+        "Turn off where the agent's credentials may not create resources.",
+        False,
+    )
+
+
+@dataclass
+class SourceConfig:
+    bucket: str = opt("thumbdrop-source", "Bucket the watched images are uploaded to.", "my-photos", bucket_name)
+    prefix: str = opt("", "Key prefix for uploads ('' or ending in '/').", "originals/", key_prefix)
+
+
+@dataclass
+class ThumbnailsConfig:
+    bucket: str = opt(
+        "thumbdrop-thumbnails",
+        "Bucket the worker writes thumbnails to (may equal source.bucket if the prefixes are disjoint).",
+        "my-photos",
+        bucket_name,
+    )
+    prefix: str = opt("", "Key prefix for thumbnails ('' or ending in '/').", "thumbs/", key_prefix)
+    sizes: list[int] = opt([256], "Bounding boxes in pixels; each thumbnail fits inside size x size.", [256, 1024], sizes)
+    format: str = opt("jpeg", "Output format: jpeg, webp, png or avif.", "webp", one_of(*FORMATS))
+    quality: int = opt(85, "Encoder quality 1-100 (jpeg, webp, avif).", 80, between(1, 100))
+    progressive: bool = opt(False, "Write progressive JPEGs.", True)
+    background: str = opt("#ffffff", "Colour transparent pixels are flattened on for JPEG output.", "#000000", color)
+    max_pixels: int = opt(
+        200_000_000,
+        "Largest source image (width x height) accepted; larger ones fail as possible decompression bombs.",
+        100_000_000,
+        at_least(1),
+    )
+
+
+@dataclass
+class QueuesConfig:
+    events: str = opt("thumbdrop-events", "SQS queue receiving the source bucket's events.", "photos-events", queue_name)
+    pull: str = opt("thumbdrop-pull", "SQS queue receiving the thumbnail bucket's events.", "photos-pull", queue_name)
+    via_sns: bool = opt(False, "Route bucket events through SNS topics (fan-out) instead of straight to SQS.", True)
+    events_topic: str = opt("thumbdrop-events", "SNS topic for source events (with via_sns).", "photos-events", queue_name)
+    pull_topic: str = opt("thumbdrop-pull", "SNS topic for thumbnail events (with via_sns).", "photos-pull", queue_name)
+    max_receives: int = opt(5, "Receives before a message goes to its dead-letter queue.", 3, between(1, 1000))
+    visibility_timeout: int = opt(
+        120, "Seconds a received message stays hidden; extended while a job runs.", 120, between(10, 43200)
+    )
+    wait_seconds: int = opt(20, "Long-poll wait per receive (SQS allows at most 20).", 20, between(0, 20))
+
+
+@dataclass
+class WatchConfig:
+    folders: list[str] = opt(
+        ["~/ThumbDrop/inbox"],
+        "Folders watched (recursively) for images. With several, each folder's name becomes the first "
+        "part of its keys, so names must differ.",
+        ["~/Pictures/inbox", "/srv/camera"],
+    )
+    include: list[str] = opt(
+        ["*.jpg", "*.jpeg", "*.png", "*.webp", "*.gif", "*.tif", "*.tiff", "*.bmp"],
+        "File name patterns to upload (case-insensitive).",
+        ["*.jpg", "*.heic"],
+    )
+    exclude: list[str] = opt(
+        [".*", "*~", "*.tmp", "*.part", "*.crdownload"],
+        "File and folder name patterns never uploaded (checked before include).",
+        [".*", "*.tmp"],
+    )
+    settle_seconds: float = opt(
+        1.0, "A file is uploaded once its size and mtime have not changed for this long.", 2.0, between(0.0, 3600)
+    )
+    rescan_seconds: float = opt(
+        300.0,
+        "Full rescan of the folders against the bucket every this many seconds (catches missed events "
+        "on network mounts); 0 turns it off.",
+        600.0,
+        at_least(0),
+    )
+
+
+@dataclass
+class TransferConfig:
+    concurrency: int = opt(8, "Uploads and downloads in flight at once.", 4, between(1, 64))
+    multipart_threshold_mb: int = opt(8, "Files larger than this (MiB) upload in parts.", 16, between(5, 5120))
+    multipart_chunksize_mb: int = opt(8, "Part size (MiB) for multipart uploads.", 16, between(5, 5120))
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = opt(0, "Thumbnail jobs at once; 0 means one per CPU core.", 2, between(0, 64))
+
+
+@dataclass
+class LocalConfig:
+    thumbnails_dir: str = opt("~/ThumbDrop/thumbnails", "Where thumbnails are pulled to.", "~/Pictures/thumbs")
+    state_dir: str | None = opt(
+        None,
+        "Where the journal, status and logs live; null uses the platform state dir "
+        "(~/.local/state/thumbdrop on Linux).",
+        "/var/lib/thumbdrop",
+    )
+    device_name: str | None = opt(
+        None, "Name recorded in each upload's metadata; null uses the host name.", "camera-pi-3"
+    )
+
+
+@dataclass
+class CleanupConfig:
+    interval_minutes: float = opt(
+        60.0, "How often the cleaner role applies the policy inside 'run'.", 60.0, at_least(1)
+    )
+
+
+@dataclass
+class Config:
+    backend: BackendConfig = field(default_factory=BackendConfig, metadata={"doc": "Where the cloud side lives."})
+    source: SourceConfig = field(default_factory=SourceConfig, metadata={"doc": "The bucket originals go to."})
+    thumbnails: ThumbnailsConfig = field(
+        default_factory=ThumbnailsConfig, metadata={"doc": "The thumbnail bucket and how thumbnails are made."}
+    )
+    queues: QueuesConfig = field(default_factory=QueuesConfig, metadata={"doc": "Event queues and topics."})
+    watch: WatchConfig = field(default_factory=WatchConfig, metadata={"doc": "What the uploader watches."})
+    transfer: TransferConfig = field(default_factory=TransferConfig, metadata={"doc": "Upload/download tuning."})
+    worker: WorkerConfig = field(default_factory=WorkerConfig, metadata={"doc": "The thumbnail worker."})
+    local: LocalConfig = field(default_factory=LocalConfig, metadata={"doc": "Local folders."})
+    roles: list[str] = opt(
+        list(ROLES), "Roles this agent runs: uploader, worker, puller, cleaner.", ["uploader", "puller"], roles
+    )
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig, metadata={"doc": "Cleanup policy."})
+
+    # Where the config came from ("built-in defaults" or a path); not a schema key.
+    origin: str = field(default="built-in defaults", metadata={"internal": True})
