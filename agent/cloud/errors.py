@@ -43,6 +43,7 @@ TRANSIENT_CODES = {
     "ServiceUnavailableException",
     "PriorRequestNotComplete",
     "KMS.ThrottlingException",
+    "PreconditionFailed",  # the object changed between HEAD and GET: the next try reads it anew
 }
 REFUSED_CREDENTIAL_CODES = {
     "InvalidAccessKeyId",

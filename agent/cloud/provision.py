@@ -129,7 +129,7 @@ class Provisioner:
         return self.report
 
     def ensure_bucket(self, bucket: str) -> None:
-        if self._bucket_exists(bucket):
+        if self.bucket_exists(bucket):
             self.report.add("ok", f"bucket {bucket}")
             return
         self.report.add("create", f"bucket {bucket}")
@@ -146,7 +146,7 @@ class Provisioner:
         tags = {"TagSet": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
         call(f"tag bucket {bucket}", self.s3.put_bucket_tagging, Bucket=bucket, Tagging=tags)
 
-    def _bucket_exists(self, bucket: str) -> bool:
+    def bucket_exists(self, bucket: str) -> bool:
         try:
             call(f"check bucket {bucket}", self.s3.head_bucket, Bucket=bucket)
             return True
@@ -365,7 +365,7 @@ class Provisioner:
             )
 
     def _notifications(self, bucket: str) -> dict[str, Any]:
-        if self.dry and not self._bucket_exists(bucket):
+        if self.dry and not self.bucket_exists(bucket):
             return {}
         out = call(
             f"read notifications of bucket {bucket}",
@@ -379,7 +379,7 @@ class Provisioner:
     def teardown(self, *, empty_buckets: bool = False) -> Report:
         """Remove what setup created (tagged ours); keep foreign notifications and non-empty buckets."""
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
-            if not self._bucket_exists(bucket):
+            if not self.bucket_exists(bucket):
                 continue
             current = self._notifications(bucket)
             our_ids = {notification_id(p) for p in pipes(self.cfg)}
@@ -425,7 +425,7 @@ class Provisioner:
         return self.report
 
     def _teardown_bucket(self, bucket: str, empty: bool) -> None:
-        if not self._bucket_exists(bucket):
+        if not self.bucket_exists(bucket):
             return
         try:
             tags = call(f"read tags of bucket {bucket}", self.s3.get_bucket_tagging, Bucket=bucket).get("TagSet", [])

@@ -1,0 +1,6 @@
+"""``python -m agent``."""
+
+from agent.cli.main import entry
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,96 @@
+"""run, worker, sync."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from agent.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the agent (configured roles) until SIGTERM/SIGINT")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("worker", help="run the worker role alone (scale-out hosts)")
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("sync", help="one shot: upload, thumbnail and pull everything pending, then exit")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 1, listing what is unfinished)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_sync)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.service.run import serve
+
+    return serve(load(args))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.service.run import serve
+
+    return serve(load(args), roles=["worker"])
+
+
+class _ProgressLine:
+    """A one-line progress bar on a terminal; a line per phase otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_phase = ""
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.tty:
+            width = 30
+            filled = width * done // total if total else width
+            sys.stderr.write(f"\r{phase:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  ")
+            sys.stderr.flush()
+        elif phase != self.last_phase and done >= total:
+            print(f"{phase}: {done}/{total}", file=sys.stderr)
+        if phase != self.last_phase and self.tty and self.last_phase:
+            pass
+        self.last_phase = phase if done < total else ""
+        if self.tty and done >= total:
+            sys.stderr.write("\n")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.service.runtime import open_backend, state_dir
+    from agent.service.sync import Sync
+
+    cfg = load(args)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with open_backend(cfg) as backend:
+            result = Sync(cfg, backend, state_dir(cfg), timeout=args.timeout, progress=_ProgressLine(), stop=stop).run()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(
+            f"{result.files} image(s) in scope: {result.uploaded} uploaded, {result.thumbnailed} thumbnailed, "
+            f"{result.pulled} pulled, {len(result.failures)} failed"
+        )
+        for name, reason in sorted(result.failures.items()):
+            print(f"  FAILED {name}: {reason}")
+        if result.unfinished:
+            print(f"  {len(result.unfinished)} unfinished" + (" (timed out)" if result.timed_out else "") + ":")
+            for name in sorted(result.unfinished):
+                print(f"  UNFINISHED {name}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_ITEMS_FAILED

@@ -1,0 +1,86 @@
+"""setup, teardown, init."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.errors import EXIT_OK, EXIT_USAGE
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("setup", help="create or verify buckets, queues, topics and notifications (idempotent)")
+    p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.set_defaults(func=cmd_setup)
+    p = sub.add_parser("teardown", help="remove what setup created")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="show what would be removed")
+    p.add_argument("--empty-buckets", action="store_true", help="also delete the objects in thumbdrop's buckets")
+    p.set_defaults(func=cmd_teardown)
+    p = sub.add_parser("init", help="write a commented starter config to the user config dir")
+    p.add_argument("--path", help="write here instead")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_init)
+
+
+def _print_report(report: Any, header: str) -> None:
+    print(header)
+    for change in report.changes:
+        print(f"  {change}")
+    if not report.changed:
+        print("no changes: everything is already in place" if "setup" in header else "nothing to remove")
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.cloud.provision import Provisioner
+    from agent.service.runtime import open_backend
+
+    cfg = load(args)
+    with open_backend(cfg) as backend:
+        report = Provisioner(cfg, backend, dry_run=args.dry_run).setup()
+        what = "setup (dry run: nothing changed)" if args.dry_run else "setup"
+        _print_report(report, f"{what} on {backend.describe()}:")
+    return EXIT_OK
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.cloud.provision import Provisioner
+    from agent.service.runtime import open_backend
+
+    cfg = load(args)
+    with open_backend(cfg) as backend:
+        plan = Provisioner(cfg, backend, dry_run=True).teardown(empty_buckets=args.empty_buckets)
+        if args.dry_run or not plan.changed:
+            _print_report(plan, f"teardown (dry run) on {backend.describe()}:")
+            return EXIT_OK
+        if not args.yes:
+            _print_report(plan, f"teardown would do this on {backend.describe()}:")
+            if not sys.stdin.isatty():
+                print("refusing to remove anything without --yes (no terminal to ask on)", file=sys.stderr)
+                return EXIT_USAGE
+            if input("proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("nothing removed")
+                return EXIT_OK
+        report = Provisioner(cfg, backend).teardown(empty_buckets=args.empty_buckets)
+        _print_report(report, f"teardown on {backend.describe()}:")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from agent.config import user_config_path
+    from agent.config.example import render_example
+
+    path = Path(args.path).expanduser() if args.path else (Path(args.config).expanduser() if args.config else user_config_path())
+    if path.exists() and not args.force:
+        print(f"{path} already exists; use --force to overwrite it", file=sys.stderr)
+        return EXIT_USAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_example(), encoding="utf-8")
+    tmp.replace(path)
+    print(f"wrote {path}; edit it, then run 'thumbdrop setup' and 'thumbdrop run'")
+    return EXIT_OK

@@ -1,0 +1,103 @@
+"""status: the running agent's published status, queue depths, pending local files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from agent.errors import EXIT_OK, ThumbdropError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("status", help="agent state, pending files, queue depths, recent errors")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_status)
+
+
+def _depths(cfg: Any) -> dict[str, Any]:
+    from agent.cloud.clients import Backend
+    from agent.cloud.errors import call
+    from agent.cloud.local_backend import find_running
+    from agent.service.runtime import pool_size, queue_urls, state_dir
+
+    if cfg.backend.endpoint_url == "local":
+        endpoint = find_running(state_dir(cfg))
+        if endpoint is None:
+            return {"error": "the embedded backend is not running (it lives with the agent: 'thumbdrop run')"}
+        backend = Backend(cfg.backend, endpoint_url=endpoint, local=True, pool_size=pool_size(cfg))
+    else:
+        backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
+    out: dict[str, Any] = {"backend": backend.describe()}
+    try:
+        urls = queue_urls(cfg, backend)
+        for name, url in (("events", urls.events), ("pull", urls.pull)):
+            dlq = urls.events_dlq if name == "events" else urls.pull_dlq
+            if url is None:
+                out[name] = "missing (run 'thumbdrop setup')"
+                continue
+            attrs = call("read queue depth", backend.sqs.get_queue_attributes, QueueUrl=url,
+                         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            entry = {"visible": int(attrs["ApproximateNumberOfMessages"]), "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
+            if dlq:
+                d = call("read queue depth", backend.sqs.get_queue_attributes, QueueUrl=dlq,
+                         AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+                entry["dead_letter"] = int(d["ApproximateNumberOfMessages"])
+            out[name] = entry
+    except ThumbdropError as exc:
+        out["error"] = str(exc)
+    return out
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.service.runtime import state_dir
+    from agent.state.status import read_published
+
+    cfg = load(args)
+    published = read_published(state_dir(cfg))
+    running = published is not None and published.get("state") not in ("not running", "stopped")
+    report: dict[str, Any] = {
+        "config": cfg.origin,
+        "agent": published if running else {"state": "not running"},
+        "queues": _depths(cfg),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_OK
+    agent = report["agent"]
+    print(f"config:   {cfg.origin}")
+    print(f"agent:    {agent['state']}" + (f" (pid {agent['pid']}, roles {', '.join(agent['roles'])})" if running else ""))
+    if running:
+        if agent.get("offline_since"):
+            print(f"          OFFLINE since {_ago(agent['offline_since'])}: {agent.get('offline_reason', '')}")
+        if agent.get("fatal"):
+            print(f"          ERROR: {agent['fatal']}")
+        c = agent["counts"]
+        print(f"counts:   {c['uploaded']} uploaded, {c['thumbnailed']} thumbnailed, {c['pulled']} pulled, {c['failed']} failed")
+        a = agent["active"]
+        print(f"active:   {a['uploading']} uploading, {a['thumbnailing']} thumbnailing, {a['pulling']} pulling; "
+              f"{agent['pending_local']} local file(s) pending")
+    q = report["queues"]
+    if "backend" in q:
+        print(f"backend:  {q['backend']}")
+    for name in ("events", "pull"):
+        e = q.get(name)
+        if isinstance(e, dict):
+            print(f"queue {name:<6} {e['visible']} waiting, {e['in_flight']} in flight, {e.get('dead_letter', '?')} dead-lettered")
+        elif e:
+            print(f"queue {name:<6} {e}")
+    if q.get("error"):
+        print(f"queues:   {q['error']}")
+    if running and agent.get("failures"):
+        print("recent failures:")
+        for f in agent["failures"][-10:]:
+            print(f"  {_ago(f['at'])} {f['name']}: {f['reason']}")
+    return EXIT_OK

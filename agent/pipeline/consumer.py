@@ -1,0 +1,293 @@
+"""One SQS consumer loop shared by the worker and the puller.
+
+Long polls (<= 20 s) for at most as many messages as there are free job slots
+(<= 10 a receive), runs each message's handler on a bounded pool, keeps the
+visibility of in-flight messages extended (a slow job is never handed to a
+second consumer), and deletes in batches of <= 10, checking ``Failed``.
+
+Outcomes: success -> delete. ItemError -> copy to the dead-letter queue with
+the reason, then delete (dead-lettered at once). TransientError -> released
+with a growing visibility timeout; SQS moves it to the dead-letter queue after
+``max_receives``. Delivery is at-least-once, so handlers are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from agent.cloud.errors import call
+from agent.errors import ItemError, ThumbdropError
+from agent.state.status import Status
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+REASON_ATTR = "thumbdrop-reason"
+NAME_ATTR = "thumbdrop-item"
+
+
+@dataclass
+class Outcome:
+    ok: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+
+
+class QueueConsumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        sqs: Any,
+        queue_url: str,
+        dlq_url: str | None,
+        handle: Callable[[Message], None],
+        describe: Callable[[Message], str],
+        concurrency: int,
+        visibility_timeout: int,
+        wait_seconds: int,
+        status: Status,
+        paused: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.name = name
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.dlq_url = dlq_url
+        self.handle = handle
+        self.describe = describe
+        self.concurrency = concurrency
+        self.visibility = visibility_timeout
+        self.wait = wait_seconds
+        self.status = status
+        self.paused = paused
+        self.stop_event = threading.Event()
+        self.outcome = Outcome()
+        self._slots = threading.Semaphore(concurrency)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, str] = {}  # message id -> receipt handle
+        self._to_delete: list[tuple[str, str]] = []
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-job")
+        self._threads: list[threading.Thread] = []
+        self._failures = 0
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, suffix in ((self._receive_loop, "receive"), (self._housekeeping_loop, "heartbeat")):
+            t = threading.Thread(target=target, name=f"{self.name}-{suffix}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self.stop_event.set()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        self._flush_deletes()
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._release_all()
+
+    # --- one-shot use (sync) ------------------------------------------------------
+
+    def drain(self, *, deadline: float) -> None:
+        """Process messages until the queue answers empty twice in a row (or the deadline)."""
+        empty = 0
+        while empty < 2 and time.monotonic() < deadline and not self.stop_event.is_set():
+            got = self._receive_batch(wait=1)
+            empty = 0 if got else empty + 1
+            self._wait_idle(deadline)
+            self._flush_deletes()
+        self._release_all()
+
+    def _wait_idle(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._inflight:
+                    return
+            time.sleep(0.05)
+
+    # --- loops ------------------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        while not self.stop_event.is_set():
+            if self.paused():
+                self.stop_event.wait(0.5)
+                continue
+            try:
+                self._receive_batch(wait=self.wait)
+                self._failures = 0
+                self.status.online()
+            except ThumbdropError as exc:
+                self._failures += 1
+                if exc.kind == "transient":
+                    self.status.offline(str(exc))
+                else:
+                    log.error("%s: %s", self.name, exc)
+                delay = min(30.0, 0.5 * 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
+                self.stop_event.wait(delay)
+
+    def _receive_batch(self, *, wait: int) -> int:
+        # Wait for a free slot first: never hold a message we cannot start on.
+        while not self._slots.acquire(timeout=0.5):
+            if self.stop_event.is_set():
+                return 0
+        free = 1
+        while free < 10 and self._slots.acquire(blocking=False):
+            free += 1
+        try:
+            resp = call(
+                f"receive from {self.name} queue",
+                self.sqs.receive_message,
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=free,
+                WaitTimeSeconds=wait,
+                VisibilityTimeout=self.visibility,
+                AttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=["All"],
+            )
+        except BaseException:
+            for _ in range(free):
+                self._slots.release()
+            raise
+        messages = resp.get("Messages", [])
+        for _ in range(free - len(messages)):
+            self._slots.release()
+        if self.stop_event.is_set() and messages and not self._pool_alive():
+            self._release(messages)
+            return 0
+        for msg in messages:
+            with self._lock:
+                self._inflight[msg["MessageId"]] = msg["ReceiptHandle"]
+            self._pool.submit(self._run_job, msg)
+        return len(messages)
+
+    def _pool_alive(self) -> bool:
+        return not getattr(self._pool, "_shutdown", False)
+
+    def _run_job(self, msg: Message) -> None:
+        try:
+            self.handle(msg)
+        except ItemError as exc:
+            self._dead_letter(msg, exc)
+        except ThumbdropError as exc:
+            self._retry_later(msg, exc)
+        except Exception as exc:  # a bug in a handler must not kill the loop; it is retried, then dead-lettered
+            log.exception("%s: unexpected error handling %s", self.name, self.describe(msg))
+            self._retry_later(msg, exc)
+        else:
+            self.outcome.ok += 1
+            self._done(msg)
+        finally:
+            self._slots.release()
+
+    def _done(self, msg: Message) -> None:
+        with self._lock:
+            self._inflight.pop(msg["MessageId"], None)
+            self._to_delete.append((msg["MessageId"], msg["ReceiptHandle"]))
+            full = len(self._to_delete) >= 10
+        if full:
+            self._flush_deletes()
+
+    def _dead_letter(self, msg: Message, exc: ThumbdropError) -> None:
+        name = self.describe(msg)
+        self.outcome.dead_lettered += 1
+        if self.dlq_url:
+            try:
+                call(
+                    f"dead-letter a message of {self.name}",
+                    self.sqs.send_message,
+                    QueueUrl=self.dlq_url,
+                    MessageBody=msg["Body"],
+                    MessageAttributes={
+                        REASON_ATTR: {"DataType": "String", "StringValue": str(exc)[:4000] or exc.title},
+                        NAME_ATTR: {"DataType": "String", "StringValue": name[:1000] or "?"},
+                    },
+                )
+            except ThumbdropError as send_exc:
+                log.warning("%s: could not dead-letter %s (%s); it will be retried", self.name, name, send_exc)
+                self._retry_later(msg, send_exc)
+                return
+        self._done(msg)
+
+    def _retry_later(self, msg: Message, exc: BaseException) -> None:
+        self.outcome.retried += 1
+        receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
+        log.warning("%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
+        with self._lock:
+            self._inflight.pop(msg["MessageId"], None)
+        try:
+            call(
+                "postpone a message",
+                self.sqs.change_message_visibility,
+                QueueUrl=self.queue_url,
+                ReceiptHandle=msg["ReceiptHandle"],
+                VisibilityTimeout=delay,
+            )
+        except ThumbdropError as vis_exc:
+            log.debug("%s: could not postpone message: %s", self.name, vis_exc)
+
+    def _housekeeping_loop(self) -> None:
+        """Flush deletions every second; extend visibility of running jobs every visibility/3."""
+        next_extend = time.monotonic() + self.visibility / 3
+        while not self.stop_event.wait(1.0):
+            self._flush_deletes()
+            if time.monotonic() >= next_extend:
+                self._extend_visibility()
+                next_extend = time.monotonic() + self.visibility / 3
+
+    def _extend_visibility(self) -> None:
+        with self._lock:
+            entries = list(self._inflight.items())
+        for i in range(0, len(entries), 10):
+            batch = [
+                {"Id": str(n), "ReceiptHandle": rh, "VisibilityTimeout": self.visibility}
+                for n, (_mid, rh) in enumerate(entries[i : i + 10])
+            ]
+            try:
+                out = call("extend visibility", self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=batch)
+                for failed in out.get("Failed", []):
+                    log.debug("%s: visibility not extended: %s", self.name, failed)
+            except ThumbdropError as exc:
+                log.debug("%s: visibility not extended: %s", self.name, exc)
+
+    def _flush_deletes(self) -> None:
+        with self._lock:
+            batch, self._to_delete = self._to_delete, []
+        for i in range(0, len(batch), 10):
+            chunk = batch[i : i + 10]
+            entries = [{"Id": str(n), "ReceiptHandle": rh} for n, (_mid, rh) in enumerate(chunk)]
+            try:
+                out = call("delete messages", self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
+            except ThumbdropError as exc:
+                # Not deleted means redelivered later; handlers are idempotent, so it only costs a repeat.
+                log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)
+                continue
+            for failed in out.get("Failed", []):
+                log.warning("%s: message not deleted (%s): %s", self.name, failed.get("Code"), failed.get("Message"))
+
+    def _release(self, messages: list[Message]) -> None:
+        entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for n, m in enumerate(messages)]
+        for i in range(0, len(entries), 10):
+            try:
+                call("release messages", self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries[i : i + 10])
+            except ThumbdropError as exc:
+                log.debug("%s: could not release messages: %s", self.name, exc)
+
+    def _release_all(self) -> None:
+        with self._lock:
+            left = [{"ReceiptHandle": rh} for rh in self._inflight.values()]
+            self._inflight.clear()
+        if left:
+            self._release(left)

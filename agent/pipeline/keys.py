@@ -1,0 +1,136 @@
+"""Names and places (SPEC "Names and places"): local path <-> source key <-> thumbnail key.
+
+Everything here is pure. ``safe_local_path`` is the one gate between a bucket
+key and the local file system: a key that would land outside the thumbnails
+folder is refused, never rewritten into some other path.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from agent.config.model import Config
+from agent.errors import UnsafeKeyError
+from agent.imaging.spec import FORMAT_EXTENSIONS
+
+FAILED_DIR = ".thumbdrop-failed/"  # failure markers, under thumbnails.prefix
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def thumbnail_name(name: str, fmt: str) -> str:
+    """``a.png`` -> ``a.png.jpg``; a name already ending in one of the format's extensions is kept."""
+    if name.lower().endswith(FORMAT_EXTENSIONS[fmt]):
+        return name
+    return name + FORMAT_EXTENSIONS[fmt][0]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Key mapping for one config."""
+
+    source_prefix: str
+    thumb_prefix: str
+    sizes: tuple[int, ...]
+    fmt: str
+    folder_names: tuple[str, ...]  # empty when there is one watch folder
+
+    @classmethod
+    def of(cls, cfg: Config) -> Layout:
+        folders = cfg.watch.folders
+        names = tuple(Path(f).name for f in folders) if len(folders) > 1 else ()
+        return cls(cfg.source.prefix, cfg.thumbnails.prefix, tuple(cfg.thumbnails.sizes), cfg.thumbnails.format, names)
+
+    # --- source side --------------------------------------------------------
+
+    def source_rel(self, folder_index: int, rel_path: str) -> str:
+        """The key below source.prefix for a file at ``rel_path`` in watch folder ``folder_index``."""
+        return f"{self.folder_names[folder_index]}/{rel_path}" if self.folder_names else rel_path
+
+    def source_key(self, rel: str) -> str:
+        return self.source_prefix + rel
+
+    def rel_of_source_key(self, key: str) -> str | None:
+        """The relative part of a source key, or None when the key is not ours."""
+        if not key.startswith(self.source_prefix) or key == self.source_prefix:
+            return None
+        if self.thumb_prefix and key.startswith(self.thumb_prefix):
+            return None  # never thumbnail our own output when the buckets are shared
+        rel = key[len(self.source_prefix) :]
+        if self.folder_names and rel.split("/", 1)[0] not in self.folder_names:
+            return None
+        return rel
+
+    # --- thumbnail side -----------------------------------------------------
+
+    def thumb_rel(self, rel: str, size: int) -> str:
+        head, _, name = rel.rpartition("/")
+        renamed = thumbnail_name(name, self.fmt)
+        path = f"{head}/{renamed}" if head else renamed
+        return f"{size}/{path}" if len(self.sizes) > 1 else path
+
+    def thumb_key(self, rel: str, size: int) -> str:
+        return self.thumb_prefix + self.thumb_rel(rel, size)
+
+    def thumb_keys(self, rel: str) -> list[str]:
+        return [self.thumb_key(rel, s) for s in self.sizes]
+
+    def rel_of_thumb_key(self, key: str) -> str | None:
+        """Path below thumbnails_dir for a thumbnail key, or None when not ours (or a marker)."""
+        if not key.startswith(self.thumb_prefix) or key == self.thumb_prefix:
+            return None
+        rel = key[len(self.thumb_prefix) :]
+        if rel.startswith(FAILED_DIR):
+            return None
+        if self.source_prefix and key.startswith(self.source_prefix):
+            return None
+        return rel
+
+    def failure_key(self, rel: str) -> str:
+        return f"{self.thumb_prefix}{FAILED_DIR}{rel}.json"
+
+    def rel_of_failure_key(self, key: str) -> str | None:
+        start = self.thumb_prefix + FAILED_DIR
+        if key.startswith(start) and key.endswith(".json"):
+            return key[len(start) : -len(".json")]
+        return None
+
+
+def safe_local_path(root: Path, rel: str) -> Path:
+    """``root / rel`` if and only if it stays inside ``root``; else UnsafeKeyError."""
+    why = unsafe_reason(rel)
+    if why:
+        raise UnsafeKeyError(f"refused key {rel!r}: {why}", hint="the key would write outside the thumbnails folder")
+    path = root.joinpath(*rel.split("/"))
+    resolved_root = root.resolve()
+    parent = path.parent.resolve()  # follows symlinked folders inside root: they must not lead out
+    if parent != resolved_root and resolved_root not in parent.parents:
+        raise UnsafeKeyError(f"refused key {rel!r}: a folder on its path leads outside the thumbnails folder")
+    return path
+
+
+def unsafe_reason(rel: str) -> str | None:
+    if not rel:
+        return "empty path"
+    if "\x00" in rel:
+        return "contains a NUL byte"
+    if "\\" in rel:
+        return "contains a backslash"
+    if rel.startswith("/") or posixpath.isabs(rel) or (len(rel) > 1 and rel[1] == ":"):
+        return "is an absolute path"
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' path component"
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
+        return f"has a name longer than {MAX_NAME_BYTES} bytes"
+    if len(rel.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        return f"is longer than {MAX_PATH_BYTES} bytes"
+    return None
+
+
+def ascii_meta(value: str) -> str:
+    """S3 user metadata must be ASCII: percent-encode anything else (reversible with unquote)."""
+    return quote(value, safe="/ !#$&'()*+,:;=?@[]~-_.")

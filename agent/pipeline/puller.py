@@ -1,0 +1,199 @@
+"""The puller role: thumbnail-bucket events -> files under local.thumbnails_dir.
+
+Writes are atomic (temp file in the same folder, fsync, rename), so a reader
+never sees half a thumbnail. A local copy that already matches (size and the
+object's mtime, or size and MD5 = ETag) is left alone. Keys that would land
+outside the folder are refused by ``keys.safe_local_path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.cloud.clients import Backend
+from agent.cloud.errors import call
+from agent.cloud.events import parse_body
+from agent.config.model import Config
+from agent.errors import ItemError, ObjectGoneError, ThumbdropError
+from agent.pipeline.keys import Layout, safe_local_path
+from agent.state.status import Status
+
+log = logging.getLogger(__name__)
+TMP_MARK = ".thumbdrop-tmp-"
+CHUNK = 1 << 20
+
+
+class ThumbnailPuller:
+    def __init__(self, cfg: Config, backend: Backend, status: Status) -> None:
+        self.cfg = cfg
+        self.s3 = backend.s3
+        self.layout = Layout.of(cfg)
+        self.root = Path(cfg.local.thumbnails_dir)
+        self.status = status
+
+    def handle_message(self, msg: dict[str, Any]) -> None:
+        errors: list[ItemError] = []
+        for event in parse_body(msg["Body"]):
+            if event.bucket != self.cfg.thumbnails.bucket or not event.created:
+                if event.bucket != self.cfg.thumbnails.bucket:
+                    log.info("ignored event for bucket %s (not thumbnails.bucket)", event.bucket)
+                    self.status.count("ignored")
+                continue
+            failed_rel = self.layout.rel_of_failure_key(event.key)
+            if failed_rel is not None:
+                self._report_failure(event.key, failed_rel)
+                continue
+            rel = self.layout.rel_of_thumb_key(event.key)
+            if rel is None:
+                log.info("ignored event for %s (outside thumbnails.prefix)", event.key)
+                self.status.count("ignored")
+                continue
+            try:
+                self.pull(event.key, rel, size=event.size, etag=event.etag)
+            except ItemError as exc:
+                self.status.fail(event.key, str(exc), "puller")
+                log.error("failed %s: %s", event.key, exc)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def describe(self, msg: dict[str, Any]) -> str:
+        try:
+            return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
+        except ThumbdropError:
+            return f"message {msg.get('MessageId', '?')}"
+
+    def _report_failure(self, key: str, rel: str) -> None:
+        try:
+            resp = call(f"read {key}", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=key)
+            marker = json.loads(resp["Body"].read(65536))
+            reason = str(marker.get("reason", "unknown reason"))
+        except (ThumbdropError, ValueError, AttributeError):
+            return  # cleared meanwhile, or not ours: nothing to report
+        self.status.fail(self.layout.source_key(rel), reason, "worker")
+
+    # --- one thumbnail --------------------------------------------------------------
+
+    def pull(self, key: str, rel: str, *, size: int | None = None, etag: str | None = None, mtime: float | None = None) -> str:
+        """Download one thumbnail unless the local copy matches; returns 'pulled' or 'skipped'."""
+        path = safe_local_path(self.root, rel)
+        if _matches(path, size, etag, mtime):
+            self.status.count("skipped")
+            return "skipped"
+        self.status.begin("pulling")
+        try:
+            try:
+                resp = call(f"download {key}", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=key)
+            except ObjectGoneError:
+                log.info("skipped %s: deleted from the bucket before it could be pulled", key)
+                return "skipped"
+            stamp = _timestamp(resp.get("LastModified"))
+            self._write_atomic(path, resp["Body"], key, stamp)
+        finally:
+            self.status.end("pulling")
+        self.status.pulled(str(path))
+        log.info("pulled %s -> %s", key, path)
+        return "pulled"
+
+    def _write_atomic(self, path: Path, body: Any, key: str, stamp: float | None) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise ItemError(f"cannot create the folder for {path}: a file is in the way ({exc})") from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}{TMP_MARK}", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = call(f"download {key}", body.read, CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if stamp is not None:
+                os.utime(tmp, (stamp, stamp))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            body.close()
+
+    # --- reconcile --------------------------------------------------------------------
+
+    def reconcile(self, *, only_rels: set[str] | None = None) -> dict[str, int]:
+        """Pull every thumbnail in the bucket missing or different locally (lost events included)."""
+        self.remove_stale_temp_files()
+        todo: list[tuple[str, str, int, str, float]] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.cfg.thumbnails.bucket, Prefix=self.layout.thumb_prefix)
+        for page in call("list the thumbnail bucket", lambda: list(pages)):
+            for obj in page.get("Contents", []):
+                rel = self.layout.rel_of_thumb_key(obj["Key"])
+                if rel is None or (only_rels is not None and rel not in only_rels):
+                    continue
+                todo.append((obj["Key"], rel, obj["Size"], str(obj["ETag"]).strip('"'), obj["LastModified"].timestamp()))
+        counts = {"pulled": 0, "skipped": 0, "failed": 0}
+
+        def one(item: tuple[str, str, int, str, float]) -> None:
+            key, rel, size, etag, mtime = item
+            try:
+                counts[self.pull(key, rel, size=size, etag=etag, mtime=mtime)] += 1
+            except ItemError as exc:
+                counts["failed"] += 1
+                self.status.fail(key, str(exc), "puller")
+                log.error("failed %s: %s", key, exc)
+
+        with ThreadPoolExecutor(self.cfg.transfer.concurrency, thread_name_prefix="puller-reconcile") as pool:
+            list(pool.map(one, todo))
+        return counts
+
+    def remove_stale_temp_files(self) -> int:
+        """Temp files a crash left behind are never a thumbnail: remove them."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if TMP_MARK in name:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+        return removed
+
+
+def _matches(path: Path, size: int | None, etag: str | None, mtime: float | None) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if size is not None and st.st_size != size:
+        return False
+    if mtime is not None and abs(st.st_mtime - mtime) < 0.001:
+        return True
+    if etag and "-" not in etag:
+        with contextlib.suppress(OSError):
+            return _md5(path) == etag
+    return False
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _timestamp(value: Any) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else None

@@ -1,0 +1,422 @@
+"""The uploader role: watch folders -> source bucket.
+
+The watchdog handler only filters and hands paths to the settler; the settler
+thread uploads a file once its size and mtime have been still for
+``watch.settle_seconds``; uploads run on a bounded pool with one shared client.
+``reconcile`` compares each folder with one listing of the bucket (never a HEAD
+per file) and uploads what is missing or different; it runs at start and on
+every rescan, so files that arrived while the agent was stopped, or whose
+events were missed, still go up.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from agent.cloud.clients import Backend
+from agent.cloud.errors import call, retrying, translate
+from agent.config.model import Config
+from agent.errors import ItemError, ThumbdropError
+from agent.pipeline.keys import Layout, ascii_meta
+from agent.state.journal import Journal, UploadRecord
+from agent.state.status import Status
+
+log = logging.getLogger(__name__)
+MIB = 1 << 20
+
+
+class NameFilter:
+    """include/exclude globs, case-insensitive; exclude also applies to every folder on the path."""
+
+    def __init__(self, include: list[str], exclude: list[str]) -> None:
+        self.include = [p.lower() for p in include]
+        self.exclude = [p.lower() for p in exclude]
+
+    def excluded(self, name: str) -> bool:
+        low = name.lower()
+        return any(fnmatch.fnmatchcase(low, p) for p in self.exclude)
+
+    def wanted(self, rel: str) -> bool:
+        parts = rel.split("/")
+        if any(self.excluded(p) for p in parts):
+            return False
+        low = parts[-1].lower()
+        return any(fnmatch.fnmatchcase(low, p) for p in self.include)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    folder: int
+    path: Path
+    rel: str  # relative to the source prefix (folder name first when there are several)
+
+
+@dataclass
+class Hashes:
+    sha256: str
+    etag: str
+    data: bytes | None  # the content of a small file, read once for hashing and upload
+
+
+class Uploader:
+    def __init__(self, cfg: Config, backend: Backend, status: Status, journal: Journal) -> None:
+        self.cfg = cfg
+        self.s3 = backend.s3
+        self.status = status
+        self.journal = journal
+        self.layout = Layout.of(cfg)
+        self.folders = [Path(f) for f in cfg.watch.folders]
+        self.thumbs_dir = Path(cfg.local.thumbnails_dir)
+        self.roots = [f.resolve() for f in self.folders]
+        self.filter = NameFilter(cfg.watch.include, cfg.watch.exclude)
+        self.threshold = cfg.transfer.multipart_threshold_mb * MIB
+        self.chunk = cfg.transfer.multipart_chunksize_mb * MIB
+        self.transfer_config = TransferConfig(
+            multipart_threshold=self.threshold, multipart_chunksize=self.chunk, max_concurrency=4, use_threads=True
+        )
+        self.device = cfg.local.device_name or socket.gethostname()
+        self.pool = ThreadPoolExecutor(cfg.transfer.concurrency, thread_name_prefix="uploader")
+        self.stop_event = threading.Event()
+        self.paused = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[Path, tuple[int, int, float] | None] = {}  # path -> (size, mtime_ns, still since)
+        self._busy: set[Path] = set()
+        self._dirty: set[Path] = set()
+        self._retry_at: dict[Path, float] = {}
+        self._observers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+
+    # --- mapping ----------------------------------------------------------------------
+
+    def local_file(self, path: Path) -> LocalFile | None:
+        """The LocalFile for a path inside a watch folder, or None when it is not ours to upload."""
+        for i, root in enumerate(self.folders):
+            try:
+                rel = path.relative_to(root).as_posix()
+            except ValueError:
+                continue
+            if rel in ("", ".") or not self.filter.wanted(rel):
+                return None
+            return LocalFile(i, path, self.layout.source_rel(i, rel))
+        return None
+
+    def _inside(self, path: Path, folder: int) -> bool:
+        """Symlinks are followed only when they point inside their watch folder."""
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            return False
+        root = self.roots[folder]
+        return real == root or root in real.parents
+
+    def scan(self) -> Iterator[LocalFile]:
+        for i, root in enumerate(self.folders):
+            if not root.is_dir():
+                log.warning("watch folder %s does not exist (yet); nothing to upload from it", root)
+                continue
+            for dirpath, dirs, files in os.walk(root, onerror=lambda e: log.warning("cannot read %s", e)):
+                dirs[:] = [d for d in dirs if not self.filter.excluded(d)]
+                for name in files:
+                    lf = self.local_file(Path(dirpath) / name)
+                    if lf is not None:
+                        yield lf
+
+    # --- reconcile -----------------------------------------------------------------------
+
+    def listing(self) -> dict[str, tuple[int, str]]:
+        """key -> (size, etag) for everything under source.prefix: one paginated listing."""
+        out: dict[str, tuple[int, str]] = {}
+        paginator = self.s3.get_paginator("list_objects_v2")
+        with translate("list the source bucket"):
+            for page in paginator.paginate(Bucket=self.cfg.source.bucket, Prefix=self.cfg.source.prefix):
+                for obj in page.get("Contents", []):
+                    out[obj["Key"]] = (obj["Size"], str(obj["ETag"]).strip('"'))
+        return out
+
+    def reconcile(self) -> list[Future[str]]:
+        """Upload what is missing or different in the bucket; returns the futures of the uploads."""
+        remote = self.listing()
+        futures = []
+        seen = 0
+        for lf in self.scan():
+            seen += 1
+            futures.append(self.pool.submit(self._upload_guarded, lf, remote.get(self.layout.source_key(lf.rel))))
+        log.info("reconciled %d local file(s) against %d object(s) in %s", seen, len(remote), self.cfg.source.bucket)
+        return futures
+
+    # --- one file ----------------------------------------------------------------------
+
+    def _upload_guarded(self, lf: LocalFile, remote: tuple[int, str] | None) -> str:
+        """upload() that turns errors into status entries; returns the outcome word."""
+        with self._lock:
+            if lf.path in self._busy:
+                self._dirty.add(lf.path)
+                return "busy"
+            self._busy.add(lf.path)
+        try:
+            result = self.upload(lf, remote)
+            self._retry_at.pop(lf.path, None)
+            return result
+        except ItemError as exc:
+            self.status.fail(str(lf.path), str(exc), "uploader")
+            log.error("failed %s: %s", lf.path, exc)
+            return "failed"
+        except ThumbdropError as exc:
+            if exc.kind == "transient":
+                self.status.offline(str(exc))
+                with self._lock:
+                    self._retry_at[lf.path] = time.monotonic() + 5
+                log.warning("upload of %s postponed: %s", lf.path, exc)
+                return "postponed"
+            self.status.fail(str(lf.path), str(exc), "uploader")
+            log.error("failed %s: %s", lf.path, exc)
+            return "failed"
+        finally:
+            with self._lock:
+                self._busy.discard(lf.path)
+                again = lf.path in self._dirty
+                self._dirty.discard(lf.path)
+            if again:
+                self.touch(lf.path)
+
+    def upload(self, lf: LocalFile, remote: tuple[int, str] | None = None, *, known_remote: bool = True) -> str:
+        """Upload one file unless the bucket has this content; 'uploaded', 'unchanged' or 'gone'."""
+        path = lf.path
+        try:
+            if path.is_symlink() and not self._inside(path, lf.folder):
+                log.info("skipped %s: symlink to a file outside the watch folder", path)
+                return "gone"
+            st = path.stat()
+        except FileNotFoundError:
+            return "gone"
+        except OSError as exc:
+            raise ItemError(f"cannot read {path}: {exc.strerror}") from None
+        if not path.is_file():
+            return "gone"
+        if self._thumbnailed_locally(lf.rel, st):
+            return "unchanged"
+        key = self.layout.source_key(lf.rel)
+        cached = self.journal.upload(str(path))
+        if remote is not None and cached and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            if cached.key == key and remote == (cached.size, cached.etag):
+                return "unchanged"
+        try:
+            hashes = self._hash(path, st.st_size)
+        except FileNotFoundError:
+            return "gone"
+        except OSError as exc:
+            raise ItemError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if remote is not None and remote == (st.st_size, hashes.etag):
+            self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag))
+            return "unchanged"
+        self.status.begin("uploading")
+        try:
+            etag = self._put(path, key, st, hashes)
+        finally:
+            self.status.end("uploading")
+        after = _stat(path)
+        if after is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            log.info("%s changed during its upload; it goes up again once it settles", path)
+            self.touch(path)
+        self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag))
+        self.status.count("uploaded")
+        log.info("uploaded %s -> s3://%s/%s (%d bytes)", path, self.cfg.source.bucket, key, st.st_size)
+        return "uploaded"
+
+    def _thumbnailed_locally(self, rel: str, st: os.stat_result) -> bool:
+        """The local thumbnails folder is the truth: thumbnails newer than the file mean it is done.
+
+        ctime, not only mtime: a file copied in with its old mtime kept (cp -p) still counts as new.
+        This keeps a restart on the (empty) embedded backend, or after originals were pruned from the
+        bucket, from uploading and thumbnailing everything again.
+        """
+        changed = max(st.st_mtime, st.st_ctime)
+        for size in self.layout.sizes:
+            thumb = _stat(self.thumbs_dir / self.layout.thumb_rel(rel, size))
+            if thumb is None or thumb.st_mtime < changed:
+                return False
+        return True
+
+    def _hash(self, path: Path, size: int) -> Hashes:
+        sha = hashlib.sha256()
+        if size <= self.threshold:
+            data = path.read_bytes()
+            sha.update(data)
+            return Hashes(sha.hexdigest(), hashlib.md5(data, usedforsecurity=False).hexdigest(), data)
+        parts = []
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(self.chunk), b""):
+                sha.update(chunk)
+                parts.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+        etag = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest() + f"-{len(parts)}"
+        return Hashes(sha.hexdigest(), etag, None)
+
+    def _put(self, path: Path, key: str, st: os.stat_result, hashes: Hashes) -> str:
+        meta = {"sha256": hashes.sha256, "mtime": f"{st.st_mtime:.6f}", "device": ascii_meta(self.device)}
+        content_type = _content_type(path.name)
+        bucket = self.cfg.source.bucket
+        if hashes.data is not None and len(hashes.data) == st.st_size:
+            out = retrying(
+                f"upload {path}",
+                self.s3.put_object,
+                Bucket=bucket,
+                Key=key,
+                Body=hashes.data,
+                Metadata=meta,
+                ContentType=content_type,
+            )
+            return str(out["ETag"]).strip('"')
+        extra = {"Metadata": meta, "ContentType": content_type}
+        retrying(f"upload {path}", self.s3.upload_file, str(path), bucket, key, ExtraArgs=extra, Config=self.transfer_config)
+        head = call(f"read {key}", self.s3.head_object, Bucket=bucket, Key=key)
+        return str(head["ETag"]).strip('"')
+
+    # --- watching -------------------------------------------------------------------------
+
+    def touch(self, path: Path) -> None:
+        """Something happened to ``path``: (re)start its settle clock."""
+        with self._lock:
+            self._pending[path] = None
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._pending.pop(path, None)
+
+    def touch_tree(self, folder: Path) -> None:
+        """A folder appeared (created or moved in): its files produce no events of their own."""
+        for dirpath, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if not self.filter.excluded(d)]
+            for name in files:
+                p = Path(dirpath) / name
+                if self.local_file(p) is not None:
+                    self.touch(p)
+
+    def start_watching(self) -> None:
+        handler = _Handler(self)
+        for root in self.folders:
+            root.mkdir(parents=True, exist_ok=True)
+            observer = Observer()
+            observer.name = f"watch-{root.name}"
+            observer.schedule(handler, str(root), recursive=True)
+            observer.start()
+            self._observers.append(observer)
+        t = threading.Thread(target=self._settle_loop, name="uploader-settle", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _settle_loop(self) -> None:
+        settle = self.cfg.watch.settle_seconds
+        while not self.stop_event.wait(0.1):
+            if self.paused.is_set():
+                continue
+            now = time.monotonic()
+            ready: list[Path] = []
+            with self._lock:
+                items = list(self._pending.items())
+                retries = [p for p, t in self._retry_at.items() if t <= now]
+            for p in retries:
+                with self._lock:
+                    self._retry_at.pop(p, None)
+                    self._pending.setdefault(p, None)
+            for path, seen in items:
+                st = _stat(path)
+                if st is None:
+                    self.forget(path)
+                    continue
+                sig = (st.st_size, st.st_mtime_ns)
+                with self._lock:
+                    if seen is None or seen[:2] != sig:
+                        self._pending[path] = (*sig, now)
+                    elif now - seen[2] >= settle:
+                        del self._pending[path]
+                        ready.append(path)
+            for path in ready:
+                lf = self.local_file(path)
+                if lf is not None:
+                    self.pool.submit(self._upload_guarded, lf, self._remote_of(lf))
+            with self._lock:
+                self.status.pending_local = len(self._pending) + len(self._busy) + len(self._retry_at)
+
+    def _remote_of(self, lf: LocalFile) -> tuple[int, str] | None:
+        """What the journal says the bucket holds for this file (saves a request)."""
+        rec = self.journal.upload(str(lf.path))
+        return (rec.size, rec.etag) if rec and rec.key == self.layout.source_key(lf.rel) else None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for o in self._observers:
+            o.stop()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for o in self._observers:
+            o.join(max(0.1, deadline - time.monotonic()))
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs under the observer's lock: filter and enqueue only, never I/O."""
+
+    def __init__(self, uploader: Uploader) -> None:
+        self.up = uploader
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        if kind == "deleted":
+            self.up.forget(Path(os.fsdecode(event.src_path)))
+            return
+        target = event.dest_path if kind == "moved" else event.src_path
+        path = Path(os.fsdecode(target))
+        if event.is_directory:
+            if kind in ("created", "moved"):
+                # Scanning is I/O: leave it to a short-lived thread, not the observer.
+                threading.Thread(target=self.up.touch_tree, args=(path,), name="uploader-scan-dir", daemon=True).start()
+            return
+        if self.up.local_file(path) is not None:
+            self.up.status.count("seen")
+            self.up.touch(path)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".bmp": "image/bmp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".avif": "image/avif",
+}
+
+
+def _content_type(name: str) -> str:
+    return _TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")

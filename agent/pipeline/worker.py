@@ -1,0 +1,191 @@
+"""The worker role: source-bucket events -> thumbnails in the thumbnail bucket.
+
+Idempotent: a source whose thumbnails already carry its ETag is skipped, so a
+redelivered event or moto's double event for multipart uploads (Put and
+CompleteMultipartUpload) gives one thumbnail. A permanent failure writes a
+failure marker (``<thumbnails.prefix>.thumbdrop-failed/<key>.json``) so that
+``sync`` and the puller can report it by name until the file changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.cloud.clients import Backend
+from agent.cloud.errors import call
+from agent.cloud.events import parse_body
+from agent.config.model import Config
+from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
+from agent.imaging import ThumbnailSpec, make_thumbnails
+from agent.pipeline.keys import Layout, ascii_meta
+from agent.state.status import Status
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+def spec_of(cfg: Config) -> ThumbnailSpec:
+    t = cfg.thumbnails
+    bg = tuple(int(t.background[i : i + 2], 16) for i in (1, 3, 5))
+    return ThumbnailSpec(
+        sizes=tuple(sorted(t.sizes, reverse=True)),
+        format=t.format,
+        quality=t.quality,
+        progressive=t.progressive,
+        background=(bg[0], bg[1], bg[2]),
+        max_pixels=t.max_pixels,
+    )
+
+
+class ThumbnailWorker:
+    def __init__(self, cfg: Config, backend: Backend, status: Status, tmp_root: Path) -> None:
+        self.cfg = cfg
+        self.s3 = backend.s3
+        self.layout = Layout.of(cfg)
+        self.spec = spec_of(cfg)
+        self.status = status
+        self.tmp_root = tmp_root
+        tmp_root.mkdir(parents=True, exist_ok=True)
+
+    # --- queue side ---------------------------------------------------------------
+
+    def handle_message(self, msg: dict[str, Any]) -> None:
+        errors: list[ItemError] = []
+        for event in parse_body(msg["Body"]):
+            if event.bucket != self.cfg.source.bucket:
+                log.info("ignored event for bucket %s (not source.bucket)", event.bucket)
+                self.status.count("ignored")
+                continue
+            if not event.created:
+                continue
+            rel = self.layout.rel_of_source_key(event.key)
+            if rel is None:
+                log.info("ignored event for %s (outside source.prefix or our own output)", event.key)
+                self.status.count("ignored")
+                continue
+            try:
+                self.process(rel)
+            except ItemError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def describe(self, msg: dict[str, Any]) -> str:
+        try:
+            return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
+        except ThumbdropError:
+            return f"message {msg.get('MessageId', '?')}"
+
+    # --- one object ---------------------------------------------------------------
+
+    def process(self, rel: str) -> str:
+        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'."""
+        key = self.layout.source_key(rel)
+        try:
+            head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
+        except ObjectGoneError:
+            log.info("skipped %s: deleted before it could be thumbnailed", key)
+            return "gone"
+        etag = str(head["ETag"]).strip('"')
+        sha = head.get("Metadata", {}).get("sha256", "")
+        if self._done_already(rel, etag):
+            self.status.count("skipped")
+            log.debug("skipped %s: thumbnails exist for this content", key)
+            return "skipped"
+        known = self._known_failure(rel, etag)
+        if known:
+            # A redelivered event for a file that already failed: same content, same verdict.
+            raise ImageError(known)
+        self.status.begin("thumbnailing")
+        started = time.monotonic()
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.tmp_root))
+        try:
+            src = work / "source"
+            self._download(key, etag, src)
+            try:
+                thumbs = make_thumbnails(src, self.spec, work)
+            except ItemError as exc:
+                self._mark_failed(rel, key, etag, sha, str(exc))
+                self.status.fail(key, str(exc), "worker")
+                log.error("failed %s: %s", key, exc)
+                raise
+            by_size = {t.size: t for t in thumbs}
+            for size in self.layout.sizes:
+                thumb = by_size[size]
+                with open(thumb.path, "rb") as body:
+                    call(
+                        f"upload thumbnail of {key}",
+                        self.s3.put_object,
+                        Bucket=self.cfg.thumbnails.bucket,
+                        Key=self.layout.thumb_key(rel, size),
+                        Body=body,
+                        ContentType=thumb.content_type,
+                        Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
+                    )
+            self._clear_failed(rel)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            self.status.end("thumbnailing")
+        self.status.count("thumbnailed")
+        log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
+        return "thumbnailed"
+
+    def _done_already(self, rel: str, etag: str) -> bool:
+        for tkey in self.layout.thumb_keys(rel):
+            try:
+                head = call(f"read {tkey}", self.s3.head_object, Bucket=self.cfg.thumbnails.bucket, Key=tkey)
+            except ObjectGoneError:
+                return False
+            if head.get("Metadata", {}).get("source-etag") != etag:
+                return False
+        return True
+
+    def _known_failure(self, rel: str, etag: str) -> str | None:
+        try:
+            resp = call("read a failure marker", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel))
+            marker = json.loads(resp["Body"].read(65536))
+        except (ObjectGoneError, ValueError):
+            return None
+        if isinstance(marker, dict) and marker.get("source_etag") == etag:
+            return str(marker.get("reason", "failed before"))
+        return None
+
+    def _download(self, key: str, etag: str, dest: Path) -> None:
+        """Stream to a file: memory stays bounded whatever the size of the original."""
+        resp = call(f"download {key}", self.s3.get_object, Bucket=self.cfg.source.bucket, Key=key, IfMatch=etag)
+        body = resp["Body"]
+        try:
+            with open(dest, "wb") as out:
+                while True:
+                    chunk = call(f"download {key}", body.read, CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        finally:
+            body.close()
+
+    def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str) -> None:
+        marker = {"source_key": key, "source_etag": etag, "source_sha256": sha, "reason": reason, "at": time.time()}
+        try:
+            call(
+                f"record the failure of {key}",
+                self.s3.put_object,
+                Bucket=self.cfg.thumbnails.bucket,
+                Key=self.layout.failure_key(rel),
+                Body=json.dumps(marker).encode(),
+                ContentType="application/json",
+            )
+        except ThumbdropError as exc:
+            log.warning("could not record the failure of %s: %s", key, exc)
+
+    def _clear_failed(self, rel: str) -> None:
+        try:
+            call("clear a failure marker", self.s3.delete_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel))
+        except ThumbdropError as exc:
+            log.debug("could not clear failure marker of %s: %s", rel, exc)

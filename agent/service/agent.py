@@ -1,0 +1,178 @@
+"""The agent: composes the configured roles, owns their threads, publishes status.
+
+Knows nothing of the CLI, the tray or systemd; signal handling lives in
+``service.run``. Every thread is named and joined on stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+
+from agent.cloud.clients import Backend
+from agent.config.model import Config
+from agent.errors import ThumbdropError
+from agent.pipeline.consumer import QueueConsumer
+from agent.pipeline.puller import ThumbnailPuller
+from agent.pipeline.uploader import Uploader
+from agent.pipeline.worker import ThumbnailWorker
+from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
+from agent.state.journal import Journal
+from agent.state.status import Status
+
+log = logging.getLogger(__name__)
+STOP_TIMEOUT = 8.0
+
+
+class Agent:
+    def __init__(self, cfg: Config, backend: Backend, state_dir: Path, *, roles: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.state_dir = state_dir
+        self.roles = list(roles if roles is not None else cfg.roles)
+        self.status = Status(self.roles)
+        self.status.backend = backend.describe()
+        self.stop_event = threading.Event()
+        self.paused = threading.Event()
+        self.journal = Journal(state_dir / "journal.sqlite3")
+        self.uploader: Uploader | None = None
+        self.consumers: list[QueueConsumer] = []
+        self.puller: ThumbnailPuller | None = None
+        self._threads: list[threading.Thread] = []
+        self.ready = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
+        if "uploader" in self.roles:
+            # Watch first: nothing dropped during the initial reconcile is missed.
+            self.uploader = Uploader(self.cfg, self.backend, self.status, self.journal)
+            self.uploader.start_watching()
+        if "cleaner" in self.roles:
+            log.info("cleaner role: the cleanup policy keeps everything (no cleanup rules are configured)")
+        self._spawn(self._bootstrap, "agent-bootstrap")
+        self._spawn(self._publish_loop, "agent-status")
+
+    def _spawn(self, target: object, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    def _bootstrap(self) -> None:
+        """Provision and find the queues, waiting out an offline backend, then start the loops."""
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                ensure_resources(self.cfg, self.backend)
+                urls = queue_urls(self.cfg, self.backend)
+                break
+            except ThumbdropError as exc:
+                if exc.kind != "transient":
+                    log.error("%s", exc)
+                    self.status.set_state("error", fatal=str(exc))
+                    self.stop_event.set()
+                    return
+                failures += 1
+                self.status.offline(str(exc))
+                self.stop_event.wait(min(30.0, 2.0**failures) * random.uniform(0.5, 1.0))
+        else:
+            return
+        self.status.online()
+        if "worker" in self.roles and urls.events:
+            worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+            self._add_consumer("worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg))
+        if "puller" in self.roles and urls.pull:
+            self.puller = ThumbnailPuller(self.cfg, self.backend, self.status)
+            self._add_consumer(
+                "puller", self.puller.handle_message, self.puller.describe, urls.pull, urls.pull_dlq, self.cfg.transfer.concurrency
+            )
+        self.status.set_state("paused" if self.paused.is_set() else "running")
+        self.ready.set()
+        log.info("thumbdrop agent running")
+        self._reconcile_loop()
+
+    def _add_consumer(self, name: str, handle, describe, url: str, dlq: str | None, concurrency: int) -> None:  # type: ignore[no-untyped-def]
+        consumer = QueueConsumer(
+            name=name,
+            sqs=self.backend.sqs,
+            queue_url=url,
+            dlq_url=dlq,
+            handle=handle,
+            describe=describe,
+            concurrency=concurrency,
+            visibility_timeout=self.cfg.queues.visibility_timeout,
+            wait_seconds=self.cfg.queues.wait_seconds,
+            status=self.status,
+            paused=self.paused.is_set if name == "puller" else (lambda: False),
+        )
+        consumer.start()
+        self.consumers.append(consumer)
+
+    def _reconcile_loop(self) -> None:
+        """At start and every rescan_seconds: upload what is missing, pull what is missing."""
+        interval = self.cfg.watch.rescan_seconds
+        while not self.stop_event.is_set():
+            try:
+                if self.uploader is not None and not self.paused.is_set():
+                    self.uploader.reconcile()
+                if self.puller is not None and not self.paused.is_set():
+                    self.puller.reconcile()
+                self.status.online()
+            except ThumbdropError as exc:
+                if exc.kind == "transient":
+                    self.status.offline(str(exc))
+                    self.stop_event.wait(10)
+                    continue
+                log.error("reconcile failed: %s", exc)
+            if interval <= 0:
+                return
+            self.stop_event.wait(interval)
+
+    def _publish_loop(self) -> None:
+        while True:
+            try:
+                self.status.publish(self.state_dir)
+            except OSError as exc:
+                log.debug("could not publish status: %s", exc)
+            if self.stop_event.wait(1.0):
+                return
+
+    def pause(self) -> None:
+        self.paused.set()
+        if self.uploader is not None:
+            self.uploader.paused.set()
+        self.status.set_state("paused")
+
+    def resume(self) -> None:
+        self.paused.clear()
+        if self.uploader is not None:
+            self.uploader.paused.clear()
+        self.status.set_state("running")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Drain in-flight work and join every thread, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self.status.set_state("stopping")
+        self.stop_event.set()
+        if self.uploader is not None:
+            self.uploader.stop()
+        for c in self.consumers:
+            c.stop()
+        for c in self.consumers:
+            c.join(max(0.5, deadline - time.monotonic()))
+        if self.uploader is not None:
+            self.uploader.join(max(0.5, deadline - time.monotonic()))
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        if self.status.state != "error":
+            self.status.set_state("stopped")
+        try:
+            self.status.publish(self.state_dir)
+        except OSError:
+            pass
+        self.journal.close()
+        log.info("thumbdrop agent stopped")

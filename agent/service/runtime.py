@@ -1,0 +1,88 @@
+"""What every command that talks to the backend needs: state dir, backend, queue URLs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from collections.abc import Iterator
+from pathlib import Path
+
+import platformdirs
+
+from agent.cloud.clients import Backend
+from agent.cloud.local_backend import LocalBackend, attach_or_start
+from agent.cloud.provision import Provisioner, dlq_name
+from agent.config.model import Config
+from agent.errors import ResourceMissingError
+
+log = logging.getLogger(__name__)
+
+
+def state_dir(cfg: Config) -> Path:
+    path = Path(cfg.local.state_dir) if cfg.local.state_dir else Path(platformdirs.user_state_dir("thumbdrop"))
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def pool_size(cfg: Config) -> int:
+    return cfg.transfer.concurrency + worker_concurrency(cfg) + 16
+
+
+def worker_concurrency(cfg: Config) -> int:
+    return cfg.worker.concurrency or os.cpu_count() or 1
+
+
+@contextmanager
+def open_backend(cfg: Config, *, publish: bool = True) -> Iterator[Backend]:
+    """The configured backend; for 'local', the running embedded server or a new one we own."""
+    local: LocalBackend | None = None
+    try:
+        if cfg.backend.endpoint_url == "local":
+            local = attach_or_start(state_dir(cfg), publish=publish)
+            yield Backend(cfg.backend, endpoint_url=local.endpoint_url, local=True, pool_size=pool_size(cfg))
+        else:
+            yield Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
+    finally:
+        if local is not None:
+            local.stop()
+
+
+@dataclass
+class Queues:
+    events: str | None
+    events_dlq: str | None
+    pull: str | None
+    pull_dlq: str | None
+
+
+def ensure_resources(cfg: Config, backend: Backend) -> None:
+    """Provision what is missing (auto_setup), or check it is there and name 'thumbdrop setup' if not."""
+    if cfg.backend.auto_setup:
+        report = Provisioner(cfg, backend).setup()
+        for change in report.changes:
+            if change.verb not in ("ok", "keep"):
+                log.info("setup: %s", change)
+        return
+    prov = Provisioner(cfg, backend, dry_run=True)
+    missing = [cfg.queues.events, cfg.queues.pull]
+    missing = [q for q in missing if prov.queue_url(q) is None]
+    for bucket in dict.fromkeys([cfg.source.bucket, cfg.thumbnails.bucket]):
+        if not prov.bucket_exists(bucket):
+            missing.append(f"bucket {bucket}")
+    if missing:
+        raise ResourceMissingError(
+            f"missing: {', '.join(missing)} (backend.auto_setup is off)",
+            hint="run 'thumbdrop setup' (with credentials allowed to create them)",
+        )
+
+
+def queue_urls(cfg: Config, backend: Backend) -> Queues:
+    prov = Provisioner(cfg, backend, dry_run=True)
+    return Queues(
+        events=prov.queue_url(cfg.queues.events),
+        events_dlq=prov.queue_url(dlq_name(cfg.queues.events)),
+        pull=prov.queue_url(cfg.queues.pull),
+        pull_dlq=prov.queue_url(dlq_name(cfg.queues.pull)),
+    )

@@ -1,0 +1,258 @@
+"""``sync``: one shot of the whole pipeline for the images in the watch folders.
+
+1. upload what is missing or changed (one listing of the source bucket);
+2. thumbnail every image in scope whose thumbnails are missing or older than
+   it (in-process worker, unless the worker role is off: then wait for the
+   fleet's workers), and drain the events queue (idempotent skips);
+3. pull every thumbnail missing locally, and drain the pull queue;
+4. report: counts, and every failure by name with its reason.
+
+Safe while ``run`` is running: every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.cloud.clients import Backend
+from agent.cloud.errors import call, translate
+from agent.config.model import Config
+from agent.errors import ItemError, ThumbdropError
+from agent.pipeline.consumer import QueueConsumer
+from agent.pipeline.keys import Layout
+from agent.pipeline.puller import ThumbnailPuller
+from agent.pipeline.uploader import Uploader
+from agent.pipeline.worker import ThumbnailWorker
+from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
+from agent.state.journal import Journal
+from agent.state.status import Status
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class SyncResult:
+    files: int = 0
+    uploaded: int = 0
+    thumbnailed: int = 0
+    pulled: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # name -> reason
+    unfinished: list[str] = field(default_factory=list)
+    timed_out: bool = False
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.unfinished and not self.timed_out and not self.interrupted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "uploaded": self.uploaded,
+            "thumbnailed": self.thumbnailed,
+            "pulled": self.pulled,
+            "failures": [{"name": k, "reason": v} for k, v in sorted(self.failures.items())],
+            "unfinished": sorted(self.unfinished),
+            "timed_out": self.timed_out,
+            "interrupted": self.interrupted,
+        }
+
+
+def _objects(backend: Backend, bucket: str, prefix: str, action: str) -> dict[str, datetime]:
+    out: dict[str, datetime] = {}
+    paginator = backend.s3.get_paginator("list_objects_v2")
+    with translate(action):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out[obj["Key"]] = obj["LastModified"]
+    return out
+
+
+class Sync:
+    def __init__(
+        self,
+        cfg: Config,
+        backend: Backend,
+        state_dir: Path,
+        *,
+        timeout: float | None,
+        progress: Progress,
+        stop: threading.Event,
+    ) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.state_dir = state_dir
+        self.deadline = time.monotonic() + timeout if timeout else float("inf")
+        self.progress = progress
+        self.stop = stop
+        self.layout = Layout.of(cfg)
+        self.status = Status(cfg.roles)
+        self.result = SyncResult()
+
+    def _late(self) -> bool:
+        if self.stop.is_set():
+            self.result.interrupted = True
+            return True
+        if time.monotonic() >= self.deadline:
+            self.result.timed_out = True
+            return True
+        return False
+
+    def run(self) -> SyncResult:
+        ensure_resources(self.cfg, self.backend)
+        scope = self._upload()
+        if not self._late():
+            self._thumbnail(scope)
+        if not self._late() and "puller" in self.cfg.roles:
+            self._pull()
+        for f in self.status.failures:
+            self.result.failures.setdefault(f.name, f.reason)
+        return self.result
+
+    # --- 1. uploads ------------------------------------------------------------------------
+
+    def _upload(self) -> set[str]:
+        journal = Journal(self.state_dir / "journal.sqlite3")
+        uploader = Uploader(self.cfg, self.backend, self.status, journal)
+        try:
+            scope = {lf.rel for lf in uploader.scan()}
+            self.result.files = len(scope)
+            futures = uploader.reconcile()
+            done = 0
+            pending = set(futures)
+            while pending and not self._late():
+                finished, pending = wait(pending, timeout=0.25)
+                done += len(finished)
+                self.progress("upload", done, len(futures))
+            for fut in futures:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    outcome = fut.result()
+                    if outcome == "uploaded":
+                        self.result.uploaded += 1
+                    elif outcome == "postponed":
+                        self.result.failures.setdefault("(upload)", "backend unreachable; some files were not uploaded")
+                    elif outcome == "gone":
+                        pass
+            uploader.pool.shutdown(wait=not self._late(), cancel_futures=True)
+            for f in self.status.failures:
+                scope.discard(self._rel_of_local(uploader, f.name))
+        finally:
+            journal.close()
+        return scope
+
+    @staticmethod
+    def _rel_of_local(uploader: Uploader, name: str) -> str:
+        lf = uploader.local_file(Path(name))
+        return lf.rel if lf else name
+
+    # --- 2. thumbnails -------------------------------------------------------------------------
+
+    def _thumbnail(self, scope: set[str]) -> None:
+        urls = queue_urls(self.cfg, self.backend)
+        worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+        local_worker = "worker" in self.cfg.roles
+        while True:
+            todo = self._missing_thumbnails(scope)
+            if not todo or self._late():
+                break
+            if not local_worker:
+                self.progress("waiting for workers", len(scope) - len(todo), len(scope))
+                self.stop.wait(2.0)
+                continue
+            self._run_worker(worker, sorted(todo), len(scope))
+            break
+        if local_worker and urls.events and not self._late():
+            # The events for what we just made are now redundant: consume them (each is a cheap skip).
+            self._drain(urls.events, urls.events_dlq, worker.handle_message, worker.describe, "worker", worker_concurrency(self.cfg))
+        left = self._missing_thumbnails(scope) if not self.stop.is_set() else set()
+        self.result.unfinished.extend(self.layout.source_key(r) for r in left)
+
+    def _missing_thumbnails(self, scope: set[str]) -> set[str]:
+        """In-scope sources without up-to-date thumbnails and without a current failure marker."""
+        sources = _objects(self.backend, self.cfg.source.bucket, self.cfg.source.prefix, "list the source bucket")
+        thumbs = _objects(self.backend, self.cfg.thumbnails.bucket, self.cfg.thumbnails.prefix, "list the thumbnail bucket")
+        missing = set()
+        for rel in scope:
+            src_time = sources.get(self.layout.source_key(rel))
+            if src_time is None:
+                continue  # not uploaded (reported by the upload step)
+            marker = thumbs.get(self.layout.failure_key(rel))
+            if marker is not None and marker >= src_time:
+                self._report_marker(rel)
+                continue
+            times = [thumbs.get(k) for k in self.layout.thumb_keys(rel)]
+            if any(t is None or t < src_time for t in times):
+                missing.add(rel)
+        return missing
+
+    def _report_marker(self, rel: str) -> None:
+        key = self.layout.source_key(rel)
+        if key in self.result.failures:
+            return
+        try:
+            resp = call("read a failure marker", self.backend.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel))
+            reason = str(json.loads(resp["Body"].read(65536)).get("reason", "failed"))
+        except (ThumbdropError, ValueError):
+            reason = "failed (reason unavailable)"
+        self.result.failures[key] = reason
+
+    def _run_worker(self, worker: ThumbnailWorker, todo: list[str], total: int) -> None:
+        done = total - len(todo)
+
+        def one(rel: str) -> None:
+            try:
+                if worker.process(rel) == "thumbnailed":
+                    self.result.thumbnailed += 1
+            except ItemError as exc:
+                self.result.failures[self.layout.source_key(rel)] = str(exc)
+            except ThumbdropError as exc:
+                self.result.failures[self.layout.source_key(rel)] = f"not thumbnailed: {exc}"
+
+        with ThreadPoolExecutor(worker_concurrency(self.cfg), thread_name_prefix="sync-worker") as pool:
+            futures = [pool.submit(one, rel) for rel in todo]
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.25)
+                done += len(finished)
+                self.progress("thumbnail", done, total)
+                if self._late():
+                    for f in pending:
+                        f.cancel()
+                    break
+
+    # --- 3. pulls ------------------------------------------------------------------------------
+
+    def _pull(self) -> None:
+        puller = ThumbnailPuller(self.cfg, self.backend, self.status)
+        counts = puller.reconcile()
+        self.result.pulled += counts["pulled"]
+        self.progress("pull", counts["pulled"] + counts["skipped"], counts["pulled"] + counts["skipped"] + counts["failed"])
+        urls = queue_urls(self.cfg, self.backend)
+        if urls.pull and not self._late():
+            self._drain(urls.pull, urls.pull_dlq, puller.handle_message, puller.describe, "puller", self.cfg.transfer.concurrency)
+
+    def _drain(self, url: str, dlq: str | None, handle: Any, describe: Any, name: str, concurrency: int) -> None:
+        consumer = QueueConsumer(
+            name=f"sync-{name}",
+            sqs=self.backend.sqs,
+            queue_url=url,
+            dlq_url=dlq,
+            handle=handle,
+            describe=describe,
+            concurrency=concurrency,
+            visibility_timeout=self.cfg.queues.visibility_timeout,
+            wait_seconds=1,
+            status=self.status,
+        )
+        consumer.drain(deadline=min(self.deadline, time.monotonic() + 60))
+        consumer.join(timeout=10)

@@ -1,0 +1,88 @@
+"""The local journal: a cache of what was uploaded, so restarts need not re-hash.
+
+SQLite in WAL mode in the state dir. The buckets stay the truth: a missing or
+corrupt journal is moved aside and rebuilt empty (with a warning); the next
+reconcile fills it again from the bucket listing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    path TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    path: str
+    key: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    etag: str
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            log.warning("journal %s is unreadable (%s); moved to %s and rebuilt from the buckets", self.path, exc, aside)
+            self.path.replace(aside)
+            for extra in ("-wal", "-shm"):
+                Path(f"{self.path}{extra}").unlink(missing_ok=True)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        db.execute("SELECT count(*) FROM uploads").fetchone()  # fails on a corrupt file
+        return db
+
+    def upload(self, path: str) -> UploadRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, key, size, mtime_ns, sha256, etag FROM uploads WHERE path = ?", (path,)
+            ).fetchone()
+        return UploadRecord(*row) if row else None
+
+    def record_upload(self, rec: UploadRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time()),
+            )
+
+    def forget_upload(self, path: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

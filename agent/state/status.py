@@ -1,0 +1,131 @@
+"""The explicit status object the agent publishes (never derived from log lines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+
+
+@dataclass
+class Failure:
+    name: str  # file or key
+    reason: str
+    role: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "reason": self.reason, "role": self.role, "at": self.at}
+
+
+class Status:
+    """Thread-safe counters and state for one agent process."""
+
+    COUNTERS = ("seen", "uploaded", "thumbnailed", "pulled", "skipped", "failed", "ignored")
+
+    def __init__(self, roles: list[str]) -> None:
+        self._lock = threading.Lock()
+        self.roles = list(roles)
+        self.state = "starting"  # starting, running, paused, stopping, stopped, error
+        self.started_at = time.time()
+        self.offline_since: float | None = None
+        self.offline_reason = ""
+        self.fatal: str | None = None
+        self.counts = dict.fromkeys(self.COUNTERS, 0)
+        self.active: dict[str, int] = {"uploading": 0, "thumbnailing": 0, "pulling": 0}
+        self.pending_local = 0
+        self.failures: deque[Failure] = deque(maxlen=50)
+        self.recent_thumbnails: deque[str] = deque(maxlen=10)
+        self.backend = ""
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def fail(self, name: str, reason: str, role: str) -> None:
+        with self._lock:
+            self.counts["failed"] += 1
+            self.failures.append(Failure(name, reason, role, time.time()))
+
+    def begin(self, activity: str) -> None:
+        with self._lock:
+            self.active[activity] += 1
+
+    def end(self, activity: str) -> None:
+        with self._lock:
+            self.active[activity] -= 1
+
+    def pulled(self, path: str) -> None:
+        with self._lock:
+            self.counts["pulled"] += 1
+            self.recent_thumbnails.append(path)
+
+    def offline(self, reason: str) -> None:
+        with self._lock:
+            if self.offline_since is None:
+                self.offline_since = time.time()
+            self.offline_reason = reason
+
+    def online(self) -> None:
+        with self._lock:
+            self.offline_since = None
+            self.offline_reason = ""
+
+    def set_state(self, state: str, fatal: str | None = None) -> None:
+        with self._lock:
+            self.state = state
+            if fatal:
+                self.fatal = fatal
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "pid": os.getpid(),
+                "state": self.state,
+                "roles": self.roles,
+                "started_at": self.started_at,
+                "updated_at": time.time(),
+                "backend": self.backend,
+                "offline_since": self.offline_since,
+                "offline_reason": self.offline_reason,
+                "fatal": self.fatal,
+                "counts": dict(self.counts),
+                "active": dict(self.active),
+                "pending_local": self.pending_local,
+                "failures": [f.as_dict() for f in self.failures],
+                "recent_thumbnails": list(self.recent_thumbnails),
+            }
+
+    def publish(self, state_dir: Path) -> None:
+        """Write the snapshot atomically for ``thumbdrop status`` (and the tray) to read."""
+        write_json_atomic(state_dir / STATUS_FILE, self.snapshot())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def read_published(state_dir: Path) -> dict[str, Any] | None:
+    """The last status a running agent published, or None when no agent is running."""
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        os.kill(int(data.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        data["state"] = "not running"
+    except PermissionError:
+        pass
+    return data
