@@ -38,7 +38,7 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "GIF", "TIFF", "BMP")
 
 # Decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves this many times the largest
 # thumbnail's pixels per side, so the final LANCZOS step has real detail to filter. See IMAGING_NOTES.md.
-DRAFT_MARGIN = 2.0
+DRAFT_MARGIN = 1.5
 
 # What Pillow's decoders raise on corrupt input besides OSError: every one of these has been seen on fuzzed
 # files in Pillow's tracker. Anything here means "this file is bad", never "retry".
