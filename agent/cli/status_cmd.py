@@ -37,12 +37,23 @@ def _depths(cfg: Any) -> dict[str, Any]:
             if url is None:
                 out[name] = "missing (run 'thumbdrop setup')"
                 continue
-            attrs = call("read queue depth", backend.sqs.get_queue_attributes, QueueUrl=url,
-                         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-            entry = {"visible": int(attrs["ApproximateNumberOfMessages"]), "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}
+            attrs = call(
+                "read queue depth",
+                backend.sqs.get_queue_attributes,
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            entry = {
+                "visible": int(attrs["ApproximateNumberOfMessages"]),
+                "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+            }
             if dlq:
-                d = call("read queue depth", backend.sqs.get_queue_attributes, QueueUrl=dlq,
-                         AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+                d = call(
+                    "read queue depth",
+                    backend.sqs.get_queue_attributes,
+                    QueueUrl=dlq,
+                    AttributeNames=["ApproximateNumberOfMessages"],
+                )["Attributes"]
                 entry["dead_letter"] = int(d["ApproximateNumberOfMessages"])
             out[name] = entry
     except ThumbdropError as exc:
@@ -83,15 +94,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         c = agent["counts"]
         print(f"counts:   {c['uploaded']} uploaded, {c['thumbnailed']} thumbnailed, {c['pulled']} pulled, {c['failed']} failed")
         a = agent["active"]
-        print(f"active:   {a['uploading']} uploading, {a['thumbnailing']} thumbnailing, {a['pulling']} pulling; "
-              f"{agent['pending_local']} local file(s) pending")
+        print(
+            f"active:   {a['uploading']} uploading, {a['thumbnailing']} thumbnailing, {a['pulling']} pulling; "
+            f"{agent['pending_local']} local file(s) pending"
+        )
     q = report["queues"]
     if "backend" in q:
         print(f"backend:  {q['backend']}")
     for name in ("events", "pull"):
         e = q.get(name)
         if isinstance(e, dict):
-            print(f"queue {name:<6} {e['visible']} waiting, {e['in_flight']} in flight, {e.get('dead_letter', '?')} dead-lettered")
+            print(
+                f"queue {name:<6} {e['visible']} waiting, {e['in_flight']} in flight, {e.get('dead_letter', '?')} dead-lettered"
+            )
         elif e:
             print(f"queue {name:<6} {e}")
     if q.get("error"):

@@ -43,7 +43,11 @@ class Backend:
         self._lock = threading.Lock()
         with translate("open the AWS session"):
             if local:
-                self.session = boto3.Session(region_name=cfg.region, **LOCAL_CREDENTIALS)
+                self.session = boto3.Session(
+                    region_name=cfg.region,
+                    aws_access_key_id=LOCAL_CREDENTIALS["aws_access_key_id"],
+                    aws_secret_access_key=LOCAL_CREDENTIALS["aws_secret_access_key"],
+                )
             else:
                 self.session = boto3.Session(profile_name=cfg.profile, region_name=cfg.region)
         if not cfg.verify_tls and not local and not _warned_tls:
@@ -57,10 +61,10 @@ class Backend:
         return self.cfg.ca_bundle or True
 
     def _config(self, service: str) -> botocore.config.Config:
-        addressing = "path" if self.local else self.cfg.addressing_style
+        addressing: Any = "path" if self.local else self.cfg.addressing_style
         # A long poll waits up to 20 s: the read timeout must outlast it.
         read_timeout = max(self.cfg.read_timeout, 30.0) if service == "sqs" else self.cfg.read_timeout
-        return botocore.config.Config(
+        return botocore.config.Config(  # type: ignore[call-arg]  # user_agent_appid is newer than the stubs
             region_name=self.cfg.region,
             retries={"mode": "standard", "max_attempts": self.cfg.max_attempts},
             connect_timeout=self.cfg.connect_timeout,

@@ -452,9 +452,7 @@ def _empty_bucket(s3: Any, bucket: str) -> None:
     for page in call(f"list bucket {bucket}", lambda: list(paginator.paginate(Bucket=bucket))):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            out = call(
-                f"delete objects in {bucket}", s3.delete_objects, Bucket=bucket, Delete={"Objects": keys[i : i + 1000]}
-            )
+            out = call(f"delete objects in {bucket}", s3.delete_objects, Bucket=bucket, Delete={"Objects": keys[i : i + 1000]})
             if out.get("Errors"):
                 first = out["Errors"][0]
                 raise BackendError(f"could not delete {len(out['Errors'])} object(s) in {bucket}, e.g. {first}")

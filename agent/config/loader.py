@@ -218,6 +218,13 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
                 "folders each name becomes the first part of its keys, so rename one of them"
             )
         names.setdefault(name, folder)
+        for j, other in enumerate(cfg.watch.folders[:i]):
+            a, b = Path(folder), Path(other)
+            if a == b or a in b.parents or b in a.parents:
+                problems.append(
+                    f"watch.folders[{i}]: {folder!r} overlaps watch.folders[{j}] {other!r}; "
+                    "watch folders must not contain each other (list only the outer one)"
+                )
     if cfg.transfer.multipart_chunksize_mb > cfg.transfer.multipart_threshold_mb * 1024:
         problems.append("transfer.multipart_chunksize_mb: larger than any file that would use it")
 
@@ -232,6 +239,4 @@ def _closest(word: str, choices: list[str]) -> str | None:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)

@@ -103,9 +103,7 @@ class BackendConfig:
         endpoint,
     )
     region: str = opt("us-east-1", "AWS region (also used to sign requests to S3-compatible stores).", "eu-west-1")
-    profile: str | None = opt(
-        None, "Named profile from ~/.aws/config; null uses the standard AWS credential chain.", "thumbdrop"
-    )
+    profile: str | None = opt(None, "Named profile from ~/.aws/config; null uses the standard AWS credential chain.", "thumbdrop")
     addressing_style: str = opt(
         "auto",
         "S3 addressing: auto, path (MinIO and Ceph usually need this) or virtual.",
@@ -216,20 +214,15 @@ class LocalConfig:
     thumbnails_dir: str = opt("~/ThumbDrop/thumbnails", "Where thumbnails are pulled to.", "~/Pictures/thumbs")
     state_dir: str | None = opt(
         None,
-        "Where the journal, status and logs live; null uses the platform state dir "
-        "(~/.local/state/thumbdrop on Linux).",
+        "Where the journal, status and logs live; null uses the platform state dir (~/.local/state/thumbdrop on Linux).",
         "/var/lib/thumbdrop",
     )
-    device_name: str | None = opt(
-        None, "Name recorded in each upload's metadata; null uses the host name.", "camera-pi-3"
-    )
+    device_name: str | None = opt(None, "Name recorded in each upload's metadata; null uses the host name.", "camera-pi-3")
 
 
 @dataclass
 class CleanupConfig:
-    interval_minutes: float = opt(
-        60.0, "How often the cleaner role applies the policy inside 'run'.", 60.0, at_least(1)
-    )
+    interval_minutes: float = opt(60.0, "How often the cleaner role applies the policy inside 'run'.", 60.0, at_least(1))
 
 
 @dataclass

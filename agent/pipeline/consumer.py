@@ -281,7 +281,12 @@ class QueueConsumer:
         entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for n, m in enumerate(messages)]
         for i in range(0, len(entries), 10):
             try:
-                call("release messages", self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries[i : i + 10])
+                call(
+                    "release messages",
+                    self.sqs.change_message_visibility_batch,
+                    QueueUrl=self.queue_url,
+                    Entries=entries[i : i + 10],
+                )
             except ThumbdropError as exc:
                 log.debug("%s: could not release messages: %s", self.name, exc)
 

@@ -125,7 +125,7 @@ class Uploader:
         return real == root or root in real.parents
 
     def scan(self) -> Iterator[LocalFile]:
-        for i, root in enumerate(self.folders):
+        for root in self.folders:
             if not root.is_dir():
                 log.warning("watch folder %s does not exist (yet); nothing to upload from it", root)
                 continue

@@ -148,7 +148,9 @@ class ThumbnailWorker:
 
     def _known_failure(self, rel: str, etag: str) -> str | None:
         try:
-            resp = call("read a failure marker", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel))
+            resp = call(
+                "read a failure marker", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel)
+            )
             marker = json.loads(resp["Body"].read(65536))
         except (ObjectGoneError, ValueError):
             return None
@@ -186,6 +188,11 @@ class ThumbnailWorker:
 
     def _clear_failed(self, rel: str) -> None:
         try:
-            call("clear a failure marker", self.s3.delete_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel))
+            call(
+                "clear a failure marker",
+                self.s3.delete_object,
+                Bucket=self.cfg.thumbnails.bucket,
+                Key=self.layout.failure_key(rel),
+            )
         except ThumbdropError as exc:
             log.debug("could not clear failure marker of %s: %s", rel, exc)

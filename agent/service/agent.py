@@ -84,11 +84,18 @@ class Agent:
         self.status.online()
         if "worker" in self.roles and urls.events:
             worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
-            self._add_consumer("worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg))
+            self._add_consumer(
+                "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
+            )
         if "puller" in self.roles and urls.pull:
             self.puller = ThumbnailPuller(self.cfg, self.backend, self.status)
             self._add_consumer(
-                "puller", self.puller.handle_message, self.puller.describe, urls.pull, urls.pull_dlq, self.cfg.transfer.concurrency
+                "puller",
+                self.puller.handle_message,
+                self.puller.describe,
+                urls.pull,
+                urls.pull_dlq,
+                self.cfg.transfer.concurrency,
             )
         self.status.set_state("paused" if self.paused.is_set() else "running")
         self.ready.set()

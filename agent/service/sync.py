@@ -173,7 +173,9 @@ class Sync:
             break
         if local_worker and urls.events and not self._late():
             # The events for what we just made are now redundant: consume them (each is a cheap skip).
-            self._drain(urls.events, urls.events_dlq, worker.handle_message, worker.describe, "worker", worker_concurrency(self.cfg))
+            self._drain(
+                urls.events, urls.events_dlq, worker.handle_message, worker.describe, "worker", worker_concurrency(self.cfg)
+            )
         left = self._missing_thumbnails(scope) if not self.stop.is_set() else set()
         self.result.unfinished.extend(self.layout.source_key(r) for r in left)
 
@@ -200,7 +202,12 @@ class Sync:
         if key in self.result.failures:
             return
         try:
-            resp = call("read a failure marker", self.backend.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=self.layout.failure_key(rel))
+            resp = call(
+                "read a failure marker",
+                self.backend.s3.get_object,
+                Bucket=self.cfg.thumbnails.bucket,
+                Key=self.layout.failure_key(rel),
+            )
             reason = str(json.loads(resp["Body"].read(65536)).get("reason", "failed"))
         except (ThumbdropError, ValueError):
             reason = "failed (reason unavailable)"
