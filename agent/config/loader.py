@@ -95,7 +95,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
         path = f"{prefix}{name}"
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            value = data.get(name) or {}
+            value = data.get(name)
+            if value is None:  # an empty section ('queues:') means its defaults
+                value = {}
             if not isinstance(value, dict):
                 problems.append(f"{path}: must be a mapping of keys, got {_type_name(value)}")
                 continue

@@ -59,10 +59,8 @@ class Layout:
             return None
         if self.thumb_prefix and key.startswith(self.thumb_prefix):
             return None  # never thumbnail our own output when the buckets are shared
-        rel = key[len(self.source_prefix) :]
-        if self.folder_names and rel.split("/", 1)[0] not in self.folder_names:
-            return None
-        return rel
+        # Not filtered by watch folder names: a worker-only host need not know the uploaders' folders.
+        return key[len(self.source_prefix) :]
 
     # --- thumbnail side -----------------------------------------------------
 
