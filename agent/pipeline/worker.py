@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +29,21 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+
+
+def _clear_dead_tmp(root: Path) -> None:
+    """Job folders of processes that no longer run are crash leftovers."""
+    if not root.is_dir():
+        return
+    for child in root.iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            os.kill(int(child.name), 0)
+        except ProcessLookupError:
+            shutil.rmtree(child, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def spec_of(cfg: Config) -> ThumbnailSpec:
@@ -50,8 +66,10 @@ class ThumbnailWorker:
         self.layout = Layout.of(cfg)
         self.spec = spec_of(cfg)
         self.status = status
-        self.tmp_root = tmp_root
-        tmp_root.mkdir(parents=True, exist_ok=True)
+        _clear_dead_tmp(tmp_root)
+        # One folder per process: several workers may share a state dir.
+        self.tmp_root = tmp_root / str(os.getpid())
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
 
     # --- queue side ---------------------------------------------------------------
 
