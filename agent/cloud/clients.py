@@ -66,7 +66,7 @@ class Backend:
         read_timeout = max(self.cfg.read_timeout, 30.0) if service == "sqs" else self.cfg.read_timeout
         return botocore.config.Config(  # type: ignore[call-arg]  # user_agent_appid is newer than the stubs
             region_name=self.cfg.region,
-            retries={"mode": "standard", "max_attempts": self.cfg.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.cfg.max_attempts},  # all tries, as in ~/.aws/config
             connect_timeout=self.cfg.connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=self._pool_size,

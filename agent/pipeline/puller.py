@@ -29,6 +29,10 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 TMP_MARK = ".thumbdrop-tmp-"
+# mkstemp creates 0600 files; thumbnails get the usual mode the umask gives (read once, at import).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 CHUNK = 1 << 20
 
 
@@ -119,6 +123,7 @@ class ThumbnailPuller:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            os.chmod(tmp, FILE_MODE)
             if stamp is not None:
                 os.utime(tmp, (stamp, stamp))
             os.replace(tmp, path)

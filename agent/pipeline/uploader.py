@@ -15,6 +15,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -98,6 +99,7 @@ class Uploader:
         self._busy: set[Path] = set()
         self._dirty: set[Path] = set()
         self._retry_at: dict[Path, float] = {}
+        self._backoff: dict[Path, float] = {}
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
 
@@ -148,6 +150,36 @@ class Uploader:
                     out[obj["Key"]] = (obj["Size"], str(obj["ETag"]).strip('"'))
         return out
 
+    def abort_stale_multipart(self, *, older_than: float = 3600.0, ours_too: bool = True) -> int:
+        """Abort multipart uploads a crash left behind: ours (keys of our files) or older than an hour.
+
+        A killed upload leaves parts that cost storage and never complete; the file itself
+        is uploaded again from scratch by the reconcile that follows.
+        """
+        ours = {self.layout.source_key(lf.rel) for lf in self.scan()} if ours_too else set()
+        now = time.time()
+        aborted = 0
+        paginator = self.s3.get_paginator("list_multipart_uploads")
+        with translate("list unfinished multipart uploads"):
+            pages = list(paginator.paginate(Bucket=self.cfg.source.bucket, Prefix=self.cfg.source.prefix))
+        busy = {self.layout.source_key(self.local_file(p).rel) for p in self._busy if self.local_file(p)}  # type: ignore[union-attr]
+        for page in pages:
+            for up in page.get("Uploads", []):
+                key, initiated = up["Key"], up["Initiated"].timestamp()
+                if key in busy or (key not in ours and now - initiated < older_than):
+                    continue
+                call(
+                    "abort a stale multipart upload",
+                    self.s3.abort_multipart_upload,
+                    Bucket=self.cfg.source.bucket,
+                    Key=key,
+                    UploadId=up["UploadId"],
+                )
+                aborted += 1
+        if aborted:
+            log.info("aborted %d unfinished multipart upload(s) left by an earlier run", aborted)
+        return aborted
+
     def reconcile(self) -> list[Future[str]]:
         """Upload what is missing or different in the bucket; returns the futures of the uploads."""
         remote = self.listing()
@@ -170,7 +202,10 @@ class Uploader:
             self._busy.add(lf.path)
         try:
             result = self.upload(lf, remote)
-            self._retry_at.pop(lf.path, None)
+            with self._lock:
+                self._retry_at.pop(lf.path, None)
+                self._backoff.pop(lf.path, None)
+            self.status.online()
             return result
         except ItemError as exc:
             self.status.fail(str(lf.path), str(exc), "uploader")
@@ -179,9 +214,11 @@ class Uploader:
         except ThumbdropError as exc:
             if exc.kind == "transient":
                 self.status.offline(str(exc))
+                # Kept locally and tried again with a growing delay; nothing is lost while offline.
                 with self._lock:
-                    self._retry_at[lf.path] = time.monotonic() + 5
-                log.warning("upload of %s postponed: %s", lf.path, exc)
+                    delay = self._backoff[lf.path] = min(60.0, self._backoff.get(lf.path, 2.5) * 2)
+                    self._retry_at[lf.path] = time.monotonic() + delay * random.uniform(0.75, 1.25)
+                log.warning("upload of %s postponed (retry in about %.0f s): %s", lf.path, delay, exc)
                 return "postponed"
             self.status.fail(str(lf.path), str(exc), "uploader")
             log.error("failed %s: %s", lf.path, exc)
@@ -274,6 +311,7 @@ class Uploader:
             out = retrying(
                 f"upload {path}",
                 self.s3.put_object,
+                attempts=3,
                 Bucket=bucket,
                 Key=key,
                 Body=hashes.data,
@@ -282,7 +320,16 @@ class Uploader:
             )
             return str(out["ETag"]).strip('"')
         extra = {"Metadata": meta, "ContentType": content_type}
-        retrying(f"upload {path}", self.s3.upload_file, str(path), bucket, key, ExtraArgs=extra, Config=self.transfer_config)
+        retrying(
+            f"upload {path}",
+            self.s3.upload_file,
+            attempts=3,
+            Filename=str(path),
+            Bucket=bucket,
+            Key=key,
+            ExtraArgs=extra,
+            Config=self.transfer_config,
+        )
         head = call(f"read {key}", self.s3.head_object, Bucket=bucket, Key=key)
         return str(head["ETag"]).strip('"')
 

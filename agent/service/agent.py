@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.paused = threading.Event()
         self.journal = Journal(state_dir / "journal.sqlite3")
+        self.status.on_failure = self._record_failure
         self.uploader: Uploader | None = None
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
@@ -122,8 +124,12 @@ class Agent:
     def _reconcile_loop(self) -> None:
         """At start and every rescan_seconds: upload what is missing, pull what is missing."""
         interval = self.cfg.watch.rescan_seconds
+        first = True
         while not self.stop_event.is_set():
             try:
+                if first and self.uploader is not None:
+                    self.uploader.abort_stale_multipart()
+                first = False
                 if self.uploader is not None and not self.paused.is_set():
                     self.uploader.reconcile()
                 if self.puller is not None and not self.paused.is_set():
@@ -147,6 +153,12 @@ class Agent:
                 log.debug("could not publish status: %s", exc)
             if self.stop_event.wait(1.0):
                 return
+
+    def _record_failure(self, name: str, reason: str, role: str) -> None:
+        try:
+            self.journal.record_failure(name, role, reason)
+        except sqlite3.Error as exc:
+            log.debug("could not record the failure of %s: %s", name, exc)
 
     def pause(self) -> None:
         self.paused.set()

@@ -127,6 +127,7 @@ class Sync:
         try:
             scope = {lf.rel for lf in uploader.scan()}
             self.result.files = len(scope)
+            uploader.abort_stale_multipart(ours_too=False)  # an agent running meanwhile may own recent ones
             futures = uploader.reconcile()
             done = 0
             pending = set(futures)

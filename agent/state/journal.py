@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS uploads (
     etag TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS failures (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL
+);
 """
 
 
@@ -82,6 +90,28 @@ class Journal:
     def forget_upload(self, path: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))
+
+    def record_failure(self, name: str, role: str, reason: str) -> int:
+        """Remember a failure; returns how many times this item has failed so far."""
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "reason = excluded.reason, role = excluded.role, attempts = attempts + 1, last_at = excluded.last_at",
+                (name, role, reason, now, now),
+            )
+            row = self._db.execute("SELECT attempts FROM failures WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 1
+
+    def clear_failure(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM failures WHERE name = ?", (name,))
+
+    def failures(self) -> list[tuple[str, str, str, int, float]]:
+        """(name, role, reason, attempts, last_at), newest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, role, reason, attempts, last_at FROM failures ORDER BY last_at DESC").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]
 
     def close(self) -> None:
         with self._lock:

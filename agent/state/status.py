@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Status:
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)
         self.backend = ""
+        # Called with (name, reason, role) on every failure: the agent records them in the journal.
+        self.on_failure: Callable[[str, str, str], None] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -53,6 +56,8 @@ class Status:
         with self._lock:
             self.counts["failed"] += 1
             self.failures.append(Failure(name, reason, role, time.time()))
+        if self.on_failure is not None:
+            self.on_failure(name, reason, role)
 
     def begin(self, activity: str) -> None:
         with self._lock:
