@@ -39,25 +39,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 class _ProgressLine:
-    """A one-line progress bar on a terminal; a line per phase otherwise."""
+    """A one-line progress bar on a terminal; one plain line per finished phase otherwise."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.last_phase = ""
+        self.finished: set[str] = set()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase in self.finished:
+            return
+        complete = done >= total
         if self.tty:
             width = 30
             filled = width * done // total if total else width
-            sys.stderr.write(f"\r{phase:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  ")
+            end = "\n" if complete else ""
+            sys.stderr.write(f"\r{phase:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {end}")
             sys.stderr.flush()
-        elif phase != self.last_phase and done >= total:
+        elif complete:
             print(f"{phase}: {done}/{total}", file=sys.stderr)
-        if phase != self.last_phase and self.tty and self.last_phase:
-            pass
-        self.last_phase = phase if done < total else ""
-        if self.tty and done >= total:
-            sys.stderr.write("\n")
+        if complete:
+            self.finished.add(phase)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
