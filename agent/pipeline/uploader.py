@@ -100,6 +100,7 @@ class Uploader:
         self._dirty: set[Path] = set()
         self._retry_at: dict[Path, float] = {}
         self._backoff: dict[Path, float] = {}
+        self._dirs_to_scan: set[Path] = set()
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
 
@@ -353,6 +354,10 @@ class Uploader:
                 if self.local_file(p) is not None:
                     self.touch(p)
 
+    def scan_later(self, folder: Path) -> None:
+        with self._lock:
+            self._dirs_to_scan.add(folder)
+
     def start_watching(self) -> None:
         handler = _Handler(self)
         for root in self.folders:
@@ -371,6 +376,10 @@ class Uploader:
         while not self.stop_event.wait(0.1):
             if self.paused.is_set():
                 continue
+            with self._lock:
+                dirs, self._dirs_to_scan = self._dirs_to_scan, set()
+            for folder in dirs:
+                self.touch_tree(folder)
             now = time.monotonic()
             ready: list[Path] = []
             with self._lock:
@@ -435,8 +444,8 @@ class _Handler(FileSystemEventHandler):
         path = Path(os.fsdecode(target))
         if event.is_directory:
             if kind in ("created", "moved"):
-                # Scanning is I/O: leave it to a short-lived thread, not the observer.
-                threading.Thread(target=self.up.touch_tree, args=(path,), name="uploader-scan-dir", daemon=True).start()
+                # Scanning is I/O: the settle thread does it, not the observer.
+                self.up.scan_later(path)
             return
         if self.up.local_file(path) is not None:
             self.up.status.count("seen")
