@@ -8,6 +8,7 @@ and ``AWS_*`` variables (``AWS_ENDPOINT_URL`` included) behave as in the AWS CLI
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -99,8 +100,9 @@ class Backend:
     def describe(self) -> str:
         if self.local:
             return f"embedded local backend at {self.endpoint_url}"
-        if self.endpoint_url:
-            return f"S3-compatible endpoint {self.endpoint_url} ({self.region})"
+        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            return f"S3-compatible endpoint {endpoint} ({self.region})"
         return f"AWS ({self.region})"
 
     def credential_source(self) -> str:

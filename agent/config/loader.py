@@ -21,7 +21,7 @@ CONFIG_ENV = "THUMBDROP_CONFIG"
 DEFAULTS_ORIGIN = "built-in defaults"
 
 # Fields that name local paths: "~" is expanded there.
-PATH_FIELDS = {"local.thumbnails_dir", "local.state_dir", "watch.folders", "backend.ca_bundle"}
+PATH_FIELDS = {"local.thumbnails_dir", "local.state_dir", "local.log_file", "watch.folders", "backend.ca_bundle"}
 _UNSET_VAR = re.compile(r"\$(\w+|\{\w+\})")
 
 

@@ -17,6 +17,7 @@ from agent.errors import UnsafeKeyError
 from agent.imaging.spec import FORMAT_EXTENSIONS
 
 FAILED_DIR = ".thumbdrop-failed/"  # failure markers, under thumbnails.prefix
+PROBE_MARK = ".thumbdrop-doctor-"  # doctor's short-lived permission probes: never thumbnailed, never pulled
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
@@ -37,12 +38,14 @@ class Layout:
     sizes: tuple[int, ...]
     fmt: str
     folder_names: tuple[str, ...]  # empty when there is one watch folder
+    shared_bucket: bool = False  # source and thumbnails in one bucket (disjoint prefixes)
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
         folders = cfg.watch.folders
         names = tuple(Path(f).name for f in folders) if len(folders) > 1 else ()
-        return cls(cfg.source.prefix, cfg.thumbnails.prefix, tuple(cfg.thumbnails.sizes), cfg.thumbnails.format, names)
+        shared = cfg.source.bucket == cfg.thumbnails.bucket
+        return cls(cfg.source.prefix, cfg.thumbnails.prefix, tuple(cfg.thumbnails.sizes), cfg.thumbnails.format, names, shared)
 
     # --- source side --------------------------------------------------------
 
@@ -57,10 +60,13 @@ class Layout:
         """The relative part of a source key, or None when the key is not ours."""
         if not key.startswith(self.source_prefix) or key == self.source_prefix:
             return None
-        if self.thumb_prefix and key.startswith(self.thumb_prefix):
+        if self.shared_bucket and key.startswith(self.thumb_prefix):
             return None  # never thumbnail our own output when the buckets are shared
+        rel = key[len(self.source_prefix) :]
+        if is_probe(rel):
+            return None
         # Not filtered by watch folder names: a worker-only host need not know the uploaders' folders.
-        return key[len(self.source_prefix) :]
+        return rel
 
     # --- thumbnail side -----------------------------------------------------
 
@@ -81,10 +87,10 @@ class Layout:
         if not key.startswith(self.thumb_prefix) or key == self.thumb_prefix:
             return None
         rel = key[len(self.thumb_prefix) :]
-        if rel.startswith(FAILED_DIR):
+        if rel.startswith(FAILED_DIR) or is_probe(rel):
             return None
-        if self.source_prefix and key.startswith(self.source_prefix):
-            return None
+        if self.shared_bucket and key.startswith(self.source_prefix):
+            return None  # an original, not a thumbnail
         return rel
 
     def failure_key(self, rel: str) -> str:
@@ -95,6 +101,11 @@ class Layout:
         if key.startswith(start) and key.endswith(".json"):
             return key[len(start) : -len(".json")]
         return None
+
+
+def is_probe(rel: str) -> bool:
+    """A ``thumbdrop doctor`` probe object (written, read and deleted within a second)."""
+    return rel.rpartition("/")[2].startswith(PROBE_MARK)
 
 
 def safe_local_path(root: Path, rel: str) -> Path:

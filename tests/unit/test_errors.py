@@ -1,0 +1,334 @@
+"""Library exceptions become thumbdrop errors with the right kind and a message that says what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import botocore.exceptions as bx
+import pytest
+import tenacity
+
+from agent.cloud import errors as cloud_errors
+from agent.cloud.errors import call, convert, is_transient, retrying, translate
+from agent.errors import (
+    AccessDeniedError,
+    BackendError,
+    ClockSkewError,
+    ConfigError,
+    CredentialsError,
+    ItemError,
+    ObjectGoneError,
+    OfflineError,
+    ResourceMissingError,
+    ThumbdropError,
+    TransientError,
+)
+
+
+def client_error(code: str, status: int = 400, message: str = "", op: str = "GetObject", **extra: Any) -> bx.ClientError:
+    error: dict[str, Any] = {"Code": code, "Message": message or f"{code} happened", **extra}
+    response: dict[str, Any] = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return bx.ClientError(response, op)  # type: ignore[arg-type]
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+def test_no_credentials() -> None:
+    exc = convert(bx.NoCredentialsError(), "list buckets")
+    assert type(exc) is CredentialsError
+    assert exc.kind == "fatal"
+    assert exc.exit_code == 3
+    assert "no AWS credentials" in exc.message and "list buckets" in exc.message
+    assert "AWS_ACCESS_KEY_ID" in exc.hint and "aws configure" in exc.hint and "--local" in exc.hint
+
+
+def test_partial_credentials() -> None:
+    exc = convert(bx.PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"), "x")
+    assert type(exc) is CredentialsError
+    assert "secret" in exc.hint
+
+
+def test_profile_not_found() -> None:
+    exc = convert(bx.ProfileNotFound(profile="work"), "open the AWS session")
+    assert type(exc) is CredentialsError
+    assert "work" in exc.message
+    assert "backend.profile" in exc.hint
+
+
+@pytest.mark.parametrize("code", ["InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidClientTokenId"])
+def test_refused_credentials(code: str) -> None:
+    exc = convert(client_error(code, 403), "upload photo.jpg")
+    assert type(exc) is CredentialsError
+    assert exc.kind == "fatal"
+    assert "refused the credentials" in exc.message and code in exc.message and "upload photo.jpg" in exc.message
+    assert "access key" in exc.hint
+
+
+# --- permissions and missing resources ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "AccessDeniedException", "AuthorizationError"])
+def test_access_denied_names_the_action(code: str) -> None:
+    exc = convert(client_error(code, 403), "put object trip/a.jpg into bucket photos")
+    assert type(exc) is AccessDeniedError
+    assert exc.kind == "fatal"
+    assert "not allowed to put object trip/a.jpg into bucket photos" in exc.message
+    assert "grant" in exc.hint
+
+
+def test_bare_403_is_access_denied() -> None:
+    exc = convert(client_error("403", 403, message="Forbidden"), "check bucket b")
+    assert isinstance(exc, AccessDeniedError)
+    assert "check bucket b" in exc.message
+
+
+def test_no_such_bucket() -> None:
+    exc = convert(client_error("NoSuchBucket", 404, BucketName="photos"), "list bucket photos")
+    assert type(exc) is ResourceMissingError
+    assert exc.kind == "fatal"
+    assert "'photos' does not exist" in exc.message
+    assert "thumbdrop setup" in exc.hint and "source.bucket" in exc.hint
+
+
+def test_no_such_bucket_without_name() -> None:
+    exc = convert(client_error("NoSuchBucket", 404), "list bucket")
+    assert type(exc) is ResourceMissingError
+    assert "''" not in exc.message
+
+
+def test_missing_queue() -> None:
+    exc = convert(client_error("AWS.SimpleQueueService.NonExistentQueue", 400), "look up queue q")
+    assert type(exc) is ResourceMissingError
+    assert "thumbdrop setup" in exc.hint
+
+
+def test_bucket_name_taken() -> None:
+    exc = convert(client_error("BucketAlreadyExists", 409), "create bucket photos")
+    assert isinstance(exc, ResourceMissingError)
+    assert "global" in exc.hint
+
+
+# --- clock skew ----------------------------------------------------------------------------------------
+
+
+def test_clock_skew_gives_difference_in_seconds() -> None:
+    # The shape S3 sends: RequestTime in the compact x-amz-date form, ServerTime in ISO 8601.
+    err = client_error("RequestTimeTooSkewed", 403, RequestTime="20240101T120000Z", ServerTime="2024-01-01T11:40:00Z")
+    exc = convert(err, "upload a.jpg")
+    assert type(exc) is ClockSkewError
+    assert exc.kind == "fatal"
+    assert "by 1200 s" in exc.message
+    assert "ahead of" in exc.message
+    assert "upload a.jpg" in exc.message
+    assert "timedatectl" in exc.hint
+
+
+def test_clock_skew_behind_with_http_dates() -> None:
+    err = client_error(
+        "RequestTimeTooSkewed",
+        403,
+        RequestTime="Mon, 01 Jan 2024 11:59:00 GMT",
+        ServerTime="Mon, 01 Jan 2024 12:15:30 GMT",
+    )
+    exc = convert(err, "upload a.jpg")
+    assert type(exc) is ClockSkewError
+    assert "990 s" in exc.message
+    assert "behind" in exc.message
+
+
+def test_clock_skew_without_times() -> None:
+    exc = convert(client_error("RequestTimeTooSkewed", 403), "upload a.jpg")
+    assert type(exc) is ClockSkewError
+    assert "more than 15 minutes" in exc.message
+
+
+# --- transient ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("SlowDown", 503),
+        ("ServiceUnavailable", 503),
+        ("InternalError", 500),
+        ("Throttling", 400),
+        ("ThrottlingException", 400),
+        ("RequestTimeout", 400),
+        ("WhoKnows", 500),
+        ("WhoKnows", 502),
+        ("TooManyRequests", 429),
+        ("", 503),
+    ],
+)
+def test_transient_client_errors(code: str, status: int) -> None:
+    exc = convert(client_error(code, status), "get object a.jpg")
+    assert type(exc) is TransientError
+    assert exc.kind == "transient"
+    assert is_transient(exc)
+    assert "get object a.jpg" in exc.message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        bx.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        bx.ConnectTimeoutError(endpoint_url="http://127.0.0.1:1"),
+        bx.ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
+        bx.HTTPClientError(error="boom"),
+        ConnectionRefusedError("refused"),
+    ],
+)
+def test_unreachable_is_offline(error: Exception) -> None:
+    exc = convert(error, "receive messages")
+    assert isinstance(exc, OfflineError)
+    assert exc.kind == "transient"
+    assert "receive messages" in exc.message
+
+
+def test_endpoint_unreachable_hint() -> None:
+    exc = convert(bx.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), "list buckets")
+    assert type(exc) is OfflineError
+    assert "cannot reach the backend" in exc.message
+    assert "backend.endpoint_url" in exc.hint and "resumes by itself" in exc.hint
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        bx.ReadTimeoutError(endpoint_url="http://x"),
+        bx.ResponseStreamingError(error="reset"),
+        bx.IncompleteReadError(actual_bytes=1, expected_bytes=2),
+    ],
+)
+def test_read_failures_are_transient(error: Exception) -> None:
+    exc = convert(error, "download a.jpg")
+    assert type(exc) is TransientError
+    assert exc.kind == "transient"
+
+
+def test_ssl_error_is_fatal_with_ca_bundle_hint() -> None:
+    exc = convert(bx.SSLError(endpoint_url="https://minio", error="self-signed"), "list buckets")
+    assert type(exc) is BackendError
+    assert exc.kind == "fatal"
+    assert "TLS verification failed" in exc.message
+    assert "backend.ca_bundle" in exc.hint and "verify_tls" in exc.hint
+
+
+# --- per item -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("404", 404), ("NotFound", 404)])
+def test_gone_object_is_item_error(code: str, status: int) -> None:
+    exc = convert(client_error(code, status), "get object trip/a.jpg")
+    assert type(exc) is ObjectGoneError
+    assert isinstance(exc, ItemError)
+    assert exc.kind == "item"
+    assert exc.exit_code == 1
+    assert "trip/a.jpg" in exc.message
+
+
+# --- leftovers ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_client_error_is_fatal_backend_error() -> None:
+    exc = convert(client_error("MalformedXML", 400, message="bad xml"), "set notifications")
+    assert type(exc) is BackendError
+    assert "MalformedXML" in exc.message and "bad xml" in exc.message
+
+
+def test_thumbdrop_error_passes_through() -> None:
+    original = ConfigError("x.yaml", ["a: b"])
+    assert convert(original, "anything") is original
+
+
+def test_unexpected_exception() -> None:
+    exc = convert(ValueError("odd"), "do something")
+    assert type(exc) is BackendError
+    assert "ValueError" in exc.message and "odd" in exc.message
+
+
+def test_str_includes_hint() -> None:
+    exc = convert(bx.NoCredentialsError(), "x")
+    assert str(exc) == f"{exc.message} ({exc.hint})"
+
+
+def test_translate_chains_the_cause() -> None:
+    original = client_error("NoSuchBucket", 404, BucketName="b")
+    with pytest.raises(ResourceMissingError) as info, translate("list bucket b"):
+        raise original
+    assert info.value.__cause__ is original
+
+
+def test_translate_leaves_other_exceptions() -> None:
+    with pytest.raises(KeyError), translate("x"):
+        raise KeyError("not a library error")
+
+
+def test_call_converts() -> None:
+    def boom() -> None:
+        raise bx.EndpointConnectionError(endpoint_url="http://x")
+
+    with pytest.raises(OfflineError):
+        call("poke", boom)
+    assert call("add", lambda a, b: a + b, 1, b=2) == 3
+
+
+# --- retrying ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cloud_errors.tenacity, "wait_random_exponential", lambda **_kw: tenacity.wait_none())
+
+
+class Flaky:
+    """Raises ``error`` the first ``fails`` calls, then returns 'done'."""
+
+    def __init__(self, fails: int, error: BaseException) -> None:
+        self.fails = fails
+        self.error = error
+        self.calls = 0
+
+    def __call__(self, value: str = "done") -> str:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise self.error
+        return value
+
+
+def test_retrying_retries_transient_until_success(no_wait: None) -> None:
+    fn = Flaky(3, client_error("SlowDown", 503))
+    assert retrying("get object", fn, value="ok", attempts=5) == "ok"
+    assert fn.calls == 4
+
+
+def test_retrying_retries_offline(no_wait: None) -> None:
+    fn = Flaky(2, bx.EndpointConnectionError(endpoint_url="http://x"))
+    assert retrying("list", fn, attempts=3) == "done"
+    assert fn.calls == 3
+
+
+def test_retrying_gives_up_after_attempts(no_wait: None) -> None:
+    fn = Flaky(10, client_error("InternalError", 500))
+    with pytest.raises(TransientError):
+        retrying("get object", fn, attempts=4)
+    assert fn.calls == 4
+
+
+@pytest.mark.parametrize(
+    "error",
+    [client_error("AccessDenied", 403), client_error("NoSuchKey", 404), bx.NoCredentialsError()],
+)
+def test_retrying_does_not_retry_fatal_or_item(no_wait: None, error: Exception) -> None:
+    fn = Flaky(10, error)
+    with pytest.raises(ThumbdropError) as info:
+        retrying("get object", fn, attempts=5)
+    assert fn.calls == 1
+    assert info.value.kind in ("fatal", "item")
+
+
+def test_retrying_with_real_backoff_is_bounded() -> None:
+    fn = Flaky(1, client_error("SlowDown", 503))
+    assert retrying("get object", fn, attempts=2) == "done"
+    assert fn.calls == 2
