@@ -15,6 +15,7 @@ from agent.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the agent (configured roles) until SIGTERM/SIGINT")
+    p.add_argument("--log-file", metavar="PATH", help="log to PATH (rotated by size) instead of stderr; 'thumbdrop tray' uses it")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("worker", help="run the worker role alone (scale-out hosts)")
     p.set_defaults(func=cmd_worker)
@@ -26,16 +27,19 @@ def register(sub: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.cli.main import load
+    from agent.service.logs import log_to_file
     from agent.service.run import serve
 
-    return serve(load(args))
+    if args.log_file:
+        log_to_file(args.log_file)
+    return serve(load(args), reload=lambda: load(args))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from agent.cli.main import load
     from agent.service.run import serve
 
-    return serve(load(args), roles=["worker"])
+    return serve(load(args), roles=["worker"], reload=lambda: load(args))
 
 
 class _ProgressLine:
@@ -92,6 +96,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(f"  {len(result.unfinished)} unfinished" + (" (timed out)" if result.timed_out else "") + ":")
             for name in sorted(result.unfinished):
                 print(f"  UNFINISHED {name}")
+        elif result.timed_out:
+            print("  timed out")
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_ITEMS_FAILED

@@ -33,6 +33,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
 from agent.errors import ItemError, ThumbdropError
+from agent.pipeline.bandwidth import PauseSchedule, ThrottledReader, limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
@@ -94,6 +95,10 @@ class Uploader:
         self.pool = ThreadPoolExecutor(cfg.transfer.concurrency, thread_name_prefix="uploader")
         self.stop_event = threading.Event()
         self.paused = threading.Event()
+        self.limiter = limiter_for(cfg.backend.max_bandwidth)
+        # watch.pause_hours: set by the agent only; 'sync' is an explicit request and ignores the schedule.
+        self.schedule: PauseSchedule | None = None
+        self._held_by: str | None = None
         self._lock = threading.Lock()
         self._pending: dict[Path, tuple[int, int, float] | None] = {}  # path -> (size, mtime_ns, still since)
         self._busy: set[Path] = set()
@@ -186,8 +191,12 @@ class Uploader:
         remote = self.listing()
         futures = []
         seen = 0
+        held = self.held()
         for lf in self.scan():
             seen += 1
+            if held:
+                self.touch(lf.path)  # pause hours: the settle loop sends it when the window ends
+                continue
             futures.append(self.pool.submit(self._upload_guarded, lf, remote.get(self.layout.source_key(lf.rel))))
         log.info("reconciled %d local file(s) against %d object(s) in %s", seen, len(remote), self.cfg.source.bucket)
         return futures
@@ -235,15 +244,17 @@ class Uploader:
     def upload(self, lf: LocalFile, remote: tuple[int, str] | None = None, *, known_remote: bool = True) -> str:
         """Upload one file unless the bucket has this content; 'uploaded', 'unchanged' or 'gone'."""
         path = lf.path
+        if not self._inside(path, lf.folder):
+            log.info("skipped %s: a symlink on its path leads outside the watch folder", path)
+            return "gone"
         try:
-            if path.is_symlink() and not self._inside(path, lf.folder):
-                log.info("skipped %s: symlink to a file outside the watch folder", path)
-                return "gone"
-            st = path.stat()
+            st = self._settled_stat(path)
         except FileNotFoundError:
             return "gone"
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror}") from None
+        if st is None:
+            return "postponed"  # stopping while it was still being written: the next start takes it
         if not path.is_file():
             return "gone"
         if self._thumbnailed_locally(lf.rel, st):
@@ -263,10 +274,12 @@ class Uploader:
             self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag))
             return "unchanged"
         self.status.begin("uploading")
+        started = time.monotonic()
         try:
             etag = self._put(path, key, st, hashes)
         finally:
             self.status.end("uploading")
+        self.status.done("upload", time.monotonic() - started, st.st_size)
         after = _stat(path)
         if after is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             log.info("%s changed during its upload; it goes up again once it settles", path)
@@ -275,6 +288,25 @@ class Uploader:
         self.status.count("uploaded")
         log.info("uploaded %s -> s3://%s/%s (%d bytes)", path, self.cfg.source.bucket, key, st.st_size)
         return "uploaded"
+
+    def _settled_stat(self, path: Path) -> os.stat_result | None:
+        """stat() once the file has not changed for settle_seconds (waits if it changed recently).
+
+        The watcher only hands over settled files; this guards reconcile and sync, which find
+        files by listing and could otherwise upload one that is still being written.
+        """
+        settle = self.cfg.watch.settle_seconds
+        st = path.stat()
+        still_since = time.monotonic()
+        # Quiet by its timestamps, or (for a clock-skewed mount) unchanged for settle_seconds by ours.
+        while time.time() - max(st.st_mtime, st.st_ctime) < settle and time.monotonic() - still_since < settle:
+            if self.stop_event.wait(0.1):
+                return None
+            again = path.stat()
+            if (again.st_size, again.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                still_since = time.monotonic()
+            st = again
+        return st
 
     def _thumbnailed_locally(self, rel: str, st: os.stat_result) -> bool:
         """The local thumbnails folder is the truth: thumbnails newer than the file mean it is done.
@@ -309,6 +341,8 @@ class Uploader:
         content_type = _content_type(path.name)
         bucket = self.cfg.source.bucket
         if hashes.data is not None and len(hashes.data) == st.st_size:
+            # A small file goes in one request: pace it through the bandwidth cap before sending.
+            throttle(self.limiter, len(hashes.data), stop=self.stop_event)
             out = retrying(
                 f"upload {path}",
                 self.s3.put_object,
@@ -321,6 +355,18 @@ class Uploader:
             )
             return str(out["ETag"]).strip('"')
         extra = {"Metadata": meta, "ContentType": content_type}
+        if self.limiter is not None:
+            limiter = self.limiter
+
+            def send_throttled() -> None:
+                # A fresh reader per attempt: a retried transfer must start at byte 0, not where the last one broke off.
+                with open(path, "rb") as f:
+                    reader = ThrottledReader(f, limiter, stop=self.stop_event)
+                    self.s3.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=self.transfer_config)
+
+            retrying(f"upload {path}", send_throttled, attempts=3)
+            head = call(f"read {key}", self.s3.head_object, Bucket=bucket, Key=key)
+            return str(head["ETag"]).strip('"')
         retrying(
             f"upload {path}",
             self.s3.upload_file,
@@ -374,7 +420,7 @@ class Uploader:
     def _settle_loop(self) -> None:
         settle = self.cfg.watch.settle_seconds
         while not self.stop_event.wait(0.1):
-            if self.paused.is_set():
+            if self.paused.is_set() or self.held():
                 continue
             with self._lock:
                 dirs, self._dirs_to_scan = self._dirs_to_scan, set()
@@ -407,6 +453,18 @@ class Uploader:
                     self.pool.submit(self._upload_guarded, lf, self._remote_of(lf))
             with self._lock:
                 self.status.pending_local = len(self._pending) + len(self._busy) + len(self._retry_at)
+
+    def held(self) -> bool:
+        """Inside a ``watch.pause_hours`` window (logged when one starts and ends)."""
+        window = self.schedule.active() if self.schedule is not None else None
+        with self._lock:
+            before, self._held_by = self._held_by, window
+        if window != before:
+            if window:
+                log.info("pause hours %s: uploads wait until the window ends", window)
+            else:
+                log.info("pause hours %s over: uploads resume", before)
+        return window is not None
 
     def _remote_of(self, lf: LocalFile) -> tuple[int, str] | None:
         """What the journal says the bucket holds for this file (saves a request)."""

@@ -14,7 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from agent.cloud.events import parse_body
 from agent.config.model import Config
 from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
+from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta
 from agent.state.status import Status
 
@@ -66,10 +70,13 @@ class ThumbnailWorker:
         self.layout = Layout.of(cfg)
         self.spec = spec_of(cfg)
         self.status = status
+        self.limiter = limiter_for(cfg.backend.max_bandwidth)
         _clear_dead_tmp(tmp_root)
         # One folder per process: several workers may share a state dir.
         self.tmp_root = tmp_root / str(os.getpid())
         self.tmp_root.mkdir(parents=True, exist_ok=True)
+        self._busy_lock = threading.Lock()
+        self._busy: dict[str, list[Any]] = {}  # source rel -> [its lock, threads using it]
 
     # --- queue side ---------------------------------------------------------------
 
@@ -104,6 +111,26 @@ class ThumbnailWorker:
 
     def process(self, rel: str) -> str:
         """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'."""
+        with self._one_at_a_time(rel):
+            return self._process(rel)
+
+    @contextmanager
+    def _one_at_a_time(self, rel: str) -> Iterator[None]:
+        """Events for one source handled at once (moto's Put + CompleteMultipartUpload pair, a redelivery) run
+        one after the other, so the second finds the first one's thumbnails and skips instead of redoing them."""
+        with self._busy_lock:
+            entry = self._busy.setdefault(rel, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._busy_lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._busy[rel]
+
+    def _process(self, rel: str) -> str:
         key = self.layout.source_key(rel)
         try:
             head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
@@ -136,6 +163,7 @@ class ThumbnailWorker:
             by_size = {t.size: t for t in thumbs}
             for size in self.layout.sizes:
                 thumb = by_size[size]
+                throttle(self.limiter, os.path.getsize(thumb.path))
                 with open(thumb.path, "rb") as body:
                     call(
                         f"upload thumbnail of {key}",
@@ -150,6 +178,7 @@ class ThumbnailWorker:
         finally:
             shutil.rmtree(work, ignore_errors=True)
             self.status.end("thumbnailing")
+        self.status.done("thumbnail", time.monotonic() - started, int(head.get("ContentLength") or 0))
         self.status.count("thumbnailed")
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
         return "thumbnailed"
@@ -186,6 +215,7 @@ class ThumbnailWorker:
                     chunk = call(f"download {key}", body.read, CHUNK)
                     if not chunk:
                         break
+                    throttle(self.limiter, len(chunk))
                     out.write(chunk)
         finally:
             body.close()

@@ -92,12 +92,13 @@ class Sync:
         self.cfg = cfg
         self.backend = backend
         self.state_dir = state_dir
-        self.deadline = time.monotonic() + timeout if timeout else float("inf")
+        self.deadline = time.monotonic() + timeout if timeout is not None else float("inf")
         self.progress = progress
         self.stop = stop
         self.layout = Layout.of(cfg)
         self.status = Status(cfg.roles)
         self.result = SyncResult()
+        self._thumbnails_checked = False
 
     def _late(self) -> bool:
         if self.stop.is_set():
@@ -117,7 +118,23 @@ class Sync:
             self._pull()
         for f in self.status.failures:
             self.result.failures.setdefault(f.name, f.reason)
+        if self.result.timed_out:
+            self._list_unfinished(scope)
         return self.result
+
+    def _list_unfinished(self, scope: set[str]) -> None:
+        """On --timeout, list every in-scope image not done yet, whichever step the deadline cut short."""
+        if "puller" not in self.cfg.roles and self._thumbnails_checked:
+            return  # without a puller, step 2 has listed what it left
+        listed = set(self.result.unfinished) | set(self.result.failures)
+        root = Path(self.cfg.local.thumbnails_dir)
+        for rel in sorted(scope):
+            key = self.layout.source_key(rel)
+            if key in listed:
+                continue
+            if "puller" in self.cfg.roles and all((root / self.layout.thumb_rel(rel, s)).is_file() for s in self.layout.sizes):
+                continue
+            self.result.unfinished.append(key)
 
     # --- 1. uploads ------------------------------------------------------------------------
 
@@ -144,6 +161,8 @@ class Sync:
                         self.result.failures.setdefault("(upload)", "backend unreachable; some files were not uploaded")
                     elif outcome == "gone":
                         pass
+            if self._late():
+                uploader.stop_event.set()  # uploads still settling give up; in-flight requests finish
             uploader.pool.shutdown(wait=not self._late(), cancel_futures=True)
             for f in self.status.failures:
                 scope.discard(self._rel_of_local(uploader, f.name))
@@ -179,6 +198,7 @@ class Sync:
             )
         left = self._missing_thumbnails(scope) if not self.stop.is_set() else set()
         self.result.unfinished.extend(self.layout.source_key(r) for r in left)
+        self._thumbnails_checked = True
 
     def _missing_thumbnails(self, scope: set[str]) -> set[str]:
         """In-scope sources without up-to-date thumbnails and without a current failure marker."""

@@ -52,6 +52,7 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()
         self._db = self._open()
+        self._closed = False
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,8 @@ class Journal:
 
     def record_upload(self, rec: UploadRecord) -> None:
         with self._lock:
+            if self._closed:
+                return  # an upload that outlived its sync: the next reconcile records it
             self._db.execute(
                 "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time()),
@@ -115,4 +118,5 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()

@@ -1,0 +1,142 @@
+"""``thumbdrop sync``: one shot, failures listed by name with reasons, --json, --timeout, embedded backend."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    THUMB_BUCKET,
+    E2EEnv,
+    check_thumbnail,
+    files_under,
+    image_bytes,
+    make_image,
+)
+
+pytestmark = pytest.mark.e2e
+
+GOOD: dict[str, tuple[tuple[int, int], tuple[int, int, int], str]] = {
+    "one.jpg": ((800, 600), (200, 40, 40), "one.jpg"),
+    "sub dir/two.png": ((300, 1200), (40, 200, 40), "sub dir/two.png.jpg"),
+    "été/trois 3.jpeg": ((120, 90), (40, 40, 200), "été/trois 3.jpeg"),
+}
+
+
+def prepare(inbox: Path) -> None:
+    for rel, (size, color, _thumb) in GOOD.items():
+        make_image(inbox / rel, size, color=color)
+    # A corrupt JPEG: a real header, then garbage where the image data should be.
+    real = image_bytes((400, 300))
+    (inbox / "bad.jpg").write_bytes(real[:200] + bytes(range(256)) * 8)
+    (inbox / "empty.png").write_bytes(b"")
+
+
+def failed_lines(stdout: str) -> dict[str, str]:
+    return dict(re.findall(r"^\s*FAILED (.+?): (.+)$", stdout, re.MULTILINE))
+
+
+def test_sync_reports_bad_files_until_they_are_removed(e2e: E2EEnv) -> None:
+    prepare(e2e.inbox)
+    first = e2e.cli("sync")
+    assert first.rc == 1, str(first)
+    expected = {thumb for _s, _c, thumb in GOOD.values()}
+    assert files_under(e2e.thumbs) == expected, str(first)
+    for _rel, (size, color, thumb) in GOOD.items():
+        check_thumbnail(e2e.thumbs / thumb, size, color=color)
+    failed = failed_lines(first.stdout)
+    assert set(failed) == {"bad.jpg", "empty.png"}, str(first)
+    assert all(reason.strip() for reason in failed.values())
+    assert "empty" in failed["empty.png"].lower() or "0 bytes" in failed["empty.png"], failed
+    assert re.search(r"5 image\(s\) in scope: 5 uploaded, 3 thumbnailed, 3 pulled, 2 failed", first.stdout), str(first)
+
+    stamps = {k: v["LastModified"] for k, v in e2e.keys(THUMB_BUCKET).items()}
+    local_stamps = {rel: (e2e.thumbs / rel).stat().st_mtime_ns for rel in expected}
+    second = e2e.cli("sync")
+    assert second.rc == 1, str(second)
+    assert set(failed_lines(second.stdout)) == {"bad.jpg", "empty.png"}, str(second)
+    assert re.search(r"0 uploaded, 0 thumbnailed, 0 pulled", second.stdout), str(second)
+    assert {k: v["LastModified"] for k, v in e2e.keys(THUMB_BUCKET).items()} == stamps
+    assert {rel: (e2e.thumbs / rel).stat().st_mtime_ns for rel in expected} == local_stamps
+
+    (e2e.inbox / "bad.jpg").unlink()
+    (e2e.inbox / "empty.png").unlink()
+    third = e2e.cli("sync")
+    assert third.rc == 0, str(third)
+    assert "FAILED" not in third.stdout
+    assert re.search(r"3 image\(s\) in scope: .* 0 failed", third.stdout), str(third)
+
+
+def test_sync_json_summary(e2e: E2EEnv) -> None:
+    for rel, (size, color, _thumb) in GOOD.items():
+        make_image(e2e.inbox / rel, size, color=color)
+    res = e2e.cli("sync", "--json")
+    assert res.rc == 0, str(res)
+    summary = json.loads(res.stdout)
+    assert summary["files"] == 3
+    assert summary["uploaded"] == 3
+    assert summary["thumbnailed"] == 3
+    assert summary["pulled"] == 3
+    assert summary["failures"] == []
+    assert summary["unfinished"] == []
+    assert summary["timed_out"] is False and summary["interrupted"] is False
+    assert files_under(e2e.thumbs) == {thumb for _s, _c, thumb in GOOD.values()}
+
+    (e2e.inbox / "bad.jpg").write_bytes(b"this is not an image at all")
+    res = e2e.cli("sync", "--json")
+    assert res.rc == 1, str(res)
+    summary = json.loads(res.stdout)
+    assert summary["files"] == 4 and summary["uploaded"] == 1 and summary["thumbnailed"] == 0
+    assert [f["name"] for f in summary["failures"]] == ["bad.jpg"]
+    assert summary["failures"][0]["reason"]
+
+
+def test_sync_timeout_lists_what_is_unfinished(e2e: E2EEnv) -> None:
+    names = [f"t/{i}.jpg" for i in range(4)]
+    for n in names:
+        make_image(e2e.inbox / n, (640, 480))
+    # The deadline passes before the first step (setting up the backend alone takes longer): deterministic.
+    res = e2e.cli("sync", "--timeout", "0.001")
+    assert res.rc == 1, str(res)
+    assert "timed out" in res.stdout.lower(), str(res)
+    unfinished = set(re.findall(r"^\s*UNFINISHED (.+)$", res.stdout, re.MULTILINE))
+    assert unfinished == set(names), str(res)
+
+    res = e2e.cli("sync", "--timeout", "0.001", "--json")
+    assert res.rc == 1, str(res)
+    summary = json.loads(res.stdout)
+    assert summary["timed_out"] is True
+    assert set(summary["unfinished"]) == set(names), str(res)
+
+    done = e2e.cli("sync", "--timeout", "120")
+    assert done.rc == 0, str(done)
+    assert files_under(e2e.thumbs) == set(names)
+
+
+def test_sync_with_the_embedded_backend_and_no_config(e2e: E2EEnv) -> None:
+    inbox = e2e.home / "ThumbDrop" / "inbox"
+    thumbs = e2e.home / "ThumbDrop" / "thumbnails"
+    make_image(inbox / "holiday/beach 1.jpg", (1024, 768), color=(20, 120, 220))
+    make_image(inbox / "logo.png", (200, 50), color=(220, 20, 120))
+    first = e2e.cli("--local", "sync", config=False)
+    assert first.rc == 0, str(first)
+    assert "embedded backend started" in first.stderr, str(first)
+    assert re.search(r"2 image\(s\) in scope: 2 uploaded, 2 thumbnailed, 2 pulled, 0 failed", first.stdout), str(first)
+    assert files_under(thumbs) == {"holiday/beach 1.jpg", "logo.png.jpg"}
+    check_thumbnail(thumbs / "holiday/beach 1.jpg", (1024, 768), color=(20, 120, 220))
+    check_thumbnail(thumbs / "logo.png.jpg", (200, 50), color=(220, 20, 120))
+    # The embedded backend lived and died with the command: no discovery file left behind.
+    state = e2e.home / ".local" / "state" / "thumbdrop"
+    assert state.is_dir()
+    assert not (state / "local-backend.json").exists()
+    # Nothing went to the shared moto server.
+    assert not e2e.s3.list_buckets()["Buckets"]
+    stamps = {rel: (thumbs / rel).stat().st_mtime_ns for rel in files_under(thumbs)}
+
+    second = e2e.cli("--local", "sync", config=False)
+    assert second.rc == 0, str(second)
+    assert re.search(r"2 image\(s\) in scope: 0 uploaded, 0 thumbnailed, 0 pulled, 0 failed", second.stdout), str(second)
+    assert {rel: (thumbs / rel).stat().st_mtime_ns for rel in files_under(thumbs)} == stamps
