@@ -100,7 +100,8 @@ class Uploader:
         self.schedule: PauseSchedule | None = None
         self._held_by: str | None = None
         self._lock = threading.Lock()
-        self._pending: dict[Path, tuple[int, int, float] | None] = {}  # path -> (size, mtime_ns, still since)
+        # path -> (size, mtime_ns, still since); size -1 = not yet looked at, "since" = the event's time
+        self._pending: dict[Path, tuple[int, int, float]] = {}
         self._busy: set[Path] = set()
         self._dirty: set[Path] = set()
         self._retry_at: dict[Path, float] = {}
@@ -385,7 +386,7 @@ class Uploader:
     def touch(self, path: Path) -> None:
         """Something happened to ``path``: (re)start its settle clock."""
         with self._lock:
-            self._pending[path] = None
+            self._pending[path] = (-1, -1, time.monotonic())
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -419,7 +420,7 @@ class Uploader:
 
     def _settle_loop(self) -> None:
         settle = self.cfg.watch.settle_seconds
-        while not self.stop_event.wait(0.1):
+        while not self.stop_event.wait(0.05):
             if self.paused.is_set() or self.held():
                 continue
             with self._lock:
@@ -434,7 +435,7 @@ class Uploader:
             for p in retries:
                 with self._lock:
                     self._retry_at.pop(p, None)
-                    self._pending.setdefault(p, None)
+                    self._pending.setdefault(p, (-1, -1, now))
             for path, seen in items:
                 st = _stat(path)
                 if st is None:
@@ -442,7 +443,15 @@ class Uploader:
                     continue
                 sig = (st.st_size, st.st_mtime_ns)
                 with self._lock:
-                    if seen is None or seen[:2] != sig:
+                    if self._pending.get(path) != seen:
+                        continue  # touched again meanwhile: look at it on the next tick
+                    if seen[0] == -1:
+                        # The settle clock starts at the event, not at this tick.
+                        self._pending[path] = (*sig, seen[2])
+                        if now - seen[2] >= settle:
+                            del self._pending[path]
+                            ready.append(path)
+                    elif seen[:2] != sig:
                         self._pending[path] = (*sig, now)
                     elif now - seen[2] >= settle:
                         del self._pending[path]

@@ -112,7 +112,8 @@ class Sync:
     def run(self) -> SyncResult:
         ensure_resources(self.cfg, self.backend)
         scope = self._upload()
-        if not self._late():
+        # An uploader-only host has nothing to wait for: thumbnails are made and pulled elsewhere.
+        if not self._late() and ({"worker", "puller"} & set(self.cfg.roles)):
             self._thumbnail(scope)
         if not self._late() and "puller" in self.cfg.roles:
             self._pull()
