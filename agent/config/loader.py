@@ -13,6 +13,7 @@ from typing import Any, Union, get_args, get_origin
 import platformdirs
 import yaml
 
+from agent.config.cleanup_checks import policy_problems
 from agent.config.model import Config
 from agent.errors import ConfigError
 
@@ -227,6 +228,7 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
                     f"watch.folders[{i}]: {folder!r} overlaps watch.folders[{j}] {other!r}; "
                     "watch folders must not contain each other (list only the outer one)"
                 )
+    problems.extend(policy_problems(cfg))
     if cfg.transfer.multipart_chunksize_mb > cfg.transfer.multipart_threshold_mb * 1024:
         problems.append("transfer.multipart_chunksize_mb: larger than any file that would use it")
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +214,19 @@ class Sync:
             if marker is not None and marker >= src_time:
                 self._report_marker(rel)
                 continue
-            times = [thumbs.get(k) for k in self.layout.thumb_keys(rel)]
+            # A thumbnail pruned from the bucket after it was pulled still counts (cleanup.delete_pulled_thumbnails).
+            times = [thumbs.get(self.layout.thumb_key(rel, size)) or self._local_time(rel, size) for size in self.layout.sizes]
             if any(t is None or t < src_time for t in times):
                 missing.add(rel)
         return missing
+
+    def _local_time(self, rel: str, size: int) -> datetime | None:
+        """The pulled copy's time (the puller stamps it with the object's LastModified)."""
+        try:
+            mtime = (Path(self.cfg.local.thumbnails_dir) / self.layout.thumb_rel(rel, size)).stat().st_mtime
+        except OSError:
+            return None
+        return datetime.fromtimestamp(mtime, tz=UTC)
 
     def _report_marker(self, rel: str) -> None:
         key = self.layout.source_key(rel)

@@ -1,0 +1,262 @@
+"""cleanup, dlq."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, MassDeleteError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("cleanup", help="apply the cleanup policy; print what was (or would be) deleted")
+    p.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+    p.add_argument("--force", action="store_true", help="delete even past cleanup.max_delete_fraction (the mass-delete guard)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument(
+        "--purge-queues",
+        action="store_true",
+        help="instead of the policy: drop every message waiting in the events and pull queues",
+    )
+    p.add_argument(
+        "--stale-resources",
+        action="store_true",
+        help="instead of the policy: remove queues, topics and subscriptions thumbdrop created for an older config",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before purging or removing")
+    p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("dlq", help="dead-lettered items: list them with their reasons, redrive or purge them")
+    actions = p.add_subparsers(dest="dlq_action", metavar="ACTION", required=True)
+    for name, text, func in (
+        ("list", "show each dead-lettered item and why it failed (messages stay where they are)", cmd_dlq_list),
+        ("redrive", "send dead-lettered messages back to their queue for another try", cmd_dlq_redrive),
+        ("purge", "drop the dead-lettered messages", cmd_dlq_purge),
+    ):
+        a = actions.add_parser(name, help=text)
+        a.add_argument(
+            "--queue", choices=("events", "pull", "all"), default="all", help="which dead-letter queue (default: both)"
+        )
+        if name == "list":
+            a.add_argument("--limit", type=int, default=1000, help="list at most this many per queue (default 1000)")
+            a.add_argument("--json", action="store_true", help="print as JSON")
+        if name == "purge":
+            a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        a.set_defaults(func=func)
+
+
+def _confirm(args: argparse.Namespace, question: str) -> bool | None:
+    """True to go on; False when the user said no; None when there is nobody to ask."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print(f"refusing to {question} without --yes (no terminal to ask on)", file=sys.stderr)
+        return None
+    return input(f"{question}? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def print_table(rows: list[Any]) -> None:
+    """bucket, action, key, reason, size: one line each."""
+    if not rows:
+        return
+    cols = [(d.bucket, d.action, d.key + (f" -> {d.move_to}" if d.move_to else ""), d.reason, _human(d.size)) for d in rows]
+    head = ("BUCKET", "ACTION", "KEY", "REASON", "SIZE")
+    widths = [min(70, max(len(str(r[i])) for r in [head, *cols])) for i in range(4)]
+    for r in [head, *cols]:
+        print("  " + "  ".join(str(v).ljust(w) for v, w in zip(r[:4], widths, strict=True)) + f"  {r[4]:>10}")
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.pipeline.cleaner_local import journal_lookup
+    from agent.pipeline.cleanup_run import execute, plan_cleanup
+    from agent.service.runtime import open_backend, state_dir
+    from agent.state.journal import Journal
+
+    cfg = load(args)
+    if args.purge_queues or args.stale_resources:
+        return _queues_and_resources(cfg, args)
+    with open_backend(cfg) as backend:
+        journal = Journal(state_dir(cfg) / "journal.sqlite3") if cfg.cleanup.remove_orphan_local_thumbnails else None
+        try:
+            lookup = journal_lookup(journal) if journal is not None else None
+            plan = plan_cleanup(cfg, backend, now=datetime.now(UTC), uploaded_from=lookup)
+        finally:
+            if journal is not None:
+                journal.close()
+        stopped = bool(plan.problems) and not args.force and not args.dry_run
+        outcome = None if args.dry_run or stopped else execute(plan, cfg, backend, force=args.force)
+        where = backend.describe()
+    report: dict[str, Any] = {
+        "dry_run": args.dry_run,
+        "backend": where,
+        "items": [d.as_dict() for d in (plan.deletions if outcome is None else outcome.done)],
+        "errors": [{**d.as_dict(), "error": e} for d, e in (outcome.errors if outcome else [])],
+        "notes": plan.notes,
+        "stopped": plan.problems if (stopped or (args.dry_run and plan.problems and not args.force)) else [],
+    }
+    report["totals"] = {"count": len(report["items"]), "bytes": sum(int(i["size"]) for i in report["items"])}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_cleanup(report, plan.deletions if outcome is None else outcome.done, args, outcome)
+    if stopped and not args.json:
+        raise MassDeleteError(plan.problems)
+    return EXIT_ITEMS_FAILED if report["stopped"] or report["errors"] else EXIT_OK
+
+
+def _print_cleanup(report: dict[str, Any], rows: list[Any], args: argparse.Namespace, outcome: Any) -> None:
+    if outcome is None:
+        print(f"cleanup on {report['backend']} ({'dry run: ' if args.dry_run else ''}nothing deleted); would remove:")
+    else:
+        print(f"cleanup on {report['backend']}; removed:")
+    print_table(rows)
+    t = report["totals"]
+    print(f"total: {t['count']} item(s), {t['bytes']} bytes ({_human(t['bytes'])})")
+    for e in report["errors"]:
+        print(f"  FAILED {e['bucket']} {e['key']}: {e['error']}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    if args.dry_run and report["stopped"]:
+        print("a real run would stop here, deleting nothing:")
+        for problem in report["stopped"]:
+            print(f"  {problem}")
+        print("  (check the buckets and prefixes; if the list is right, use --force)")
+
+
+def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
+    from agent.cloud import dlq
+    from agent.cloud.stale import find_stale, remove_stale
+    from agent.service.runtime import open_backend, queue_urls
+
+    rc = EXIT_OK
+    with open_backend(cfg) as backend:
+        if args.purge_queues:
+            urls = queue_urls(cfg, backend)
+            targets = [(n, u) for n, u in ((cfg.queues.events, urls.events), (cfg.queues.pull, urls.pull)) if u]
+            counts = {n: dlq.depth(backend.sqs, u) for n, u in targets}
+            print("queues to purge: " + (", ".join(f"{n} ({c} message(s))" for n, c in counts.items()) or "none found"))
+            if targets and not args.dry_run:
+                ok = _confirm(args, "purge these queues")
+                if ok is None:
+                    return EXIT_USAGE
+                if ok:
+                    for n, u in targets:
+                        print(f"purged {n}: about {dlq.purge(backend.sqs, u, n)} message(s) dropped")
+        if args.stale_resources:
+            found = find_stale(cfg, backend)
+            for item in found.keep:
+                print(f"keep    {item}")
+            for item in found.remove:
+                print(f"{'remove' if not args.dry_run else 'would remove'}  {item}")
+            if not found.remove:
+                print("no stale resources")
+            elif not args.dry_run:
+                ok = _confirm(args, f"remove these {len(found.remove)} resource(s)")
+                if ok is None:
+                    return EXIT_USAGE
+                if ok:
+                    for item, error in remove_stale(backend, found.remove):
+                        print(f"  FAILED {item}: {error}")
+                        rc = EXIT_ITEMS_FAILED
+    return rc
+
+
+def _dlqs(cfg: Any, backend: Any, which: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(kind, dead-letter queue name, its URL, the source queue's URL) for the selected queues."""
+    from agent.cloud.provision import dlq_name
+    from agent.service.runtime import queue_urls
+
+    urls = queue_urls(cfg, backend)
+    rows = [
+        ("events", dlq_name(cfg.queues.events), urls.events_dlq, urls.events),
+        ("pull", dlq_name(cfg.queues.pull), urls.pull_dlq, urls.pull),
+    ]
+    return [r for r in rows if which in ("all", r[0])]
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.cloud.dlq import list_dead_letters
+    from agent.service.runtime import open_backend
+
+    cfg = load(args)
+    out: dict[str, Any] = {}
+    with open_backend(cfg) as backend:
+        for _kind, name, url, _src in _dlqs(cfg, backend, args.queue):
+            if url is None:
+                out[name] = None
+                continue
+            out[name] = list_dead_letters(backend.sqs, url, queue=name, max_receives=cfg.queues.max_receives, limit=args.limit)
+    if args.json:
+        print(json.dumps({n: [d.as_dict() for d in v] if v is not None else None for n, v in out.items()}, indent=2))
+        return EXIT_OK
+    for name, letters in out.items():
+        if letters is None:
+            print(f"{name}: missing (run 'thumbdrop setup')")
+            continue
+        print(f"{name}: {len(letters)} dead-lettered message(s)")
+        width = min(60, max((len(d.item) for d in letters), default=0))
+        for d in letters:
+            when = datetime.fromtimestamp(d.sent_at).strftime("%Y-%m-%d %H:%M:%S") if d.sent_at else "-"
+            print(f"  {when}  {d.item.ljust(width)}  {d.reason}")
+    return EXIT_OK
+
+
+def cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.cloud.dlq import redrive
+    from agent.service.runtime import open_backend
+
+    cfg = load(args)
+    rc = EXIT_OK
+    with open_backend(cfg) as backend:
+        for _kind, name, url, src in _dlqs(cfg, backend, args.queue):
+            if url is None or src is None:
+                print(f"{name}: missing (run 'thumbdrop setup')")
+                continue
+            result = redrive(backend, dlq_url=url, source_url=src, queue=name)
+            if result.task is not None:
+                print(f"{name}: the backend is moving its messages back (move task {result.task})")
+                continue
+            print(f"{name}: {result.moved} message(s) sent back for another try")
+            if result.failed:
+                print(f"  {result.failed} message(s) could not be sent back and stay dead-lettered")
+                rc = EXIT_ITEMS_FAILED
+    return rc
+
+
+def cmd_dlq_purge(args: argparse.Namespace) -> int:
+    from agent.cli.main import load
+    from agent.cloud.dlq import depth, purge
+    from agent.service.runtime import open_backend
+
+    cfg = load(args)
+    with open_backend(cfg) as backend:
+        targets = [(name, url) for _k, name, url, _s in _dlqs(cfg, backend, args.queue) if url]
+        counts = {name: depth(backend.sqs, url) for name, url in targets}
+        if not any(counts.values()):
+            print("nothing to purge: " + (", ".join(f"{n} is empty" for n in counts) or "no dead-letter queues found"))
+            return EXIT_OK
+        print("dead-letter queues: " + ", ".join(f"{n} ({c} message(s))" for n, c in counts.items()))
+        ok = _confirm(args, "drop these messages for good")
+        if ok is None:
+            return EXIT_USAGE
+        if not ok:
+            print("nothing purged")
+            return EXIT_OK
+        for name, url in targets:
+            print(f"purged {name}: about {purge(backend.sqs, url, name)} message(s) dropped")
+    return EXIT_OK

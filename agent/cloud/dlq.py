@@ -1,0 +1,221 @@
+"""The dead-letter queues (``<queue>-dlq``): list, redrive, purge.
+
+Listing must not lose or hide messages: each is received with a short
+visibility timeout and made visible again (visibility 0) at the end, even when
+the listing fails half-way. Redrive uses StartMessageMoveTask where the backend
+has it and otherwise moves message by message: send to the source queue, then
+delete from the dead-letter queue only what was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.config
+
+from agent.cloud.clients import Backend
+from agent.cloud.errors import call
+from agent.cloud.events import parse_body
+from agent.errors import ThumbdropError, TransientError
+
+log = logging.getLogger(__name__)
+
+# The consumer's message attributes on what it dead-letters (agent.pipeline.consumer REASON_ATTR / NAME_ATTR);
+# spelled out here because the cloud layer must not import the pipeline.
+REASON_ATTR = "thumbdrop-reason"
+NAME_ATTR = "thumbdrop-item"
+PEEK_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    queue: str  # the dead-letter queue's name
+    message_id: str
+    item: str  # the object key(s) the message is about
+    reason: str
+    receives: int
+    sent_at: float | None  # when it was sent to the dead-letter queue (epoch seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "item": self.item,
+            "reason": self.reason,
+            "receives": self.receives,
+            "sent_at": self.sent_at,
+        }
+
+
+def describe(msg: dict[str, Any], queue: str, max_receives: int) -> DeadLetter:
+    """What a dead-lettered message is about and why it is here."""
+    attrs = msg.get("MessageAttributes") or {}
+    receives = int((msg.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
+    # Our own listing counts as a receive: leave it out of what the source queue saw.
+    seen = max(receives - 1, 0)
+    item = str((attrs.get(NAME_ATTR) or {}).get("StringValue") or "")
+    if not item:
+        try:
+            item = ", ".join(e.key for e in parse_body(str(msg.get("Body", "")))) or "test event"
+        except ThumbdropError:
+            item = f"message {msg.get('MessageId', '?')} (not an S3 event)"
+    reason = str((attrs.get(REASON_ATTR) or {}).get("StringValue") or "")
+    if not reason:
+        reason = f"exceeded max_receives ({seen} receives; limit {max_receives})"
+    sent = (msg.get("Attributes") or {}).get("SentTimestamp")
+    return DeadLetter(queue, str(msg.get("MessageId")), item, reason, seen, int(sent) / 1000 if sent else None)
+
+
+def list_dead_letters(
+    sqs: Any, url: str, *, queue: str, max_receives: int, limit: int = 1000, peek_seconds: int = PEEK_SECONDS
+) -> list[DeadLetter]:
+    """Up to ``limit`` messages of a dead-letter queue, left on it (visible again) afterwards."""
+    held: list[dict[str, Any]] = []
+    out: dict[str, DeadLetter] = {}
+    try:
+        while len(out) < limit:
+            resp = call(
+                f"read dead-letter queue {queue}",
+                sqs.receive_message,
+                QueueUrl=url,
+                MaxNumberOfMessages=min(10, limit - len(out)),
+                WaitTimeSeconds=1,  # a long poll asks every SQS server: an empty answer means empty
+                VisibilityTimeout=peek_seconds,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            messages = resp.get("Messages", [])
+            if not messages:
+                break
+            held.extend(messages)
+            fresh = [m for m in messages if m["MessageId"] not in out]
+            for m in fresh:
+                out[m["MessageId"]] = describe(m, queue, max_receives)
+            if not fresh:
+                break  # the peek outlasted its timeout: everything is listed once
+    finally:
+        release(sqs, url, held)
+    return list(out.values())
+
+
+def release(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
+    """Make received messages visible again at once."""
+    for i in range(0, len(messages), 10):
+        entries = [
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for n, m in enumerate(messages[i : i + 10])
+        ]
+        try:
+            out = call("release dead-letter messages", sqs.change_message_visibility_batch, QueueUrl=url, Entries=entries)
+        except ThumbdropError as exc:
+            log.warning(
+                "could not make %d dead-letter message(s) visible again (they reappear by themselves): %s", len(entries), exc
+            )
+            continue
+        for failed in out.get("Failed", []):
+            log.debug("message not released: %s", failed)
+
+
+@dataclass
+class RedriveResult:
+    moved: int = 0
+    failed: int = 0
+    task: str | None = None  # StartMessageMoveTask's handle when the backend moves them itself
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    out = call("read queue ARN", sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(out["Attributes"]["QueueArn"])
+
+
+def _single_try_sqs(backend: Backend) -> Any:
+    """An SQS client that does not retry: a backend without StartMessageMoveTask answers 500 (moto),
+    and the standard retries would wait seconds on an error that will not go away."""
+    base = backend.sqs
+    config = base.meta.config.merge(botocore.config.Config(retries={"mode": "standard", "max_attempts": 1}))
+    kwargs: dict[str, Any] = {"config": config, "verify": backend.verify}
+    if backend.endpoint_url:
+        kwargs["endpoint_url"] = backend.endpoint_url
+    return backend.session.client("sqs", **kwargs)
+
+
+def redrive(backend: Backend, *, dlq_url: str, source_url: str, queue: str, use_move_task: bool = True) -> RedriveResult:
+    """Send every message of a dead-letter queue back to its source queue for another try."""
+    sqs = backend.sqs
+    if use_move_task:
+        try:
+            out = call(
+                f"start moving {queue} back",
+                _single_try_sqs(backend).start_message_move_task,
+                SourceArn=queue_arn(sqs, dlq_url),
+                DestinationArn=queue_arn(sqs, source_url),
+            )
+            return RedriveResult(task=str(out.get("TaskHandle", "")))
+        except ThumbdropError as exc:
+            # UnsupportedOperation / NotImplemented on S3-compatible stores and moto; moving by hand works everywhere.
+            log.info("StartMessageMoveTask unavailable (%s); moving messages one by one", exc)
+    return _redrive_by_hand(sqs, dlq_url, source_url, queue)
+
+
+def _redrive_by_hand(sqs: Any, dlq_url: str, source_url: str, queue: str) -> RedriveResult:
+    result = RedriveResult()
+    seen: set[str] = set()
+    while True:
+        resp = call(
+            f"read dead-letter queue {queue}",
+            sqs.receive_message,
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=60,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = [m for m in resp.get("Messages", []) if m["MessageId"] not in seen]
+        if not messages:
+            return result  # empty, or only messages whose send failed came back: stop, they stay put
+        seen.update(m["MessageId"] for m in messages)
+        entries = [
+            {"Id": str(n), "MessageBody": m["Body"], "MessageAttributes": _foreign_attributes(m)} for n, m in enumerate(messages)
+        ]
+        sent = call(f"send messages back from {queue}", sqs.send_message_batch, QueueUrl=source_url, Entries=entries)
+        ok = {s["Id"] for s in sent.get("Successful", [])}
+        result.failed += len(messages) - len(ok)
+        done = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages) if str(n) in ok]
+        if done:
+            out = call(f"delete redriven messages from {queue}", sqs.delete_message_batch, QueueUrl=dlq_url, Entries=done)
+            # A copy not deleted here is redriven twice; consumers are idempotent, so that only costs a repeat.
+            result.moved += len(done) - len(out.get("Failed", []))
+        release(sqs, dlq_url, [m for n, m in enumerate(messages) if str(n) not in ok])
+
+
+def _foreign_attributes(msg: dict[str, Any]) -> dict[str, Any]:
+    """A message's attributes minus our reason and item (stale on a new try), in the form SendMessage takes."""
+    out: dict[str, Any] = {}
+    for name, value in (msg.get("MessageAttributes") or {}).items():
+        if name in (REASON_ATTR, NAME_ATTR):
+            continue
+        kept = {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+        out[name] = kept
+    return out
+
+
+def depth(sqs: Any, url: str) -> int:
+    attrs = call("read queue depth", sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attrs["Attributes"].get("ApproximateNumberOfMessages", 0))
+
+
+def purge(sqs: Any, url: str, queue: str) -> int:
+    """Drop every message of a queue; returns about how many there were. SQS allows one purge a minute."""
+    count = depth(sqs, url)
+    try:
+        call(f"purge queue {queue}", sqs.purge_queue, QueueUrl=url)
+    except ThumbdropError as exc:
+        if "PurgeQueueInProgress" in str(exc):
+            raise TransientError(
+                f"queue {queue} was purged less than a minute ago", hint="SQS allows one purge a minute: try again shortly"
+            ) from exc
+        raise
+    return count  # SQS purges asynchronously (up to 60 s): the count read before is what it drops

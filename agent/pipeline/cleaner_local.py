@@ -1,0 +1,167 @@
+"""The cleanup rules for this machine's folders: finished inbox files, orphaned local thumbnails.
+
+* ``inbox_after_upload``: a file whose thumbnails in ``local.thumbnails_dir`` are
+  newer than it (the uploader's own "done" test) is moved or deleted; delete only
+  while the source bucket holds its original at the same size and no rule of
+  this run deletes that original, so the last full-size copy is never removed.
+* ``remove_orphan_local_thumbnails``: a thumbnail whose source path this machine
+  uploaded (the journal says so) and that is gone from the watch folders and the
+  move folder. Skipped while any watch folder is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.config.cleanup_checks import move_target
+from agent.config.model import Config
+from agent.pipeline.cleaner import LOCAL, MTIME_SLACK, Deletion, LocalStat, Snapshot, source_rels_of
+from agent.pipeline.keys import Layout
+from agent.pipeline.puller import TMP_MARK
+from agent.pipeline.uploader import NameFilter
+from agent.state.journal import Journal
+
+# path of a source file -> the key this machine uploaded it to (None: never uploaded from here)
+UploadedFrom = Callable[[str], "str | None"]
+
+
+def journal_lookup(journal: Journal) -> UploadedFrom:
+    """The key the journal says a local path was uploaded to: proof the file was this machine's."""
+
+    def lookup(path: str) -> str | None:
+        rec = journal.upload(path)
+        return rec.key if rec is not None else None
+
+    return lookup
+
+
+def walk_thumbnails(root: Path) -> dict[str, LocalStat]:
+    """rel (``/``-separated) -> size and mtime of every file below ``root``, temp files left out."""
+    out: dict[str, LocalStat] = {}
+    if not root.is_dir():
+        return out
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if TMP_MARK in name:
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out[path.relative_to(root).as_posix()] = LocalStat(st.st_size, st.st_mtime)
+    return out
+
+
+def select_local(
+    cfg: Config, snap: Snapshot, remote: list[Deletion], *, uploaded_from: UploadedFrom
+) -> tuple[list[Deletion], list[str]]:
+    """Deletions and moves in the local folders, and notes on rules that were skipped."""
+    out: list[Deletion] = []
+    notes: list[str] = []
+    if cfg.cleanup.inbox_after_upload != "keep":
+        out.extend(_finished_inbox_files(cfg, snap, remote, notes))
+    if cfg.cleanup.remove_orphan_local_thumbnails:
+        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, notes))
+    return out, notes
+
+
+def _finished_inbox_files(cfg: Config, snap: Snapshot, remote: list[Deletion], notes: list[str]) -> list[Deletion]:
+    layout = Layout.of(cfg)
+    names = NameFilter(cfg.watch.include, cfg.watch.exclude)
+    mode = cfg.cleanup.inbox_after_upload
+    target = move_target(cfg)
+    originals_going = {d.key for d in remote if d.bucket == cfg.source.bucket}
+    out: list[Deletion] = []
+    for i, folder in enumerate(Path(f) for f in cfg.watch.folders):
+        if not folder.is_dir():
+            continue
+        for dirpath, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if not names.excluded(d)]
+            for name in files:
+                path = Path(dirpath) / name
+                local_rel = path.relative_to(folder).as_posix()
+                if not names.wanted(local_rel) or path.is_symlink():
+                    continue  # a symlink's target is not ours to move or delete
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                rel = layout.source_rel(i, local_rel)
+                if not _thumbnailed_locally(layout, snap, rel, st):
+                    continue
+                if mode == "delete":
+                    key = layout.source_key(rel)
+                    obj = snap.source.get(key)
+                    if obj is None or obj.size != st.st_size or key in originals_going:
+                        continue
+                    why = f"uploaded and thumbnailed; the original stays in s3://{cfg.source.bucket}/{key}"
+                    out.append(Deletion(LOCAL, str(path), why, st.st_size, stamp=st.st_mtime_ns))
+                else:
+                    dest = target.joinpath(*rel.split("/"))
+                    if dest.exists():
+                        notes.append(f"not moved: {path} ({dest} already exists)")
+                        continue
+                    out.append(
+                        Deletion(
+                            LOCAL, str(path), "uploaded and thumbnailed", st.st_size, move_to=str(dest), stamp=st.st_mtime_ns
+                        )
+                    )
+    return out
+
+
+def _thumbnailed_locally(layout: Layout, snap: Snapshot, rel: str, st: os.stat_result) -> bool:
+    """As the uploader decides: every local thumbnail is newer than the file (ctime too: cp -p keeps mtime)."""
+    changed = max(st.st_mtime, st.st_ctime) - MTIME_SLACK
+    for size in layout.sizes:
+        thumb = snap.local_thumbs.get(layout.thumb_rel(rel, size))
+        if thumb is None or thumb.mtime < changed:
+            return False
+    return True
+
+
+def local_source(cfg: Config, layout: Layout, rel: str) -> Path | None:
+    """Where the file of source ``rel`` lives (or lived) in the watch folders."""
+    folders = [Path(f) for f in cfg.watch.folders]
+    if layout.folder_names:
+        first, _, rest = rel.partition("/")
+        if first not in layout.folder_names or not rest:
+            return None
+        return folders[layout.folder_names.index(first)].joinpath(*rest.split("/"))
+    return folders[0].joinpath(*rel.split("/")) if folders else None
+
+
+def _orphan_local_thumbnails(cfg: Config, snap: Snapshot, uploaded_from: UploadedFrom, notes: list[str]) -> list[Deletion]:
+    missing = [f for f in cfg.watch.folders if not Path(f).is_dir()]
+    if missing or not cfg.watch.folders:
+        notes.append(
+            f"remove_orphan_local_thumbnails skipped: watch folder(s) {', '.join(missing) or '(none)'} missing "
+            "(an unmounted drive is not a deletion)"
+        )
+        return []
+    layout = Layout.of(cfg)
+    root = Path(cfg.local.thumbnails_dir)
+    moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
+    out: list[Deletion] = []
+    for trel, stat in sorted(snap.local_thumbs.items()):
+        gone: str | None = None
+        for rel in source_rels_of(layout, trel):
+            path = local_source(cfg, layout, rel)
+            if path is None:
+                continue
+            if path.exists() or (moved_to is not None and moved_to.joinpath(*rel.split("/")).exists()):
+                gone = None
+                break
+            if uploaded_from(str(path)) == layout.source_key(rel):
+                gone = str(path)
+        if gone is None:
+            continue
+        out.append(
+            Deletion(LOCAL, str(root.joinpath(*trel.split("/"))), f"local thumbnail; its source {gone} was deleted", stat.size)
+        )
+        key = layout.thumb_prefix + trel
+        if key in snap.thumbs:
+            out.append(Deletion(cfg.thumbnails.bucket, key, "thumbnail of a deleted local file", snap.thumbs[key].size))
+    return out
