@@ -148,3 +148,21 @@ class ObjectGoneError(ItemError):
     """The object an event names no longer exists (deleted or overwritten)."""
 
     title = "Object gone"
+
+
+# --- cleanup -----------------------------------------------------------------
+
+
+class MassDeleteError(ThumbdropError):
+    """A cleanup run would delete more than ``cleanup.max_delete_fraction`` of a prefix: nothing was deleted."""
+
+    exit_code = EXIT_ITEMS_FAILED
+    title = "Cleanup stopped"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            "nothing was deleted: " + "; ".join(self.problems),
+            hint="check source/thumbnails bucket and prefix in the config; if the list is right, run "
+            "'thumbdrop cleanup --force' (or raise cleanup.max_delete_fraction)",
+        )

@@ -8,14 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.cli import agent_cmds, provision_cmds, status_cmd
+from agent.cli import agent_cmds, cleanup_cmds, ops_cmds, provision_cmds, status_cmd, tray_cmds
 from agent.config import find_config_path, load_config
 from agent.config.model import Config
 from agent.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, ThumbdropError
+from agent.service.logs import FORMATS as LOG_FORMATS
 from agent.service.logs import setup_logging
 
 log = logging.getLogger("agent.cli")
-GROUPS = (agent_cmds, provision_cmds, status_cmd)
+GROUPS = (agent_cmds, provision_cmds, status_cmd, tray_cmds, cleanup_cmds, ops_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv: library debug too)")
     noise.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--version", action="version", version=f"thumbdrop {__version__}")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text (default) or json (one object per line, for log shippers)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         group.register(sub)
@@ -42,7 +46,7 @@ def load(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
+    setup_logging(-1 if args.quiet else args.verbose, fmt=args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:

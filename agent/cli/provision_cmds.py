@@ -13,6 +13,9 @@ from agent.errors import EXIT_OK, EXIT_USAGE
 def register(sub: Any) -> None:
     p = sub.add_parser("setup", help="create or verify buckets, queues, topics and notifications (idempotent)")
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.add_argument(
+        "--worker", choices=("agent", "lambda"), default="agent", help="lambda: also print how to run the worker on AWS Lambda"
+    )
     p.set_defaults(func=cmd_setup)
     p = sub.add_parser("teardown", help="remove what setup created")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -43,6 +46,11 @@ def cmd_setup(args: argparse.Namespace) -> int:
         report = Provisioner(cfg, backend, dry_run=args.dry_run).setup()
         what = "setup (dry run: nothing changed)" if args.dry_run else "setup"
         _print_report(report, f"{what} on {backend.describe()}:")
+        if args.worker == "lambda":
+            from agent.service.lambda_worker import deploy_steps, queue_arn
+
+            print()
+            print(deploy_steps(cfg, events_queue_arn=queue_arn(cfg, backend)), end="")
     return EXIT_OK
 
 

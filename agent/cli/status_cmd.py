@@ -69,11 +69,11 @@ def _ago(ts: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.cli.main import load
+    from agent.service.control_client import read_status
     from agent.service.runtime import state_dir
-    from agent.state.status import read_published
 
     cfg = load(args)
-    published = read_published(state_dir(cfg))
+    published = read_status(state_dir(cfg))  # live from the agent's control socket, else its status.json
     running = published is not None and published.get("state") not in ("not running", "stopped")
     report: dict[str, Any] = {
         "config": cfg.origin,

@@ -126,6 +126,9 @@ class Provisioner:
                 targets.setdefault(pipe.bucket, []).append((pipe, queue_arn))
         for bucket, entries in targets.items():
             self.ensure_notifications(bucket, entries)
+        from agent.cloud.lifecycle import ensure_lifecycle  # lifecycle imports this module
+
+        ensure_lifecycle(self)
         return self.report
 
     def ensure_bucket(self, bucket: str) -> None:
@@ -420,6 +423,9 @@ class Provisioner:
             self.report.add("delete", f"topic {topic}")
             if not self.dry:
                 call(f"delete topic {topic}", self.sns.delete_topic, TopicArn=arn)
+        from agent.cloud.lifecycle import ensure_lifecycle
+
+        ensure_lifecycle(self, remove=True)
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
             self._teardown_bucket(bucket, empty_buckets)
         return self.report

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.config.values import check_rate, check_windows
+
 Check = Callable[[Any], "str | None"]
 
 
@@ -123,6 +125,13 @@ class BackendConfig:
         "Turn off where the agent's credentials may not create resources.",
         False,
     )
+    max_bandwidth: str | None = opt(
+        None,
+        "Cap on the agent's total transfer rate, uploads and downloads together: '2MB/s', '500KB/s', "
+        "'1MiB/s', '8Mbit/s' or bytes per second; null means no limit.",
+        "2MB/s",
+        check_rate,
+    )
 
 
 @dataclass
@@ -195,6 +204,13 @@ class WatchConfig:
         600.0,
         at_least(0),
     )
+    pause_hours: list[str] = opt(
+        [],
+        "Daily local-time windows when uploads wait (files are still watched and go up when the window "
+        "ends); 'HH:MM-HH:MM', a window may wrap past midnight.",
+        ["09:00-17:00"],
+        check_windows,
+    )
 
 
 @dataclass
@@ -218,11 +234,116 @@ class LocalConfig:
         "/var/lib/thumbdrop",
     )
     device_name: str | None = opt(None, "Name recorded in each upload's metadata; null uses the host name.", "camera-pi-3")
+    log_file: str | None = opt(
+        None,
+        "Also log to this file, rotated at 5 MB with 5 kept; a bare name is placed in the state dir; "
+        "null logs only to the terminal or journal (--log-file overrides).",
+        "thumbdrop.log",
+    )
+
+
+def positive(v: float) -> str | None:
+    return None if v > 0 else f"must be > 0 (or null to turn the rule off), got {v}"
 
 
 @dataclass
 class CleanupConfig:
+    """Every rule is off (keep everything) except aborting stale multipart uploads, which only frees space."""
+
+    mode: str = opt(
+        "agent",
+        "Who prunes the buckets: agent (the cleaner role and 'thumbdrop cleanup' apply every rule), lifecycle "
+        "('thumbdrop setup' installs S3 lifecycle rules for the age-based rules and multipart aborts, so they also "
+        "run with no agent; the agent keeps only the rules S3 cannot express) or both. All agents sharing a "
+        "prefix should use the same mode.",
+        "both",
+        one_of("agent", "lifecycle", "both"),
+    )
     interval_minutes: float = opt(60.0, "How often the cleaner role applies the policy inside 'run'.", 60.0, at_least(1))
+    delete_originals: bool = opt(
+        False,
+        "Delete originals from the source bucket once all their thumbnails exist (in the thumbnail bucket, or "
+        "pulled into local.thumbnails_dir). With mode lifecycle S3 cannot check for thumbnails: originals then "
+        "expire by age alone. Cannot be combined with delete_orphans.",
+        True,
+    )
+    originals_min_age_days: float = opt(
+        0.0,
+        "Only delete originals at least this many days old (lifecycle rounds up to whole days, at least 1).",
+        30.0,
+        at_least(0),
+    )
+    delete_pulled_thumbnails: bool = opt(
+        False,
+        "Delete thumbnails from the thumbnail bucket once this machine has pulled them (the local copy exists "
+        "and has the same size). Agent only. With several pullers on one thumbnails prefix the first would take "
+        "them from the others: use thumbnails_max_age_days there.",
+        True,
+    )
+    thumbnails_max_age_days: float | None = opt(
+        None,
+        "Delete thumbnails from the thumbnail bucket this many days after they were made, pulled or not; null keeps them.",
+        90.0,
+        positive,
+    )
+    delete_orphans: bool = opt(
+        False,
+        "Delete thumbnails and failure markers (under thumbnails.prefix + '.thumbdrop-failed/') whose original "
+        "is gone from the source bucket. Agent only.",
+        True,
+    )
+    abort_multipart_after_hours: float | None = opt(
+        24.0,
+        "Abort incomplete multipart uploads under source.prefix and thumbnails.prefix started this many hours ago "
+        "(invisible, but billed); null keeps them. Lifecycle rounds up to whole days.",
+        48.0,
+        positive,
+    )
+    inbox_after_upload: str = opt(
+        "keep",
+        "What happens to a file in a watch folder once it is uploaded and its thumbnails are in "
+        "local.thumbnails_dir: keep, move (to inbox_move_to, same relative path) or delete (only while its "
+        "original is in the source bucket: thumbdrop never deletes the last full-size copy).",
+        "move",
+        one_of("keep", "move", "delete"),
+    )
+    inbox_move_to: str = opt(
+        "~/ThumbDrop/done", "Where inbox_after_upload: move puts files; must not be inside a watch folder.", "~/Pictures/uploaded"
+    )
+    remove_orphan_local_thumbnails: bool = opt(
+        False,
+        "Remove local thumbnails whose source file this machine uploaded and that is now gone from the watch "
+        "folders (and from inbox_move_to), with their copies in the thumbnail bucket so the puller does not bring "
+        "them back. Skipped while a watch folder is missing: an unmounted drive is not a deletion.",
+        True,
+    )
+    max_delete_fraction: float = opt(
+        0.5,
+        "A run that would delete more than this fraction of the objects under a bucket's prefix (or of the local "
+        "thumbnails) stops and asks for 'thumbdrop cleanup --force'. Thumbnails deleted because a verified local "
+        "copy exists are not counted. delete_originals with no minimum age keeps the source prefix nearly empty "
+        "by design: set 1.0 for it to turn the guard off.",
+        0.2,
+        between(0.0, 1.0),
+    )
+
+
+@dataclass
+class TrayConfig:
+    backend: str = opt(
+        "auto",
+        "Tray icon backend for 'thumbdrop tray': auto (gtk on X11 when PyGObject is installed, else appindicator, "
+        "else xorg), gtk, appindicator (needs a StatusNotifier host) or xorg (no menu clicks on some panels).",
+        "appindicator",
+        one_of("auto", "gtk", "appindicator", "xorg"),
+    )
+
+
+@dataclass
+class MetricsConfig:
+    port: int = opt(0, "Serve Prometheus metrics on this port; 0 turns the endpoint off.", 9464, between(0, 65535))
+    host: str = opt("127.0.0.1", "Address the metrics endpoint listens on (loopback unless a firewall guards it).", "0.0.0.0")
+    queue_poll_seconds: float = opt(30.0, "How often queue depths are read for the metrics.", 60.0, at_least(5))
 
 
 @dataclass
@@ -241,6 +362,8 @@ class Config:
         list(ROLES), "Roles this agent runs: uploader, worker, puller, cleaner.", ["uploader", "puller"], roles
     )
     cleanup: CleanupConfig = field(default_factory=CleanupConfig, metadata={"doc": "Cleanup policy."})
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics for fleets."})
+    tray: TrayConfig = field(default_factory=TrayConfig, metadata={"doc": "The tray icon ('thumbdrop tray')."})
 
     # Where the config came from ("built-in defaults" or a path); not a schema key.
     origin: str = field(default="built-in defaults", metadata={"internal": True})

@@ -1,7 +1,7 @@
 """Thumbnail engine: decode once, write several sizes, upright, sRGB, metadata-free. No cloud knowledge here.
 
-    from agent.imaging import ThumbnailSpec, make_thumbnails
-    thumbs = make_thumbnails(Path("photo.jpg"), ThumbnailSpec(sizes=(1024, 256)), out_dir)
+Usage: ``make_thumbnails(Path("photo.jpg"), ThumbnailSpec(sizes=(1024, 256)), out_dir)`` returns one Thumbnail
+per size. Decisions and measurements: benchmarks/IMAGING_NOTES.md.
 """
 
 from agent.imaging.engine import make_thumbnails

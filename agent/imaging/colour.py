@@ -58,14 +58,18 @@ def _grey_to_8bit(im: Image.Image) -> Image.Image:
     is scaled by its own maximum. Float data is taken as 0..1 when it fits there, else as 0..255.
     """
     if im.mode == "F":
-        _, high = im.getextrema()
-        scale = 255.0 if float(high) <= 1.0 else 1.0
+        scale = 255.0 if _maximum(im) <= 1.0 else 1.0
         return im.point(lambda v: v * scale + 0.5).convert("L")
     wide = im if im.mode == "I" else im.convert("I")
-    _, high = wide.getextrema()
-    top = max(65535, int(high))
+    top = max(65535.0, _maximum(wide))
     # Point with a linear lambda runs in C; +0.5 rounds instead of truncating. convert("L") clips below 0.
     return wide.point(lambda v: v * (255 / top) + 0.5).convert("L")
+
+
+def _maximum(im: Image.Image) -> float:
+    """The largest value of a single-band image."""
+    high = im.getextrema()[1]
+    return float(high) if isinstance(high, (int, float)) else 0.0
 
 
 def _profile(icc: bytes | None, mode: str) -> ImageCms.ImageCmsProfile | None:

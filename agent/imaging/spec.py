@@ -87,6 +87,7 @@ def fit_size(width: int, height: int, bound: int) -> tuple[int, int]:
 
 
 def megapixels(pixels: int) -> str:
-    """200_000_000 -> '200 MP', 1_500_000 -> '1.5 MP' (for error messages)."""
-    mp = pixels / 1_000_000
-    return f"{mp:.0f} MP" if mp >= 10 else f"{mp:.2g} MP"
+    """A pixel count for error messages: 900000000 -> '900 MP', 12_345_678 -> '12.3 MP', 9999 -> '9999 px'."""
+    if pixels < 1_000_000:
+        return f"{pixels} px"
+    return f"{pixels / 1_000_000:.1f}".removesuffix(".0") + " MP"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.cloud.errors import call
-from agent.errors import ItemError, ThumbdropError
+from agent.errors import BadMessageError, ItemError, ThumbdropError
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,10 @@ class QueueConsumer:
     def _dead_letter(self, msg: Message, exc: ThumbdropError) -> None:
         name = self.describe(msg)
         self.outcome.dead_lettered += 1
+        if isinstance(exc, BadMessageError):
+            # Handlers report bad files themselves; a message that is not an S3 event only shows here.
+            log.error("dead-lettered %s on the %s queue: %s", name, self.name, exc)
+            self.status.fail(name, str(exc), self.name)
         if self.dlq_url:
             try:
                 call(

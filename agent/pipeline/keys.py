@@ -128,7 +128,8 @@ def unsafe_reason(rel: str) -> str | None:
         return "contains a NUL byte"
     if "\\" in rel:
         return "contains a backslash"
-    if rel.startswith("/") or posixpath.isabs(rel) or (len(rel) > 1 and rel[1] == ":"):
+    # "C:/x" is a plain relative name on POSIX (a folder called "C:"): it stays inside the root.
+    if rel.startswith("/") or posixpath.isabs(rel):
         return "is an absolute path"
     parts = rel.split("/")
     if any(p in ("", ".", "..") for p in parts):

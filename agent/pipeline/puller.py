@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from agent.cloud.errors import call
 from agent.cloud.events import parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
+from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, safe_local_path
 from agent.state.status import Status
 
@@ -43,6 +45,7 @@ class ThumbnailPuller:
         self.layout = Layout.of(cfg)
         self.root = Path(cfg.local.thumbnails_dir)
         self.status = status
+        self.limiter = limiter_for(cfg.backend.max_bandwidth)
 
     def handle_message(self, msg: dict[str, Any]) -> None:
         errors: list[ItemError] = []
@@ -94,6 +97,7 @@ class ThumbnailPuller:
             self.status.count("skipped")
             return "skipped"
         self.status.begin("pulling")
+        started = time.monotonic()
         try:
             try:
                 resp = call(f"download {key}", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=key)
@@ -104,6 +108,7 @@ class ThumbnailPuller:
             self._write_atomic(path, resp["Body"], key, stamp)
         finally:
             self.status.end("pulling")
+        self.status.done("pull", time.monotonic() - started, int(resp.get("ContentLength") or 0))
         self.status.pulled(str(path))
         log.info("pulled %s -> %s", key, path)
         return "pulled"
@@ -120,6 +125,7 @@ class ThumbnailPuller:
                     chunk = call(f"download {key}", body.read, CHUNK)
                     if not chunk:
                         break
+                    throttle(self.limiter, len(chunk))
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())

@@ -95,6 +95,10 @@ class Uploader:
         self.pool = ThreadPoolExecutor(cfg.transfer.concurrency, thread_name_prefix="uploader")
         self.stop_event = threading.Event()
         self.paused = threading.Event()
+        # Cleared by the agent until its bucket notifications exist: an object uploaded before
+        # then would never produce the event that gets it thumbnailed.
+        self.provisioned = threading.Event()
+        self.provisioned.set()
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
         # watch.pause_hours: set by the agent only; 'sync' is an explicit request and ignores the schedule.
         self.schedule: PauseSchedule | None = None
@@ -421,7 +425,7 @@ class Uploader:
     def _settle_loop(self) -> None:
         settle = self.cfg.watch.settle_seconds
         while not self.stop_event.wait(0.05):
-            if self.paused.is_set() or self.held():
+            if self.paused.is_set() or not self.provisioned.is_set() or self.held():
                 continue
             with self._lock:
                 dirs, self._dirs_to_scan = self._dirs_to_scan, set()

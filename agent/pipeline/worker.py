@@ -17,12 +17,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.cloud.clients import Backend
-from agent.cloud.errors import call
+from agent.cloud.errors import call, translate
 from agent.cloud.events import parse_body
 from agent.config.model import Config
 from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
@@ -33,6 +35,17 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+
+
+def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, datetime]:
+    """key -> LastModified for everything under ``prefix``: one paginated listing."""
+    out: dict[str, datetime] = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    with translate(action):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out[obj["Key"]] = obj["LastModified"]
+    return out
 
 
 def _clear_dead_tmp(root: Path) -> None:
@@ -70,6 +83,7 @@ class ThumbnailWorker:
         self.layout = Layout.of(cfg)
         self.spec = spec_of(cfg)
         self.status = status
+        self.concurrency = cfg.worker.concurrency or os.cpu_count() or 1
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
         _clear_dead_tmp(tmp_root)
         # One folder per process: several workers may share a state dir.
@@ -106,6 +120,66 @@ class ThumbnailWorker:
             return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
         except ThumbdropError:
             return f"message {msg.get('MessageId', '?')}"
+
+    # --- reconcile: sources whose events were lost ------------------------------------------
+
+    def pending(self, scope: set[str] | None = None) -> tuple[set[str], set[str]]:
+        """(missing, failed): sources without up-to-date thumbnails, and those with a current failure marker.
+
+        ``scope`` limits it to some relative paths (sync: the local files); None means every source
+        under source.prefix. A thumbnail pruned from the bucket after it was pulled still counts.
+        """
+        sources = _listing(self.s3, self.cfg.source.bucket, self.cfg.source.prefix, "list the source bucket")
+        thumbs = _listing(self.s3, self.cfg.thumbnails.bucket, self.cfg.thumbnails.prefix, "list the thumbnail bucket")
+        if scope is None:
+            scope = {rel for key in sources if (rel := self.layout.rel_of_source_key(key)) is not None}
+        missing: set[str] = set()
+        failed: set[str] = set()
+        for rel in scope:
+            src_time = sources.get(self.layout.source_key(rel))
+            if src_time is None:
+                continue  # not uploaded (yet)
+            marker = thumbs.get(self.layout.failure_key(rel))
+            if marker is not None and marker >= src_time:
+                failed.add(rel)
+                continue
+            times = [thumbs.get(self.layout.thumb_key(rel, size)) or self._local_time(rel, size) for size in self.layout.sizes]
+            if any(t is None or t < src_time for t in times):
+                missing.add(rel)
+        return missing, failed
+
+    def _local_time(self, rel: str, size: int) -> datetime | None:
+        """The pulled copy's time (the puller stamps it with the object's LastModified)."""
+        try:
+            mtime = (Path(self.cfg.local.thumbnails_dir) / self.layout.thumb_rel(rel, size)).stat().st_mtime
+        except OSError:
+            return None
+        return datetime.fromtimestamp(mtime, tz=UTC)
+
+    def reconcile(self, stop: threading.Event) -> int:
+        """Thumbnail every source whose event was lost (dead-lettered during an outage, or uploaded
+        before the bucket notifications existed). Returns how many were made."""
+        missing, _failed = self.pending()
+        if not missing:
+            return 0
+        log.info("worker reconcile: %d source(s) without thumbnails", len(missing))
+        made = 0
+
+        def one(rel: str) -> None:
+            nonlocal made
+            if stop.is_set():
+                return
+            try:
+                if self.process(rel) == "thumbnailed":
+                    made += 1
+            except ItemError:
+                pass  # reported and marked by process()
+            except ThumbdropError as exc:
+                log.warning("worker reconcile: %s not thumbnailed yet: %s", self.layout.source_key(rel), exc)
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="worker-reconcile") as pool:
+            list(pool.map(one, sorted(missing)))
+        return made
 
     # --- one object ---------------------------------------------------------------
 

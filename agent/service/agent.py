@@ -16,10 +16,13 @@ from pathlib import Path
 from agent.cloud.clients import Backend
 from agent.config.model import Config
 from agent.errors import ThumbdropError
+from agent.pipeline.bandwidth import PauseSchedule
+from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.uploader import Uploader
 from agent.pipeline.worker import ThumbnailWorker
+from agent.service.control import ControlServer
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
 from agent.state.journal import Journal
 from agent.state.status import Status
@@ -43,19 +46,36 @@ class Agent:
         self.uploader: Uploader | None = None
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
+        self.worker: ThumbnailWorker | None = None
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()
+        # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
+        self._wake = threading.Event()
+        self.control = ControlServer(state_dir, self)
 
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
+        # First: a second agent on the same state dir (journal) is refused before it touches anything.
+        self.control.start()
         if "uploader" in self.roles:
             # Watch first: nothing dropped during the initial reconcile is missed.
             self.uploader = Uploader(self.cfg, self.backend, self.status, self.journal)
+            self.uploader.schedule = PauseSchedule.parse(self.cfg.watch.pause_hours)
+            self.uploader.provisioned.clear()  # files are noticed now, uploaded once notifications exist
             self.uploader.start_watching()
         if "cleaner" in self.roles:
-            log.info("cleaner role: the cleanup policy keeps everything (no cleanup rules are configured)")
+            cleaner = CleanerRole(
+                self.cfg,
+                self.backend,
+                self.status,
+                stop=self.stop_event,
+                ready=self.ready,
+                paused=self.paused.is_set,
+                journal=self.journal,
+            )
+            self._spawn(cleaner.run, "cleaner")  # joined with the others in stop()
         self._spawn(self._bootstrap, "agent-bootstrap")
         self._spawn(self._publish_loop, "agent-status")
 
@@ -84,8 +104,10 @@ class Agent:
         else:
             return
         self.status.online()
+        if self.uploader is not None:
+            self.uploader.provisioned.set()
         if "worker" in self.roles and urls.events:
-            worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+            worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
             self._add_consumer(
                 "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
             )
@@ -122,28 +144,50 @@ class Agent:
         self.consumers.append(consumer)
 
     def _reconcile_loop(self) -> None:
-        """At start and every rescan_seconds: upload what is missing, pull what is missing."""
+        """At start and every rescan_seconds: upload, thumbnail and pull what is missing."""
         interval = self.cfg.watch.rescan_seconds
         first = True
         while not self.stop_event.is_set():
             try:
                 if first and self.uploader is not None:
-                    self.uploader.abort_stale_multipart()
+                    try:
+                        self.uploader.abort_stale_multipart()
+                    except ThumbdropError as exc:
+                        if exc.kind == "transient":
+                            raise
+                        # Housekeeping only: a refusal (AccessDenied, NoSuchUpload) must not skip the reconciles.
+                        log.warning("could not clear unfinished multipart uploads: %s", exc)
                 first = False
                 if self.uploader is not None and not self.paused.is_set():
                     self.uploader.reconcile()
+                if self.worker is not None:
+                    # Events lost to a partial outage (dead-lettered after max_receives) or never sent.
+                    self.worker.reconcile(self.stop_event)
                 if self.puller is not None and not self.paused.is_set():
                     self.puller.reconcile()
                 self.status.online()
             except ThumbdropError as exc:
                 if exc.kind == "transient":
                     self.status.offline(str(exc))
-                    self.stop_event.wait(10)
+                    self._sleep(10)
                     continue
                 log.error("reconcile failed: %s", exc)
-            if interval <= 0:
-                return
-            self.stop_event.wait(interval)
+            # rescan_seconds 0: no periodic rescan, but sync_now() still runs a round.
+            self._sleep(interval if interval > 0 else None)
+
+    def _sleep(self, seconds: float | None) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def sync_now(self) -> None:
+        """Run a reconcile round (upload and pull what is missing) now instead of at the next rescan."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Ask the owner of this agent (``service.run``) to stop it; returns at once."""
+        log.info("stop requested through the control interface")
+        self.stop_event.set()
+        self._wake.set()
 
     def _publish_loop(self) -> None:
         while True:
@@ -177,6 +221,7 @@ class Agent:
         deadline = time.monotonic() + timeout
         self.status.set_state("stopping")
         self.stop_event.set()
+        self._wake.set()
         if self.uploader is not None:
             self.uploader.stop()
         for c in self.consumers:
@@ -187,6 +232,9 @@ class Agent:
             self.uploader.join(max(0.5, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        # Last: clients see "stopping" while the agent drains.
+        self.control.stop()
+        self.control.join(max(0.1, deadline - time.monotonic()))
         if self.status.state != "error":
             self.status.set_state("stopped")
         try:

@@ -19,12 +19,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.cloud.clients import Backend
-from agent.cloud.errors import call, translate
+from agent.cloud.errors import call
 from agent.config.model import Config
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.consumer import QueueConsumer
@@ -66,16 +65,6 @@ class SyncResult:
             "timed_out": self.timed_out,
             "interrupted": self.interrupted,
         }
-
-
-def _objects(backend: Backend, bucket: str, prefix: str, action: str) -> dict[str, datetime]:
-    out: dict[str, datetime] = {}
-    paginator = backend.s3.get_paginator("list_objects_v2")
-    with translate(action):
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                out[obj["Key"]] = obj["LastModified"]
-    return out
 
 
 class Sync:
@@ -183,7 +172,7 @@ class Sync:
         worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
         local_worker = "worker" in self.cfg.roles
         while True:
-            todo = self._missing_thumbnails(scope)
+            todo = self._missing_thumbnails(worker, scope)
             if not todo or self._late():
                 break
             if not local_worker:
@@ -197,36 +186,16 @@ class Sync:
             self._drain(
                 urls.events, urls.events_dlq, worker.handle_message, worker.describe, "worker", worker_concurrency(self.cfg)
             )
-        left = self._missing_thumbnails(scope) if not self.stop.is_set() else set()
+        left = self._missing_thumbnails(worker, scope) if not self.stop.is_set() else set()
         self.result.unfinished.extend(self.layout.source_key(r) for r in left)
         self._thumbnails_checked = True
 
-    def _missing_thumbnails(self, scope: set[str]) -> set[str]:
-        """In-scope sources without up-to-date thumbnails and without a current failure marker."""
-        sources = _objects(self.backend, self.cfg.source.bucket, self.cfg.source.prefix, "list the source bucket")
-        thumbs = _objects(self.backend, self.cfg.thumbnails.bucket, self.cfg.thumbnails.prefix, "list the thumbnail bucket")
-        missing = set()
-        for rel in scope:
-            src_time = sources.get(self.layout.source_key(rel))
-            if src_time is None:
-                continue  # not uploaded (reported by the upload step)
-            marker = thumbs.get(self.layout.failure_key(rel))
-            if marker is not None and marker >= src_time:
-                self._report_marker(rel)
-                continue
-            # A thumbnail pruned from the bucket after it was pulled still counts (cleanup.delete_pulled_thumbnails).
-            times = [thumbs.get(self.layout.thumb_key(rel, size)) or self._local_time(rel, size) for size in self.layout.sizes]
-            if any(t is None or t < src_time for t in times):
-                missing.add(rel)
+    def _missing_thumbnails(self, worker: ThumbnailWorker, scope: set[str]) -> set[str]:
+        """In-scope sources without up-to-date thumbnails; those with a current failure marker are reported."""
+        missing, failed = worker.pending(scope)
+        for rel in failed:
+            self._report_marker(rel)
         return missing
-
-    def _local_time(self, rel: str, size: int) -> datetime | None:
-        """The pulled copy's time (the puller stamps it with the object's LastModified)."""
-        try:
-            mtime = (Path(self.cfg.local.thumbnails_dir) / self.layout.thumb_rel(rel, size)).stat().st_mtime
-        except OSError:
-            return None
-        return datetime.fromtimestamp(mtime, tz=UTC)
 
     def _report_marker(self, rel: str) -> None:
         key = self.layout.source_key(rel)

@@ -47,6 +47,11 @@ class Status:
         self.backend = ""
         # Called with (name, reason, role) on every failure: the agent records them in the journal.
         self.on_failure: Callable[[str, str, str], None] | None = None
+        # Per activity (upload, thumbnail, pull): bytes moved and when one last succeeded, for metrics.
+        self.bytes: dict[str, int] = {}
+        self.last_success: dict[str, float] = {}
+        # Called with (activity, seconds, bytes) for every upload/thumbnail/pull done: the metrics' histograms.
+        self.on_done: Callable[[str, float, int], None] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -66,6 +71,14 @@ class Status:
     def end(self, activity: str) -> None:
         with self._lock:
             self.active[activity] -= 1
+
+    def done(self, activity: str, seconds: float, nbytes: int = 0) -> None:
+        """One upload/thumbnail/pull finished in ``seconds``, moving ``nbytes``."""
+        with self._lock:
+            self.bytes[activity] = self.bytes.get(activity, 0) + nbytes
+            self.last_success[activity] = time.time()
+        if self.on_done is not None:
+            self.on_done(activity, seconds, nbytes)
 
     def pulled(self, path: str) -> None:
         with self._lock:
@@ -106,6 +119,8 @@ class Status:
                 "pending_local": self.pending_local,
                 "failures": [f.as_dict() for f in self.failures],
                 "recent_thumbnails": list(self.recent_thumbnails),
+                "bytes": dict(self.bytes),
+                "last_success": dict(self.last_success),
             }
 
     def publish(self, state_dir: Path) -> None:

@@ -100,7 +100,6 @@ def test_thumbnail_keys_that_escape_the_folder_are_refused(e2e: E2EEnv) -> None:
         "..\\..\\backslash-escape.jpg",
         "sub\\..\\..\\x2.jpg",
         "./dot/../../dot-escape.jpg",
-        "C:/windows-escape.jpg",
         "ok/../../../deep-escape.jpg",
     ]
     for key in sent_keys:

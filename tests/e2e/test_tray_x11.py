@@ -234,6 +234,11 @@ class Tray:
         x, y, w, h = self.geometry
         return self.x.screenshot().crop((x, y, x + w, y + h))
 
+    def wait_pixels(self, state: str, name: str, timeout: float = 10) -> Image.Image:
+        """Until the icon on screen looks like ``state`` (the panel repaints after the title changes); saved as ``name``."""
+        wait_for(lambda: closest_state(self.icon_image()) == state, timeout, f"the icon to show {state!r}", self.log)
+        return self.snap_state(name)
+
     def snap_state(self, name: str) -> Image.Image:
         """The whole screen and the icon (8x) under artifacts/tray/."""
         screen = self.x.screenshot()
@@ -291,10 +296,13 @@ def trays(xserver: XServer, e2e: E2EEnv) -> Iterator[list[Tray]]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(t.proc.pid, signal.SIGKILL)
         t.proc.wait(5)
-        # An agent the tray started lives in its own session: stop it through its socket, as Quit does.
-        with contextlib.suppress(AgentNotRunningError, Exception):
-            ControlClient(t.state_dir, timeout=2).call("stop")
-        wait_for(lambda t=t: t.agent_state() is None, 30, "the tray's agent to stop")
+        # An agent the tray started lives in its own session: if one outlived the tray, stop it.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((t.state_dir / "tray-agent.pid").read_text())
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                wait_for(lambda pid=pid: not _pid_alive(pid), 30, "the tray's agent to stop")
 
 
 def tray_config(e2e: E2EEnv, **extra: Any) -> None:
@@ -326,7 +334,7 @@ def closest_state(icon: Image.Image) -> str:
 
 
 def test_tray_starts_the_agent_and_its_menu_drives_it(xserver: XServer, e2e: E2EEnv, trays: list[Tray]) -> None:
-    tray_config(e2e)
+    tray_config(e2e, watch={"settle_seconds": 1.5})
     make_image(e2e.inbox / "trip" / "a.jpg", (640, 480), color=(30, 90, 200))
     started = time.monotonic()
     tray = start_tray(xserver, e2e)
@@ -342,16 +350,13 @@ def test_tray_starts_the_agent_and_its_menu_drives_it(xserver: XServer, e2e: E2E
     wait_for(lambda: "trip/a.jpg" in files_under(e2e.thumbs), 60, "the first thumbnail", tray.log)
     tray.wait_title(r"^thumbdrop: Up to date — 1 done")
     assert "thumbdrop agent running" in (e2e.state / "agent.log").read_text()
-    idle = tray.snap_state("01-idle")
-    assert closest_state(idle) == "idle", tray.log()
+    idle = tray.wait_pixels("idle", "01-idle")
 
     # A burst of images: the icon shows "working" while they settle, go up and come back.
     for i in range(40):
         make_image(e2e.inbox / "burst" / f"{i:02d}.jpg", (320, 240), color=(200, 120 + i, 40))
     tray.wait_title(r"^thumbdrop: \d+ (uploading|thumbnailing|pulling|waiting)", timeout=20)
-    working = tray.snap_state("01b-working")
-    if re.search(r"^thumbdrop: \d+ (uploading|thumbnailing|pulling|waiting)", tray.title()):  # still working after the shot
-        assert closest_state(working) == "working", tray.log()
+    tray.wait_pixels("working", "01b-working")  # settle_seconds (1.5) keeps it working longer than one tray poll
     wait_for(lambda: len(files_under(e2e.thumbs)) == 41, 120, "the burst's thumbnails", tray.log)
     tray.wait_title(r"^thumbdrop: Up to date — \d+ done", timeout=60)
 
@@ -365,8 +370,7 @@ def test_tray_starts_the_agent_and_its_menu_drives_it(xserver: XServer, e2e: E2E
     wait_for(lambda: tray.agent_state() == "paused", 10, "the agent to pause", tray.log)
     cycle = time.monotonic() - cycle
     tray.wait_title(r"^thumbdrop: Paused")
-    paused = tray.snap_state("03-paused")
-    assert closest_state(paused) == "paused", tray.log()
+    paused = tray.wait_pixels("paused", "03-paused")
     assert sum(ImageStat.Stat(ImageChops.difference(idle.convert("RGB"), paused.convert("RGB"))).mean) > 30
     assert mean_rgb(paused)[2] < mean_rgb(paused)[0] - 40  # amber, where idle is green
 
@@ -429,8 +433,7 @@ def test_tray_shows_offline_while_the_backend_is_unreachable(xserver: XServer, e
     trays.append(tray)
     tray.wait_icon()
     tray.wait_title(r"^thumbdrop: Offline", timeout=60)
-    offline = tray.snap_state("05-offline")
-    assert closest_state(offline) == "offline", tray.log()
+    tray.wait_pixels("offline", "05-offline")
     tray.choose("Up", "Return")
     assert tray.wait_exit() == 0, tray.log()
 
@@ -442,14 +445,17 @@ def test_tray_shows_an_error_when_its_agent_cannot_run(xserver: XServer, e2e: E2
     tray.wait_icon()
     title = tray.wait_title(r"^thumbdrop: Error", timeout=60)
     assert "missing" in title.lower(), title
-    error = tray.snap_state("06-error")
-    assert closest_state(error) == "error", tray.log()
+    tray.wait_pixels("error", "06-error")
     wait_for(lambda: "the agent exited (code 3)" in (e2e.state / "tray.log").read_text(), 20, "the exit to be noticed", tray.log)
     # The menu offers to start it again (first item after the status line); it fails the same way.
     tray.choose("Down", "Return", shot="07-menu-error.png")
     wait_for(lambda: (e2e.state / "tray.log").read_text().count("starting the agent") >= 2, 10, "a second start", tray.log)
+    second = int((e2e.state / "tray-agent.pid").read_text())
+    # Quit at once, whether that agent is still starting (no control socket yet) or has failed again:
+    # it must not outlive the tray.
     tray.choose("Up", "Return")
     assert tray.wait_exit() == 0, tray.log()
+    wait_for(lambda: not _pid_alive(second), 30, "the second agent to be stopped by Quit", tray.log)
 
 
 def test_tray_without_a_display_suggests_run(e2e: E2EEnv) -> None:
@@ -474,4 +480,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    # A zombie is gone for our purposes (its parent, the tray, may have exited without reaping it).
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     return True

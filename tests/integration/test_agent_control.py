@@ -1,0 +1,119 @@
+"""A real Agent against the moto server, driven through its control socket: pause, sync-now, stop, cleanup, dlq."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from agent.cloud.clients import Backend
+from agent.config.loader import parse_config
+from agent.config.model import Config
+from agent.service.agent import Agent
+from agent.service.control import AgentAlreadyRunningError
+from agent.service.control_client import AgentNotRunningError, ControlClient
+from agent.service.runtime import pool_size
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def drop_image(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (40, 120, 200)).save(buf, "JPEG")
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def config(tmp_path: Path, moto_url: str) -> Config:
+    return parse_config(
+        {
+            "backend": {"endpoint_url": moto_url, "addressing_style": "path", "max_attempts": 2},
+            # No periodic rescan: only sync-now (or an event) can make a reconcile round happen.
+            "watch": {"folders": [str(tmp_path / "inbox")], "settle_seconds": 0.2, "rescan_seconds": 0},
+            "local": {"thumbnails_dir": str(tmp_path / "thumbs"), "state_dir": str(tmp_path / "state")},
+            "queues": {"wait_seconds": 1, "visibility_timeout": 30},
+            "roles": ["uploader", "worker", "puller"],
+        },
+        origin=str(tmp_path / "thumbdrop.yaml"),
+    )
+
+
+@pytest.fixture()
+def running(tmp_path: Path, moto_url: str) -> Iterator[tuple[Agent, ControlClient]]:
+    cfg = config(tmp_path, moto_url)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    backend = Backend(cfg.backend, endpoint_url=moto_url, local=False, pool_size=pool_size(cfg))
+    agent = Agent(cfg, backend, state)
+    agent.start()
+    try:
+        assert agent.ready.wait(60), "the agent did not become ready"
+        yield agent, ControlClient(state)
+    finally:
+        agent.stop()
+
+
+def test_pause_resume_and_sync_now_through_the_socket(running: tuple[Agent, ControlClient], tmp_path: Path) -> None:
+    agent, client = running
+    drop_image(tmp_path / "inbox" / "a.jpg")
+    thumb = tmp_path / "thumbs" / "a.jpg"
+    wait_for(thumb.exists, 60, "the first thumbnail")
+
+    assert client.call("pause") == "paused"
+    assert agent.paused.is_set() and client.call("status")["state"] == "paused"
+    drop_image(tmp_path / "inbox" / "b.jpg")
+    time.sleep(1.5)
+    assert client.call("status")["counts"]["uploaded"] == 1, "uploaded while paused"
+    assert client.call("resume") == "running"
+    wait_for((tmp_path / "thumbs" / "b.jpg").exists, 60, "the thumbnail of the file dropped while paused")
+
+    # rescan_seconds is 0: without sync-now nothing would bring a deleted thumbnail back.
+    thumb.unlink()
+    time.sleep(1.0)
+    assert not thumb.exists()
+    assert client.call("sync-now") == {"triggered": True}
+    wait_for(thumb.exists, 30, "sync-now to pull the thumbnail back")
+
+
+def test_stop_through_the_socket_and_a_second_agent_refused(running: tuple[Agent, ControlClient], tmp_path: Path) -> None:
+    agent, client = running
+    second = Agent(agent.cfg, agent.backend, agent.state_dir)
+    with pytest.raises(AgentAlreadyRunningError):
+        second.start()
+    second.journal.close()
+    assert client.call("stop") == {"stopping": True}
+    assert agent.stop_event.is_set()  # the owner (service.run) sees it and calls stop()
+    agent.stop()
+    assert not (agent.state_dir / "control.sock").exists()
+    with pytest.raises(AgentNotRunningError):
+        client.call("status")
+
+
+def test_cleanup_and_redrive_through_the_socket(running: tuple[Agent, ControlClient]) -> None:
+    _agent, client = running
+    info = client.call("info")
+    if not info["features"]["cleanup"] or not info["features"]["dlq"]:
+        pytest.skip("this build has no cleaner or dead-letter module")
+    plan = client.call("cleanup-now", dry_run=True, timeout=60)
+    assert plan["objects"] == 0 and plan["problems"] == []  # the default policy keeps everything
+    done = client.call("cleanup-now", dry_run=False, timeout=60)
+    assert done["deleted"] == 0 and done["failed"] == 0
+    redriven = client.call("dlq-redrive", timeout=60)
+    assert redriven["sent_back"] == 0 and redriven["failed"] == 0
