@@ -206,7 +206,7 @@ def measure_all(variants: list[str], path: Path, rounds: int, runs: int) -> dict
 def cpu_scaling() -> float:
     """How much faster two processes finish two pure-CPU jobs than one process finishes them: this machine's
     real parallelism right now (shared hosts may give less than their core count), to read throughput against."""
-    cmd = [sys.executable, "-c", "total = 0\nfor i in range(8_000_000):\n    total += i\n"]
+    cmd = [sys.executable, "-c", "total = 0\nfor i in range(15_000_000):\n    total += i\n"]
     start = time.perf_counter()
     for _ in range(2):
         subprocess.run(cmd, check=True)

@@ -45,9 +45,13 @@ def no_thread_leaks() -> Iterator[None]:
     deadline = time.monotonic() + 5
     while True:
         leaked = [
-            t for t in threading.enumerate()
-            if t not in before and t.is_alive() and not t.name.startswith(("ThreadPoolExecutor", "Dummy"))
-            and "moto" not in t.name.lower() and "werkzeug" not in t.name.lower()
+            t
+            for t in threading.enumerate()
+            if t not in before
+            and t.is_alive()
+            and not t.name.startswith(("ThreadPoolExecutor", "Dummy"))
+            and "moto" not in t.name.lower()
+            and "werkzeug" not in t.name.lower()
         ]
         if not leaked or time.monotonic() > deadline:
             break

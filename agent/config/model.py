@@ -154,6 +154,13 @@ class ThumbnailsConfig:
     quality: int = opt(85, "Encoder quality 1-100 (jpeg, webp, avif).", 80, between(1, 100))
     progressive: bool = opt(False, "Write progressive JPEGs.", True)
     background: str = opt("#ffffff", "Colour transparent pixels are flattened on for JPEG output.", "#000000", color)
+    engine: str = opt(
+        "pillow",
+        "Thumbnail engine: pillow, or pyvips (install thumbdrop[vips]; faster and far leaner on large PNG and "
+        "WebP; JPEG and HEIC still go through Pillow).",
+        "pyvips",
+        one_of("pillow", "pyvips"),
+    )
     max_pixels: int = opt(
         200_000_000,
         "Largest source image (width x height) accepted; larger ones fail as possible decompression bombs.",

@@ -48,10 +48,11 @@ def check_dimensions(width: int, height: int, max_pixels: int) -> None:
         raise ImageError(f"image has no pixels ({width}x{height})")
     pixels = width * height
     if pixels > max_pixels:
-        raise ImageError(
-            f"image too large: {width}x{height} = {megapixels(pixels)} exceeds "
-            f"thumbnails.max_pixels ({megapixels(max_pixels)}); possible decompression bomb"
-        )
+        size, limit = megapixels(pixels), megapixels(max_pixels)
+        if size == limit:  # "180 MP exceeds (180 MP)" would read as a bug: show the exact counts
+            size, limit = f"{pixels} px", f"{max_pixels} px"
+        reason = f"{width}x{height} = {size} exceeds thumbnails.max_pixels ({limit})"
+        raise ImageError(f"image too large: {reason}; possible decompression bomb")
 
 
 def sniff(prefix: bytes) -> str | None:

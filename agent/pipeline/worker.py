@@ -73,6 +73,7 @@ def spec_of(cfg: Config) -> ThumbnailSpec:
         progressive=t.progressive,
         background=(bg[0], bg[1], bg[2]),
         max_pixels=t.max_pixels,
+        engine=t.engine,
     )
 
 

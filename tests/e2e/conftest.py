@@ -42,8 +42,9 @@ BOUND = 256  # the default thumbnails.sizes
 # --- generic helpers -------------------------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 45.0, what: str = "condition",
-             diagnose: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 45.0, what: str = "condition", diagnose: Callable[[], str] | None = None
+) -> Any:
     """Poll ``predicate`` every 0.1 s until it returns something truthy; return that, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -69,8 +70,14 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 # --- images ----------------------------------------------------------------------------------------------
 
 
-def image_bytes(size: tuple[int, int], fmt: str = "JPEG", *, color: tuple[int, int, int] = (200, 30, 30),
-                noise: bool = False, quality: int = 90) -> bytes:
+def image_bytes(
+    size: tuple[int, int],
+    fmt: str = "JPEG",
+    *,
+    color: tuple[int, int, int] = (200, 30, 30),
+    noise: bool = False,
+    quality: int = 90,
+) -> bytes:
     """A real image: a flat colour (cheap, small) or RGB noise (big, incompressible)."""
     if noise:
         rng = np.random.default_rng(sum(size))
@@ -107,8 +114,9 @@ def expected_size(width: int, height: int, bound: int = BOUND) -> tuple[int, int
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def check_thumbnail(path: Path, source_size: tuple[int, int], *, color: tuple[int, int, int] | None = None,
-                    bound: int = BOUND) -> None:
+def check_thumbnail(
+    path: Path, source_size: tuple[int, int], *, color: tuple[int, int, int] | None = None, bound: int = BOUND
+) -> None:
     """The file decodes as a JPEG, fits bound x bound, keeps the aspect ratio, is never upscaled."""
     with Image.open(path) as im:
         im.load()
@@ -162,8 +170,12 @@ class AgentProcess:
     def wait_ready(self, timeout: float = 45.0, *, reconciled: bool = True) -> None:
         """Wait until the agent runs and (``reconciled``) its first reconcile of the watch folders is done."""
         marks = ("thumbdrop agent running", "reconciled ") if reconciled else ("thumbdrop agent running",)
-        wait_for(lambda: all(m in self.log() for m in marks) or self.proc.poll() is not None, timeout,
-                 "the agent to be running", self.diagnose)
+        wait_for(
+            lambda: all(m in self.log() for m in marks) or self.proc.poll() is not None,
+            timeout,
+            "the agent to be running",
+            self.diagnose,
+        )
         assert self.proc.poll() is None, self.diagnose()
 
     def alive(self) -> bool:
@@ -280,8 +292,9 @@ class E2EEnv:
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while len(got) < expect and time.monotonic() < deadline:
-            resp = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                            MessageAttributeNames=["All"], AttributeNames=["All"])
+            resp = self.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"], AttributeNames=["All"]
+            )
             for msg in resp.get("Messages", []):
                 got.append(msg)
                 self.sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
@@ -293,47 +306,56 @@ def s3_event(bucket: str, key: str, *, size: int = 1, etag: str = "0" * 32, name
     from urllib.parse import quote_plus
 
     return {
-        "Records": [{
-            "eventVersion": "2.1",
-            "eventSource": "aws:s3",
-            "awsRegion": "us-east-1",
-            "eventTime": "2024-01-01T00:00:00.000Z",
-            "eventName": name,
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "configurationId": "hand-made",
-                "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                "object": {"key": quote_plus(key, safe=""), "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"},
-            },
-        }]
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2024-01-01T00:00:00.000Z",
+                "eventName": name,
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "hand-made",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": quote_plus(key, safe=""), "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"},
+                },
+            }
+        ]
     }
 
 
 def _child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "XDG_", "THUMBDROP_")) and k not in ("PYTHONPATH", "JOURNAL_STREAM")}
-    env.update({
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "XDG_RUNTIME_DIR": str(home / ".run"),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(home / ".aws" / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / ".aws" / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONIOENCODING": "utf-8",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "XDG_", "THUMBDROP_")) and k not in ("PYTHONPATH", "JOURNAL_STREAM")
+    }
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_STATE_HOME": str(home / ".local" / "state"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_RUNTIME_DIR": str(home / ".run"),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(home / ".aws" / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / ".aws" / "credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8",
+        }
+    )
     return env
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report

@@ -237,7 +237,10 @@ def test_guard_counts_objects_under_each_prefix(tmp_path: Path) -> None:
 def test_contradicting_rules_are_config_errors(tmp_path: Path) -> None:
     assert policy_problems(cfg_of(tmp_path)) == []
     cases = [
-        ({"delete_originals": True, "delete_orphans": True}, "cleanup.delete_orphans: cannot be combined with cleanup.delete_originals"),
+        (
+            {"delete_originals": True, "delete_orphans": True},
+            "cleanup.delete_orphans: cannot be combined with cleanup.delete_originals",
+        ),
         ({"remove_orphan_local_thumbnails": True, "inbox_after_upload": "delete"}, "inbox_after_upload: delete"),
         ({"inbox_after_upload": "move", "inbox_move_to": str(tmp_path / "inbox" / "done")}, "overlaps watch.folders[0]"),
     ]
