@@ -18,9 +18,8 @@ def register(sub: Any) -> None:
 
 def _depths(cfg: Any) -> dict[str, Any]:
     from agent.cloud.clients import Backend
-    from agent.cloud.errors import call
     from agent.cloud.local_backend import find_running
-    from agent.service.runtime import pool_size, queue_urls, state_dir
+    from agent.service.runtime import pool_size, queue_depths, state_dir
 
     if cfg.backend.endpoint_url == "local":
         endpoint = find_running(state_dir(cfg))
@@ -31,31 +30,8 @@ def _depths(cfg: Any) -> dict[str, Any]:
         backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
     out: dict[str, Any] = {"backend": backend.describe()}
     try:
-        urls = queue_urls(cfg, backend)
-        for name, url in (("events", urls.events), ("pull", urls.pull)):
-            dlq = urls.events_dlq if name == "events" else urls.pull_dlq
-            if url is None:
-                out[name] = "missing (run 'thumbdrop setup')"
-                continue
-            attrs = call(
-                "read queue depth",
-                backend.sqs.get_queue_attributes,
-                QueueUrl=url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-            entry = {
-                "visible": int(attrs["ApproximateNumberOfMessages"]),
-                "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-            }
-            if dlq:
-                d = call(
-                    "read queue depth",
-                    backend.sqs.get_queue_attributes,
-                    QueueUrl=dlq,
-                    AttributeNames=["ApproximateNumberOfMessages"],
-                )["Attributes"]
-                entry["dead_letter"] = int(d["ApproximateNumberOfMessages"])
-            out[name] = entry
+        for name, entry in queue_depths(cfg, backend).items():
+            out[name] = entry if entry is not None else "missing (run 'thumbdrop setup')"
     except ThumbdropError as exc:
         out["error"] = str(exc)
     return out

@@ -80,3 +80,11 @@ def _record(rec: Any, index: int) -> ObjectEvent:
         etag=str(etag).strip('"') if etag else None,
         sequencer=obj.get("sequencer") if isinstance(obj.get("sequencer"), str) else None,
     )
+
+
+def describe_message(msg: dict[str, Any]) -> str:
+    """A queue message named by its object keys, for logs and reports."""
+    try:
+        return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
+    except BadMessageError:
+        return f"message {msg.get('MessageId', '?')}"

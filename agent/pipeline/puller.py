@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
-from agent.cloud.events import parse_body
+from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
@@ -74,10 +74,7 @@ class ThumbnailPuller:
             raise errors[0]
 
     def describe(self, msg: dict[str, Any]) -> str:
-        try:
-            return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
-        except ThumbdropError:
-            return f"message {msg.get('MessageId', '?')}"
+        return describe_message(msg)
 
     def _report_failure(self, key: str, rel: str) -> None:
         try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
-from agent.cloud.events import parse_body
+from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
@@ -117,10 +117,7 @@ class ThumbnailWorker:
             raise errors[0]
 
     def describe(self, msg: dict[str, Any]) -> str:
-        try:
-            return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
-        except ThumbdropError:
-            return f"message {msg.get('MessageId', '?')}"
+        return describe_message(msg)
 
     # --- reconcile: sources whose events were lost ------------------------------------------
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from agent import __version__
-from agent.cloud.errors import call
 from agent.errors import BackendError, ThumbdropError
 
 if TYPE_CHECKING:
@@ -137,27 +136,9 @@ class Metrics:
 
 
 def _poll_depths(cfg: Config, backend: Backend) -> dict[tuple[str, str], int]:
-    from agent.service.runtime import queue_urls
+    from agent.service.runtime import queue_depths
 
-    urls = queue_urls(cfg, backend)
-    out: dict[tuple[str, str], int] = {}
-    for name, url, dlq in (("events", urls.events, urls.events_dlq), ("pull", urls.pull, urls.pull_dlq)):
-        if url is None:
-            continue
-        attrs = call(
-            "read queue depth",
-            backend.sqs.get_queue_attributes,
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        out[(name, "visible")] = int(attrs.get("ApproximateNumberOfMessages", 0))
-        out[(name, "in_flight")] = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
-        if dlq is not None:
-            d = call(
-                "read queue depth", backend.sqs.get_queue_attributes, QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
-            )
-            out[(name, "dead_letter")] = int(d["Attributes"].get("ApproximateNumberOfMessages", 0))
-    return out
+    return {(name, kind): n for name, entry in queue_depths(cfg, backend).items() if entry for kind, n in entry.items()}
 
 
 class _Collector:

@@ -12,6 +12,7 @@ from pathlib import Path
 import platformdirs
 
 from agent.cloud.clients import Backend
+from agent.cloud.errors import call
 from agent.cloud.local_backend import LocalBackend, attach_or_start
 from agent.cloud.provision import Provisioner, dlq_name
 from agent.config.model import Config
@@ -86,3 +87,30 @@ def queue_urls(cfg: Config, backend: Backend) -> Queues:
         pull=prov.queue_url(cfg.queues.pull),
         pull_dlq=prov.queue_url(dlq_name(cfg.queues.pull)),
     )
+
+
+def queue_depths(cfg: Config, backend: Backend) -> dict[str, dict[str, int] | None]:
+    """{"events"|"pull": {"visible", "in_flight", "dead_letter"?}} (None: the queue is missing)."""
+    urls = queue_urls(cfg, backend)
+    out: dict[str, dict[str, int] | None] = {}
+    for name, url, dlq in (("events", urls.events, urls.events_dlq), ("pull", urls.pull, urls.pull_dlq)):
+        if url is None:
+            out[name] = None
+            continue
+        attrs = call(
+            "read queue depth",
+            backend.sqs.get_queue_attributes,
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        entry = {
+            "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
+            "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        }
+        if dlq is not None:
+            dead = call(
+                "read queue depth", backend.sqs.get_queue_attributes, QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            entry["dead_letter"] = int(dead.get("ApproximateNumberOfMessages", 0))
+        out[name] = entry
+    return out
