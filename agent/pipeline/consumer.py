@@ -95,7 +95,11 @@ class QueueConsumer:
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._flush_deletes()
         for t in self._threads:
-            t.join(max(0.1, deadline - time.monotonic()))
+            # The receive thread may sit in a long poll (up to 20 s) that cannot be interrupted: give it
+            # a second, not the whole budget. It is a daemon; whatever that poll still returns is
+            # released at once (see _receive_batch), so nothing is lost or held.
+            limit = 1.0 if t.name.endswith("-receive") else deadline - time.monotonic()
+            t.join(max(0.1, min(limit, deadline - time.monotonic())))
         self._release_all()
 
     # --- one-shot use (sync) ------------------------------------------------------
@@ -166,10 +170,17 @@ class QueueConsumer:
         if self.stop_event.is_set() and messages and not self._pool_alive():
             self._release(messages)
             return 0
-        for msg in messages:
+        for n, msg in enumerate(messages):
             with self._lock:
                 self._inflight[msg["MessageId"]] = msg["ReceiptHandle"]
-            self._pool.submit(self._run_job, msg)
+            try:
+                self._pool.submit(self._run_job, msg)
+            except RuntimeError:  # the pool shut down while this poll was open: hand the rest back
+                with self._lock:
+                    for m in messages[n:]:
+                        self._inflight.pop(m["MessageId"], None)
+                self._release(messages[n:])
+                return n
         return len(messages)
 
     def _pool_alive(self) -> bool:
