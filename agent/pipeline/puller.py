@@ -27,6 +27,7 @@ from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, safe_local_path
+from agent.state.journal import Journal
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ CHUNK = 1 << 20
 
 
 class ThumbnailPuller:
-    def __init__(self, cfg: Config, backend: Backend, status: Status) -> None:
+    def __init__(self, cfg: Config, backend: Backend, status: Status, journal: Journal | None = None) -> None:
+        self.journal = journal
         self.cfg = cfg
         self.s3 = backend.s3
         self.layout = Layout.of(cfg)
@@ -107,6 +109,8 @@ class ThumbnailPuller:
             self.status.end("pulling")
         self.status.done("pull", time.monotonic() - started, int(resp.get("ContentLength") or 0))
         self.status.pulled(str(path))
+        if self.journal is not None:
+            self.journal.record_pull(str(path), key, str(resp.get("ETag", "")).strip('"'), int(resp.get("ContentLength") or 0))
         log.info("pulled %s -> %s", key, path)
         return "pulled"
 

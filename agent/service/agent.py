@@ -112,7 +112,7 @@ class Agent:
                 "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
             )
         if "puller" in self.roles and urls.pull:
-            self.puller = ThumbnailPuller(self.cfg, self.backend, self.status)
+            self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
             self._add_consumer(
                 "puller",
                 self.puller.handle_message,

@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS uploads (
     etag TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pulls (
+    path TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -94,10 +101,24 @@ class Journal:
         with self._lock:
             self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))
 
+    def record_pull(self, path: str, key: str, etag: str, size: int) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._db.execute("INSERT OR REPLACE INTO pulls VALUES (?, ?, ?, ?, ?)", (path, key, etag, size, time.time()))
+
+    def pull(self, path: str) -> tuple[str, str, int] | None:
+        """(key, etag, size) of the last pull to ``path``."""
+        with self._lock:
+            row = self._db.execute("SELECT key, etag, size FROM pulls WHERE path = ?", (path,)).fetchone()
+        return (str(row[0]), str(row[1]), int(row[2])) if row else None
+
     def record_failure(self, name: str, role: str, reason: str) -> int:
         """Remember a failure; returns how many times this item has failed so far."""
         now = time.time()
         with self._lock:
+            if self._closed:
+                return 0
             self._db.execute(
                 "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "reason = excluded.reason, role = excluded.role, attempts = attempts + 1, last_at = excluded.last_at",
