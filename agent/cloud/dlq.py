@@ -18,7 +18,7 @@ import botocore.config
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.events import parse_body
-from agent.errors import ThumbdropError, TransientError
+from agent.errors import ThumbdropError
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +213,31 @@ def purge(sqs: Any, url: str, queue: str) -> int:
     try:
         call(f"purge queue {queue}", sqs.purge_queue, QueueUrl=url)
     except ThumbdropError as exc:
-        if "PurgeQueueInProgress" in str(exc):
-            raise TransientError(
-                f"queue {queue} was purged less than a minute ago", hint="SQS allows one purge a minute: try again shortly"
-            ) from exc
-        raise
+        if "PurgeQueueInProgress" not in str(exc):
+            raise
+        # SQS allows one PurgeQueue a minute: drop them one batch at a time instead.
+        return _delete_all(sqs, url, queue)
     return count  # SQS purges asynchronously (up to 60 s): the count read before is what it drops
+
+
+def _delete_all(sqs: Any, url: str, queue: str) -> int:
+    deleted = empty = 0
+    while empty < 2:
+        got = call(
+            f"receive from {queue}",
+            sqs.receive_message,
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=30,
+        ).get("Messages", [])
+        if not got:
+            empty += 1
+            continue
+        empty = 0
+        entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(got)]
+        out = call(f"delete messages from {queue}", sqs.delete_message_batch, QueueUrl=url, Entries=entries)
+        deleted += len(out.get("Successful", []))
+        for failed in out.get("Failed", []):
+            log.warning("could not delete a message from %s: %s", queue, failed.get("Message"))
+    return deleted
