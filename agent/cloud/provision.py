@@ -214,7 +214,7 @@ class Provisioner:
             self._verify_queue(url, name, wanted)
             return url, self._arn(url)
         got = call(f"read queue {name}", self.sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["All"])
-        current = got.get("Attributes", {})
+        current: dict[str, str] = {str(k): v for k, v in got.get("Attributes", {}).items()}
         differ = {k: v for k, v in wanted.items() if not _same_attr(k, current.get(k), v)}
         if differ:
             self.report.add("update", f"queue {name}: {', '.join(sorted(differ))}")
@@ -227,7 +227,7 @@ class Provisioner:
 
     def _verify_queue(self, url: str, name: str, wanted: dict[str, str]) -> None:
         got = call(f"read queue {name}", self.sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["All"])
-        current = got.get("Attributes", {})
+        current: dict[str, str] = {str(k): v for k, v in got.get("Attributes", {}).items()}
         bad = [k for k, v in wanted.items() if not _same_attr(k, current.get(k), v)]
         if bad:
             raise BackendError(f"queue {name}: the backend did not keep {', '.join(bad)} after setup")
@@ -328,7 +328,7 @@ class Provisioner:
         paginator = self.sns.get_paginator("list_subscriptions_by_topic")
         subs: list[dict[str, Any]] = []
         for page in call("list subscriptions", lambda: list(paginator.paginate(TopicArn=topic_arn))):
-            subs.extend(page.get("Subscriptions", []))
+            subs.extend(dict(sub) for sub in page.get("Subscriptions", []))
         return subs
 
     def ensure_notifications(self, bucket: str, entries: list[tuple[Pipe, str]]) -> None:
@@ -411,8 +411,8 @@ class Provisioner:
             arn = self.topic_arn(topic)
             if arn is None:
                 continue
-            tags = call(f"read tags of topic {topic}", self.sns.list_tags_for_resource, ResourceArn=arn).get("Tags", [])
-            if not any(t["Key"] == TAG_KEY and t["Value"] == TAG_VALUE for t in tags):
+            topic_tags = call(f"read tags of topic {topic}", self.sns.list_tags_for_resource, ResourceArn=arn).get("Tags", [])
+            if not any(t["Key"] == TAG_KEY and t["Value"] == TAG_VALUE for t in topic_tags):
                 self.report.add("keep", f"topic {topic} (not created by thumbdrop)")
                 continue
             for sub in self._subscriptions(arn):

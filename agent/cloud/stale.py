@@ -135,7 +135,9 @@ def _json(text: str) -> dict[str, Any]:
 def _notifications(backend: Backend, bucket: str) -> list[tuple[str, str, str]]:
     """(Id, target ARN, prefix filter) of a bucket's queue and topic notifications."""
     try:
-        conf = call(f"read notifications of bucket {bucket}", backend.s3.get_bucket_notification_configuration, Bucket=bucket)
+        conf: Any = call(
+            f"read notifications of bucket {bucket}", backend.s3.get_bucket_notification_configuration, Bucket=bucket
+        )
     except (ResourceMissingError, ObjectGoneError):
         return []
     out = []
@@ -150,7 +152,7 @@ def _notifications(backend: Backend, bucket: str) -> list[tuple[str, str, str]]:
 def _drop_notification(backend: Backend, ref: str) -> None:
     bucket, entry_id = ref.split("\n", 1)
     s3 = backend.s3
-    conf = call(f"read notifications of bucket {bucket}", s3.get_bucket_notification_configuration, Bucket=bucket)
+    conf: Any = call(f"read notifications of bucket {bucket}", s3.get_bucket_notification_configuration, Bucket=bucket)
     kept: dict[str, Any] = {}
     for key, value in conf.items():
         if key.endswith("Configurations"):

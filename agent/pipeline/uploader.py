@@ -367,7 +367,7 @@ class Uploader:
                 # A fresh reader per attempt: a retried transfer must start at byte 0, not where the last one broke off.
                 with open(path, "rb") as f:
                     reader = ThrottledReader(f, limiter, stop=self.stop_event)
-                    self.s3.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=self.transfer_config)
+                    self.s3.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=self.transfer_config)  # type: ignore[arg-type]
 
             retrying(f"upload {path}", send_throttled, attempts=3)
             head = call(f"read {key}", self.s3.head_object, Bucket=bucket, Key=key)
