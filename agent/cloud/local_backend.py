@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import BackendError
+from agent.state.processes import pid_alive
 
 log = logging.getLogger(__name__)
 DISCOVERY_FILE = "local-backend.json"
@@ -60,16 +61,6 @@ class LocalBackend:
         self.owned = False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0):
@@ -86,7 +77,7 @@ def find_running(state_dir: Path) -> str | None:
         port, owner = int(data["port"]), int(data["owner_pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if owner != os.getpid() and _alive(owner) and _answers(port):
+    if owner != os.getpid() and pid_alive(owner) and _answers(port):
         return f"http://127.0.0.1:{port}"
     return None
 

@@ -31,6 +31,7 @@ from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta
+from agent.state.processes import pid_alive
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,8 @@ def _clear_dead_tmp(root: Path) -> None:
     for child in root.iterdir():
         if not child.name.isdigit():
             continue
-        try:
-            os.kill(int(child.name), 0)
-        except ProcessLookupError:
+        if not pid_alive(int(child.name)):
             shutil.rmtree(child, ignore_errors=True)
-        except PermissionError:
-            pass
 
 
 def spec_of(cfg: Config) -> ThumbnailSpec:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.state.processes import pid_alive
+
 STATUS_FILE = "status.json"
 
 
@@ -143,9 +145,9 @@ def read_published(state_dir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     try:
-        os.kill(int(data.get("pid", 0)), 0)
-    except (ProcessLookupError, ValueError, OverflowError):
+        running = pid_alive(int(data.get("pid", 0)))
+    except (TypeError, ValueError):
+        running = False
+    if not running:
         data["state"] = "not running"
-    except PermissionError:
-        pass
     return data

@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from agent.state.processes import pid_alive
+
 log = logging.getLogger(__name__)
 PID_FILE = "tray-agent.pid"
 LOG_FILE = "agent.log"
@@ -97,7 +99,7 @@ class AgentLauncher:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return self.owned_pid is not None and _pid_alive(self.owned_pid)
+        return self.owned_pid is not None and pid_alive(self.owned_pid)
 
     @property
     def exit_code(self) -> int | None:
@@ -112,7 +114,7 @@ class AgentLauncher:
                 return False
             return True
         deadline = time.monotonic() + timeout
-        while self.owned_pid is not None and _pid_alive(self.owned_pid):
+        while self.owned_pid is not None and pid_alive(self.owned_pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.1)
@@ -148,18 +150,3 @@ class AgentLauncher:
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own child not yet reaped) still "exists": reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
