@@ -78,16 +78,19 @@ class XServer:
 
     def popup_open(self) -> bool:
         """Whether a menu is showing: GTK menus are mapped override-redirect windows of some size."""
-        from Xlib import X, display
+        from Xlib import X, display, error
 
         d = display.Display(self.display)
         try:
             for w in d.screen().root.query_tree().children:
-                attrs = w.get_attributes()
-                if attrs.map_state == X.IsViewable and attrs.override_redirect:
-                    geo = w.get_geometry()
-                    if geo.width > 60 and geo.height > 60:
-                        return True
+                try:
+                    attrs = w.get_attributes()
+                    if attrs.map_state == X.IsViewable and attrs.override_redirect:
+                        geo = w.get_geometry()
+                        if geo.width > 60 and geo.height > 60:
+                            return True
+                except (error.BadWindow, error.BadDrawable):
+                    continue  # destroyed between query_tree and the request: a menu that just closed
             return False
         finally:
             d.close()
