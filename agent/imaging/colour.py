@@ -22,11 +22,12 @@ from PIL import Image, ImageCms
 
 from agent.errors import ImageError
 
-# Modes that Pillow resamples correctly and that ``SrgbConverter`` understands.
-WORKING_MODES = ("L", "LA", "RGB", "RGBA", "CMYK")
+# Modes that Pillow resamples correctly and that ``SrgbConverter`` understands. RGBX (how libwebp hands over an
+# RGB frame, see decode.py) is resampled as is and dropped to RGB after resizing: a full-size copy saved.
+WORKING_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "RGBX")
 
 # Plain relabelling or standard conversions Pillow does correctly.
-_SIMPLE = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "YCbCr": "RGB", "HSV": "RGB"}
+_SIMPLE = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "YCbCr": "RGB", "HSV": "RGB"}
 
 # ICC colour space signatures (as Pillow reports them) that fit each working mode.
 _PROFILE_SPACE = {"L": "GRAY", "LA": "GRAY", "RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK"}
@@ -100,6 +101,7 @@ class SrgbConverter:
     """
 
     def __init__(self, mode: str, icc: bytes | None) -> None:
+        mode = "RGB" if mode == "RGBX" else mode
         self.mode = mode
         self._transform: ImageCms.ImageCmsTransform | None = None
         profile = _profile(icc, mode)
@@ -119,6 +121,8 @@ class SrgbConverter:
             self._transform = None  # LittleCMS refused the profile: treat the pixels as sRGB
 
     def __call__(self, im: Image.Image) -> Image.Image:
+        if im.mode == "RGBX":
+            im = im.convert("RGB")
         if self._transform is None:
             return im.convert("RGB") if im.mode == "CMYK" else im  # untagged CMYK: the usual naive inversion
         if im.mode == "LA":  # LittleCMS has no grey+alpha layout: convert the grey, put the alpha back

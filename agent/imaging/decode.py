@@ -95,7 +95,7 @@ def decode(fp: BinaryIO, *, max_pixels: int, largest_bound: int) -> Decoded:
         width, height = im.size
         guards.check_dimensions(width, height, max_pixels)
         box = _draft(im, largest_bound)
-        im.load()
+        pixels = _load(im)
         orientation = read_orientation(im)
     except ImageError:
         raise
@@ -107,13 +107,45 @@ def decode(fp: BinaryIO, *, max_pixels: int, largest_bound: int) -> Decoded:
         raise guards.decode_failure(exc) from exc
     icc = im.info.get("icc_profile")
     return Decoded(
-        image=im,
+        image=pixels,
         source_size=(width, height),
         box=box,
         orientation=orientation,
         icc=icc if isinstance(icc, bytes) else None,
         format=im.format or "",
     )
+
+
+def _load(im: ImageFile.ImageFile) -> Image.Image:
+    """Decode the pixels of `im` (its first frame)."""
+    if im.format == "WEBP":
+        frame = _webp_first_frame(im)
+        if frame is not None:
+            return frame
+    im.load()
+    return im
+
+
+def _webp_first_frame(im: ImageFile.ImageFile) -> Image.Image | None:
+    """The first WebP frame as an image over libwebp's own buffer, or None to let Pillow load it.
+
+    Pillow's WebP ``load()`` copies the frame libwebp returns through a raw decoder into a new image: a second
+    full-size buffer and 15-30 % of the decode time (17 MP: 68 MB and ~60 ms for RGB, ~180 ms for RGBA, see
+    benchmarks/IMAGING_NOTES.md). ``frombuffer`` maps the returned bytes instead. This uses two attributes of
+    Pillow's WebP plugin (``_decoder`` and ``rawmode``, stable since Pillow 5); if they change, the normal load
+    runs. RGB files come back as RGBX, which colour.py drops to RGB after resizing.
+    """
+    rawmode = getattr(im, "rawmode", None)
+    get_next = getattr(getattr(im, "_decoder", None), "get_next", None)
+    if rawmode not in ("RGBA", "RGBX") or not callable(get_next):
+        return None
+    frame = get_next()  # the first frame: _open leaves the decoder at the start
+    if frame is None:
+        raise EOFError("failed to decode the first WebP frame")
+    data = frame[0]
+    if not isinstance(data, bytes) or len(data) != im.width * im.height * 4:
+        raise EOFError("the WebP decoder returned a frame of the wrong size")
+    return Image.frombuffer(rawmode, im.size, data, "raw", rawmode, 0, 1)
 
 
 def _draft(im: ImageFile.ImageFile, largest_bound: int) -> tuple[float, float, float, float] | None:

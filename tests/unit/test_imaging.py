@@ -552,3 +552,38 @@ def test_concurrent_calls_do_not_interfere(tmp_path: Path, engine: str) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+# --- WebP: the frame libwebp returns is used without Pillow's copy ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_frame_is_mapped_not_copied_and_equals_pillows_decode(tmp_path: Path, mode: str) -> None:
+    from agent.imaging.decode import decode
+
+    noise = Image.effect_noise((97, 61), 80).convert("L")
+    im = Image.merge("RGB", (noise, noise.rotate(90, expand=False), noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    if mode == "RGBA":
+        im.putalpha(noise.point(lambda v: 255 - v))
+    source = save(im, tmp_path / "a.webp", lossless=True)
+    with source.open("rb") as fp:
+        decoded = decode(fp, max_pixels=10**9, largest_bound=256)
+    assert decoded.image.readonly, "the frame should be mapped over libwebp's buffer, not copied"
+    assert decoded.image.mode == ("RGBX" if mode == "RGB" else "RGBA")
+    with Image.open(source) as reference:
+        expected = reference.convert(mode).tobytes()
+    assert decoded.image.convert(mode).tobytes() == expected
+    # And the thumbnail comes out in the right mode with the same pixels (no resize at this size).
+    [thumb] = thumbs(source, tmp_path, sizes=(256,), format="png")
+    with Image.open(thumb.path) as out:
+        assert out.mode == mode and out.tobytes() == expected
+
+
+def test_webp_fast_path_steps_aside_when_pillows_plugin_changes() -> None:
+    from types import SimpleNamespace
+
+    from agent.imaging.decode import _webp_first_frame
+
+    # What a future plugin might look like: no _decoder, or a rawmode we do not know. Pillow's own load() runs then.
+    assert _webp_first_frame(SimpleNamespace(rawmode="RGBX")) is None  # type: ignore[arg-type]
+    assert _webp_first_frame(SimpleNamespace(rawmode="YUV", _decoder=SimpleNamespace(get_next=lambda: None))) is None  # type: ignore[arg-type]
