@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 
+from agent.cloud.endpoint_cache import share_endpoint_resolution
 from agent.cloud.errors import translate
 from agent.config.model import BackendConfig
 
@@ -82,7 +83,10 @@ class Backend:
                 if self.endpoint_url:
                     kwargs["endpoint_url"] = self.endpoint_url
                 with translate(f"create the {service} client"):
-                    self._clients[service] = self.session.client(service, **kwargs)  # type: ignore[call-overload]
+                    client = self.session.client(service, **kwargs)  # type: ignore[call-overload]
+                if service == "s3":
+                    share_endpoint_resolution(client)
+                self._clients[service] = client
             return self._clients[service]
 
     @property

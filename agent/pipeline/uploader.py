@@ -71,7 +71,7 @@ class LocalFile:
 @dataclass
 class Hashes:
     sha256: str
-    etag: str
+    etag: str | None  # the S3 ETag this content would get; only worked out when there is a remote copy to compare
     data: bytes | None  # the content of a small file, read once for hashing and upload
 
 
@@ -270,12 +270,12 @@ class Uploader:
             if cached.key == key and remote == (cached.size, cached.etag):
                 return "unchanged"
         try:
-            hashes = self._hash(path, st.st_size)
+            hashes = self._hash(path, st.st_size, etag=remote is not None)
         except FileNotFoundError:
             return "gone"
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if remote is not None and remote == (st.st_size, hashes.etag):
+        if remote is not None and hashes.etag is not None and remote == (st.st_size, hashes.etag):
             self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag))
             return "unchanged"
         self.status.begin("uploading")
@@ -327,19 +327,23 @@ class Uploader:
                 return False
         return True
 
-    def _hash(self, path: Path, size: int) -> Hashes:
+    def _hash(self, path: Path, size: int, *, etag: bool) -> Hashes:
+        """sha256 (for the metadata) and, with ``etag``, the ETag S3 would give this content (MD5, per part)."""
         sha = hashlib.sha256()
         if size <= self.threshold:
             data = path.read_bytes()
             sha.update(data)
-            return Hashes(sha.hexdigest(), hashlib.md5(data, usedforsecurity=False).hexdigest(), data)
+            return Hashes(sha.hexdigest(), hashlib.md5(data, usedforsecurity=False).hexdigest() if etag else None, data)
         parts = []
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(self.chunk), b""):
                 sha.update(chunk)
-                parts.append(hashlib.md5(chunk, usedforsecurity=False).digest())
-        etag = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest() + f"-{len(parts)}"
-        return Hashes(sha.hexdigest(), etag, None)
+                if etag:
+                    parts.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+        if not etag:
+            return Hashes(sha.hexdigest(), None, None)
+        multipart = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest() + f"-{len(parts)}"
+        return Hashes(sha.hexdigest(), multipart, None)
 
     def _put(self, path: Path, key: str, st: os.stat_result, hashes: Hashes) -> str:
         meta = {"sha256": hashes.sha256, "mtime": f"{st.st_mtime:.6f}", "device": ascii_meta(self.device)}

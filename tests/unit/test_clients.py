@@ -202,3 +202,57 @@ def test_local_verify_tls_false_does_not_warn(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="agent.cloud.clients"):
         backend(local=True, verify_tls=False)
     assert not [r for r in caplog.records if "verify_tls" in r.getMessage()]
+
+
+# --- the S3 endpoint is resolved once per bucket, not once per object key ---------------------------------------
+
+
+def _count_rule_evaluations(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    ruleset = client._ruleset_resolver._provider.ruleset
+    calls = [0]
+    real = ruleset.evaluate
+
+    def evaluate(params: dict[str, Any]) -> Any:
+        calls[0] += 1
+        return real(params)
+
+    monkeypatch.setattr(ruleset, "evaluate", evaluate)
+    return calls
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_s3_endpoint_resolution_is_shared_across_keys(monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
+    from moto import mock_aws
+
+    from agent.cloud import endpoint_cache
+
+    if not shared:
+        monkeypatch.setattr(clients, "share_endpoint_resolution", lambda client: False)
+    with mock_aws():
+        s3 = backend(endpoint_url=None, region="eu-west-1").s3
+        s3.create_bucket(Bucket="keys-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        calls = _count_rule_evaluations(s3, monkeypatch)
+        for i in range(5):
+            s3.put_object(Bucket="keys-bucket", Key=f"photo-{i}-{shared}.jpg", Body=b"x")
+            s3.head_object(Bucket="keys-bucket", Key=f"photo-{i}-{shared}.jpg")
+    # Five new keys: botocore alone evaluates the rule set once per key; shared, once in all (put and head agree).
+    assert calls[0] == (1 if shared else 5), calls
+    assert endpoint_cache.unused_parameters(s3._loader.load_service_model("s3", "endpoint-rule-set-1")) >= {"Key"}
+
+
+def test_unused_parameters_keeps_what_a_rule_reads() -> None:
+    from agent.cloud.endpoint_cache import unused_parameters
+
+    ruleset = {
+        "parameters": {"Bucket": {}, "Key": {}, "Region": {}, "Prefix": {}},
+        "rules": [
+            {"conditions": [{"fn": "isSet", "argv": [{"ref": "Bucket"}]}], "endpoint": {"url": "https://{Region}.x/{Key#a}"}}
+        ],
+    }
+    assert unused_parameters(ruleset) == {"Prefix"}
+
+
+def test_endpoint_sharing_steps_aside_for_an_unfamiliar_client() -> None:
+    from agent.cloud.endpoint_cache import share_endpoint_resolution
+
+    assert share_endpoint_resolution(object()) is False
