@@ -93,6 +93,23 @@ class Layout:
             return None  # an original, not a thumbnail
         return rel
 
+    def name_problem(self, rel: str) -> str | None:
+        """Why a source named ``rel`` cannot make the round trip (checked before any upload), or None.
+
+        S3 keys are UTF-8, so a name in another encoding (an old camera, a zip, a Samba share) cannot be a key;
+        and a thumbnail the puller would have to refuse (a name over 255 bytes once ``.jpg`` is added, a
+        backslash) is better refused before the upload, decode and thumbnail work than after.
+        """
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            return "its name is not valid UTF-8 (S3 keys must be); rename the file (e.g. convmv -f latin1 -t utf8)"
+        for size in self.sizes:
+            why = unsafe_reason(self.thumb_rel(rel, size))
+            if why:
+                return f"its thumbnail's local path {why}; rename the file"
+        return None
+
     def failure_key(self, rel: str) -> str:
         return f"{self.thumb_prefix}{FAILED_DIR}{rel}.json"
 
@@ -112,7 +129,9 @@ def safe_local_path(root: Path, rel: str) -> Path:
     """``root / rel`` if and only if it stays inside ``root``; else UnsafeKeyError."""
     why = unsafe_reason(rel)
     if why:
-        raise UnsafeKeyError(f"refused key {rel!r}: {why}", hint="the key would write outside the thumbnails folder")
+        escapes = not why.startswith(("has a name longer", "is longer"))
+        hint = "the key would write outside the thumbnails folder" if escapes else "the local file system cannot hold it"
+        raise UnsafeKeyError(f"refused key {rel!r}: {why}", hint=hint)
     path = root.joinpath(*rel.split("/"))
     resolved_root = root.resolve()
     parent = path.parent.resolve()  # follows symlinked folders inside root: they must not lead out
@@ -139,6 +158,21 @@ def unsafe_reason(rel: str) -> str | None:
     if len(rel.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         return f"is longer than {MAX_PATH_BYTES} bytes"
     return None
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one log or status line: control characters and undecodable bytes escaped (``\\n``, ``\\xe9``)."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":  # a byte os.fsdecode could not decode (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def ascii_meta(value: str) -> str:

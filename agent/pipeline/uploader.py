@@ -34,7 +34,7 @@ from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule, ThrottledReader, limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta
+from agent.pipeline.keys import Layout, ascii_meta, printable
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
 
@@ -224,7 +224,7 @@ class Uploader:
             return result
         except ItemError as exc:
             self.status.fail(str(lf.path), str(exc), "uploader")
-            log.error("failed %s: %s", lf.path, exc)
+            log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
         except ThumbdropError as exc:
             if exc.kind == "transient":
@@ -236,7 +236,7 @@ class Uploader:
                 log.warning("upload of %s postponed (retry in about %.0f s): %s", lf.path, delay, exc)
                 return "postponed"
             self.status.fail(str(lf.path), str(exc), "uploader")
-            log.error("failed %s: %s", lf.path, exc)
+            log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
         finally:
             with self._lock:
@@ -249,6 +249,9 @@ class Uploader:
     def upload(self, lf: LocalFile, remote: tuple[int, str] | None = None, *, known_remote: bool = True) -> str:
         """Upload one file unless the bucket has this content; 'uploaded', 'unchanged' or 'gone'."""
         path = lf.path
+        problem = self.layout.name_problem(lf.rel)
+        if problem:
+            raise ItemError(f"not uploaded: {problem}")
         if not self._inside(path, lf.folder):
             log.info("skipped %s: a symlink on its path leads outside the watch folder", path)
             return "gone"
@@ -291,7 +294,7 @@ class Uploader:
             self.touch(path)
         self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag))
         self.status.count("uploaded")
-        log.info("uploaded %s -> s3://%s/%s (%d bytes)", path, self.cfg.source.bucket, key, st.st_size)
+        log.info("uploaded %s -> s3://%s/%s (%d bytes)", printable(str(path)), self.cfg.source.bucket, printable(key), st.st_size)
         return "uploaded"
 
     def _settled_stat(self, path: Path) -> os.stat_result | None:
@@ -427,49 +430,58 @@ class Uploader:
         self._threads.append(t)
 
     def _settle_loop(self) -> None:
-        settle = self.cfg.watch.settle_seconds
         while not self.stop_event.wait(0.05):
-            if self.paused.is_set() or not self.provisioned.is_set() or self.held():
-                continue
-            with self._lock:
-                dirs, self._dirs_to_scan = self._dirs_to_scan, set()
-            for folder in dirs:
-                self.touch_tree(folder)
-            now = time.monotonic()
-            ready: list[Path] = []
-            with self._lock:
-                items = list(self._pending.items())
-                retries = [p for p, t in self._retry_at.items() if t <= now]
-            for p in retries:
-                with self._lock:
-                    self._retry_at.pop(p, None)
-                    self._pending.setdefault(p, (-1, -1, now))
-            for path, seen in items:
-                st = _stat(path)
-                if st is None:
-                    self.forget(path)
-                    continue
-                sig = (st.st_size, st.st_mtime_ns)
-                with self._lock:
-                    if self._pending.get(path) != seen:
-                        continue  # touched again meanwhile: look at it on the next tick
-                    if seen[0] == -1:
-                        # The settle clock starts at the event, not at this tick.
-                        self._pending[path] = (*sig, seen[2])
-                        if now - seen[2] >= settle:
-                            del self._pending[path]
-                            ready.append(path)
-                    elif seen[:2] != sig:
-                        self._pending[path] = (*sig, now)
-                    elif now - seen[2] >= settle:
-                        del self._pending[path]
-                        ready.append(path)
-            for path in ready:
-                lf = self.local_file(path)
-                if lf is not None:
-                    self.pool.submit(self._upload_guarded, lf, self._remote_of(lf))
+            try:
+                self._settle_tick()
+            except Exception:  # noqa: BLE001 - this thread feeds every live upload: log the bug, never die of it
+                log.exception("uploader: unexpected error while handing over settled files (continuing)")
+                self.stop_event.wait(1.0)
+
+    def _settle_tick(self) -> None:
+        settle = self.cfg.watch.settle_seconds
+        if self.paused.is_set() or not self.provisioned.is_set() or self.held():
             with self._lock:
                 self.status.pending_local = len(self._pending) + len(self._busy) + len(self._retry_at)
+            return
+        with self._lock:
+            dirs, self._dirs_to_scan = self._dirs_to_scan, set()
+        for folder in dirs:
+            self.touch_tree(folder)
+        now = time.monotonic()
+        ready: list[Path] = []
+        with self._lock:
+            items = list(self._pending.items())
+            retries = [p for p, t in self._retry_at.items() if t <= now]
+        for p in retries:
+            with self._lock:
+                self._retry_at.pop(p, None)
+                self._pending.setdefault(p, (-1, -1, now))
+        for path, seen in items:
+            st = _stat(path)
+            if st is None:
+                self.forget(path)
+                continue
+            sig = (st.st_size, st.st_mtime_ns)
+            with self._lock:
+                if self._pending.get(path) != seen:
+                    continue  # touched again meanwhile: look at it on the next tick
+                if seen[0] == -1:
+                    # The settle clock starts at the event, not at this tick.
+                    self._pending[path] = (*sig, seen[2])
+                    if now - seen[2] >= settle:
+                        del self._pending[path]
+                        ready.append(path)
+                elif seen[:2] != sig:
+                    self._pending[path] = (*sig, now)
+                elif now - seen[2] >= settle:
+                    del self._pending[path]
+                    ready.append(path)
+        for path in ready:
+            lf = self.local_file(path)
+            if lf is not None:
+                self.pool.submit(self._upload_guarded, lf, self._remote_of(lf))
+        with self._lock:
+            self.status.pending_local = len(self._pending) + len(self._busy) + len(self._retry_at)
 
     def held(self) -> bool:
         """Inside a ``watch.pause_hours`` window (logged when one starts and ends)."""
@@ -485,6 +497,8 @@ class Uploader:
 
     def _remote_of(self, lf: LocalFile) -> tuple[int, str] | None:
         """What the journal says the bucket holds for this file (saves a request)."""
+        if self.layout.name_problem(lf.rel):
+            return None  # upload() reports it; the journal (UTF-8) cannot even look it up
         rec = self.journal.upload(str(lf.path))
         return (rec.size, rec.etag) if rec and rec.key == self.layout.source_key(lf.rel) else None
 

@@ -147,7 +147,7 @@ def log_to_file(
     ``keep_stderr``: log to both (``local.log_file``: the terminal or journal keeps its lines).
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(formatter(_format, file=True))
     handler.addFilter(_Redact())
     handler._thumbdrop_source = source  # type: ignore[attr-defined]  # lets use_config_log_file find its own

@@ -122,7 +122,7 @@ class Sync:
             key = self.layout.source_key(rel)
             if key in listed:
                 continue
-            if "puller" in self.cfg.roles and all((root / self.layout.thumb_rel(rel, s)).is_file() for s in self.layout.sizes):
+            if "puller" in self.cfg.roles and all(_is_file(root / self.layout.thumb_rel(rel, s)) for s in self.layout.sizes):
                 continue
             self.result.unfinished.append(key)
 
@@ -263,3 +263,11 @@ class Sync:
         )
         consumer.drain(deadline=min(self.deadline, time.monotonic() + 60))
         consumer.join(timeout=10)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file() that answers False, not OSError, for a name the file system cannot hold (ENAMETOOLONG)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

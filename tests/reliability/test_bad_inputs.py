@@ -243,6 +243,10 @@ def file_cases() -> list[FileCase]:
         FileCase(
             "backslash in a file name (legal on Linux)", "odd/back\\slash.jpg", image_writer((150, 150)), "failed", r"backslash"
         ),
+        # Latin-1 bytes (an old camera, a zip, a Samba share): os.fsdecode gives a surrogate; S3 keys must be UTF-8.
+        FileCase(
+            "name not valid UTF-8 (Latin-1 byte)", "odd/caf\udce9.jpg", image_writer((200, 150)), "failed", r"not valid UTF-8"
+        ),
     ]
 
 
@@ -416,16 +420,20 @@ def test_bad_files_while_running_are_reported_and_good_files_keep_flowing(rel: R
         not deleted_uploaded and not deleted_reported,
     )
 
-    # Each bad image is dead-lettered at once, with its reason: by the worker (the image) or by the puller
-    # (a thumbnail key it refuses to write).
-    refused_keys = [c for c in expected_failed if re.search("backslash|255", c.reason)]
-    image_failures = [c for c in expected_failed if c not in refused_keys]
+    # Each bad image is dead-lettered at once by the worker, with its reason. A name that could never come back
+    # as a local thumbnail (not UTF-8, too long with the thumbnail's extension, a backslash) is refused before
+    # the upload: reported, never uploaded, nothing to dead-letter.
+    refused_names = [c for c in expected_failed if re.search("backslash|255|UTF-8", c.reason)]
+    image_failures = [c for c in expected_failed if c not in refused_names]
     dead = rel.peek_dead_letters(EVENTS_DLQ, expect=len(image_failures), timeout=20)
-    dead += rel.peek_dead_letters(PULL_DLQ, expect=len(refused_keys), timeout=20)
     dead_keys = {k for m in dead for k in record_keys(m)}
     not_dead = [c.name for c in image_failures if c.rel not in dead_keys]
-    not_dead += [c.name for c in refused_keys if c.thumb_rel not in dead_keys]
     assert all(REASON_ATTR in m.get("MessageAttributes", {}) for m in dead)
+    source_keys = rel.keys(SOURCE_BUCKET)
+    uploaded_anyway = [
+        c.name for c in refused_names if c.rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace") in source_keys
+    ]
+    assert not uploaded_anyway, f"refused names were uploaded: {uploaded_anyway}"
 
     bad = [f"{c.name}: expected {c.expect}, got {outcome}" for c, ok, outcome in rows if not ok]
     assert not bad, "\n".join(bad)
