@@ -9,6 +9,7 @@ delete from the dead-letter queue only what was sent.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,10 @@ def redrive(backend: Backend, *, dlq_url: str, source_url: str, queue: str, use_
 def _redrive_by_hand(sqs: Any, dlq_url: str, source_url: str, queue: str) -> RedriveResult:
     result = RedriveResult()
     seen: set[str] = set()
+    # Bodies already sent back in this run. A running agent that fails the same item again dead-letters a new
+    # message (new id) with the same body: without this, redrive and agent would pass it back and forth forever.
+    moved_bodies: set[str] = set()
+    held: list[dict[str, Any]] = []
     while True:
         resp = call(
             f"read dead-letter queue {queue}",
@@ -173,10 +178,16 @@ def _redrive_by_hand(sqs: Any, dlq_url: str, source_url: str, queue: str) -> Red
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = [m for m in resp.get("Messages", []) if m["MessageId"] not in seen]
+        received = resp.get("Messages", [])
+        messages = [m for m in received if m["MessageId"] not in seen and _body_id(m) not in moved_bodies]
+        # Failed again since this redrive began: kept invisible until the end (so the next receives reach what
+        # is left), then left in the dead-letter queue.
+        held.extend(m for m in received if m not in messages)
         if not messages:
-            return result  # empty, or only messages whose send failed came back: stop, they stay put
+            release(sqs, dlq_url, held)
+            return result  # empty, or only what this run already handled came back: stop
         seen.update(m["MessageId"] for m in messages)
+        moved_bodies.update(_body_id(m) for m in messages)
         entries = [
             {"Id": str(n), "MessageBody": m["Body"], "MessageAttributes": _foreign_attributes(m)} for n, m in enumerate(messages)
         ]
@@ -189,6 +200,10 @@ def _redrive_by_hand(sqs: Any, dlq_url: str, source_url: str, queue: str) -> Red
             # A copy not deleted here is redriven twice; consumers are idempotent, so that only costs a repeat.
             result.moved += len(done) - len(out.get("Failed", []))
         release(sqs, dlq_url, [m for n, m in enumerate(messages) if str(n) not in ok])
+
+
+def _body_id(msg: dict[str, Any]) -> str:
+    return hashlib.sha256(str(msg.get("Body", "")).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _foreign_attributes(msg: dict[str, Any]) -> dict[str, Any]:

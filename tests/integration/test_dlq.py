@@ -103,6 +103,48 @@ def test_consumer_dead_letter_lists_with_its_reason_and_redrives(provisioned: tu
     assert depth(sqs, urls.events_dlq) == 0
 
 
+def test_redrive_ends_while_an_agent_keeps_failing_the_same_items(provisioned: tuple[Config, Backend]) -> None:
+    """A running worker dead-letters a still-bad image again at once, as a new message: redrive must not chase it."""
+    cfg, backend = provisioned
+    urls = queue_urls(cfg, backend)
+    sqs = backend.sqs
+    for i in range(13):  # more than one receive batch
+        sqs.send_message(QueueUrl=urls.events_dlq, MessageBody=s3_event(f"originals/bad-{i}.jpg"))
+
+    def handle(_msg: dict[str, Any]) -> None:
+        raise ImageError("cannot identify image file")
+
+    agent_worker = QueueConsumer(
+        name="test-worker",
+        sqs=sqs,
+        queue_url=urls.events,
+        dlq_url=urls.events_dlq,
+        handle=handle,
+        describe=lambda m: json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"],
+        concurrency=2,
+        visibility_timeout=30,
+        wait_seconds=1,
+        status=Status(["worker"]),
+    )
+    agent_worker.start()
+    try:
+        started = time.monotonic()
+        result = redrive(backend, dlq_url=urls.events_dlq, source_url=urls.events, queue="td-events-dlq")
+        took = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while agent_worker.outcome.dead_lettered < 13 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        agent_worker.stop()
+        agent_worker.join(timeout=10)
+    assert (result.moved, result.failed) == (13, 0), result
+    assert took < 60, took
+    # Every item failed again and is back in the dead-letter queue, once: nothing lost, nothing multiplied.
+    assert agent_worker.outcome.dead_lettered == 13
+    keys = sorted(d.item for d in list_dead_letters(sqs, urls.events_dlq, queue="td-events-dlq", max_receives=2))
+    assert keys == sorted(f"originals/bad-{i}.jpg" for i in range(13))
+
+
 def test_sqs_dead_lettered_messages_say_they_exceeded_max_receives(provisioned: tuple[Config, Backend]) -> None:
     cfg, backend = provisioned
     urls = queue_urls(cfg, backend)
