@@ -228,9 +228,32 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
                     f"watch.folders[{i}]: {folder!r} overlaps watch.folders[{j}] {other!r}; "
                     "watch folders must not contain each other (list only the outer one)"
                 )
+        problems.extend(_inside_watch_folder(i, folder, cfg))
     problems.extend(policy_problems(cfg))
     if cfg.transfer.multipart_chunksize_mb > cfg.transfer.multipart_threshold_mb * 1024:
         problems.append("transfer.multipart_chunksize_mb: larger than any file that would use it")
+
+
+def _inside_watch_folder(i: int, folder: str, cfg: Config) -> list[str]:
+    """Local folders thumbdrop writes must not overlap a watch folder: their files would be uploaded as sources."""
+    if "uploader" not in cfg.roles:
+        return []
+    watched = Path(os.path.abspath(folder))
+    problems = []
+    for key, value, why, around in (
+        ("local.thumbnails_dir", cfg.local.thumbnails_dir, "pulled thumbnails would be uploaded as new images", True),
+        ("local.state_dir", cfg.local.state_dir, "the agent's own files and downloads would be uploaded", False),
+    ):
+        if not value:
+            continue
+        path = Path(os.path.abspath(value))
+        # A thumbnails folder around the watch folder is refused too: pruning thumbnails would walk the inbox.
+        if path == watched or watched in path.parents or (around and path in watched.parents):
+            problems.append(
+                f"{key}: {value!r} overlaps watch.folders[{i}] {folder!r}; {why}. "
+                f"Use a folder outside the watch folder, e.g. a sibling of it"
+            )
+    return problems
 
 
 def _closest(word: str, choices: list[str]) -> str | None:

@@ -446,3 +446,26 @@ def test_nested_watch_folders_error() -> None:
     problem = single_problem({"watch": {"folders": ["/srv/photos", "/srv/photos/camera"]}})
     assert problem.startswith("watch.folders[1]: ")
     assert "overlaps" in problem
+
+
+@pytest.mark.parametrize(
+    ("local", "key"),
+    [
+        ({"thumbnails_dir": "/data/in/thumbs"}, "local.thumbnails_dir"),  # inside: every pull would be re-uploaded
+        ({"thumbnails_dir": "/data/in"}, "local.thumbnails_dir"),  # the same folder
+        ({"thumbnails_dir": "/data"}, "local.thumbnails_dir"),  # around it: pruning thumbnails would walk the inbox
+        ({"state_dir": "/data/in/.state"}, "local.state_dir"),
+    ],
+)
+def test_folders_thumbdrop_writes_must_not_overlap_a_watch_folder(local: dict[str, str], key: str) -> None:
+    problem = single_problem({"watch": {"folders": ["/data/in"]}, "local": local})
+    assert problem.startswith(f"{key}: ") and "overlaps watch.folders[0] '/data/in'" in problem, problem
+
+
+def test_siblings_of_the_watch_folder_are_fine() -> None:
+    cfg = parse_config({"watch": {"folders": ["/data/in"]}, "local": {"thumbnails_dir": "/data/thumbs", "state_dir": "/data"}})
+    assert cfg.local.thumbnails_dir == "/data/thumbs"
+    worker_only = parse_config(
+        {"roles": ["worker", "puller"], "watch": {"folders": ["/data/in"]}, "local": {"thumbnails_dir": "/data/in"}}
+    )
+    assert worker_only.local.thumbnails_dir == "/data/in"
