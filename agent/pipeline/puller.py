@@ -85,7 +85,7 @@ class ThumbnailPuller:
             reason = str(marker.get("reason", "unknown reason"))
         except (ThumbdropError, ValueError, AttributeError):
             return  # cleared meanwhile, or not ours: nothing to report
-        self.status.fail(self.layout.source_key(rel), reason, "worker")
+        self.status.fail(self.layout.source_key(rel), reason, "worker", once=True)
 
     # --- one thumbnail --------------------------------------------------------------
 

@@ -294,6 +294,7 @@ class Uploader:
             self.touch(path)
         self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag))
         self.status.count("uploaded")
+        self.status.resolved(str(path), "uploader")
         log.info("uploaded %s -> s3://%s/%s (%d bytes)", printable(str(path)), self.cfg.source.bucket, printable(key), st.st_size)
         return "uploaded"
 

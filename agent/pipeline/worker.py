@@ -249,6 +249,7 @@ class ThumbnailWorker:
             self.status.end("thumbnailing")
         self.status.done("thumbnail", time.monotonic() - started, int(head.get("ContentLength") or 0))
         self.status.count("thumbnailed")
+        self.status.resolved(key, "worker")
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
         return "thumbnailed"
 

@@ -59,12 +59,26 @@ class Status:
         with self._lock:
             self.counts[name] += n
 
-    def fail(self, name: str, reason: str, role: str) -> None:
+    def fail(self, name: str, reason: str, role: str, *, once: bool = False) -> None:
+        """Record a failure. ``once``: not again if ``name`` is already listed with this reason (the puller
+        relays a worker's failure marker, which this same agent's worker has usually reported already)."""
         with self._lock:
+            if once and any(f.name == name and f.reason == reason for f in self.failures):
+                return
             self.counts["failed"] += 1
             self.failures.append(Failure(name, reason, role, time.time()))
         if self.on_failure is not None:
             self.on_failure(name, reason, role)
+
+    def resolved(self, name: str, role: str) -> None:
+        """``name`` went through ``role`` after all (a fixed file, a passing cause): drop that role's failures of
+        it from the recent list. Per role, because names of different roles can coincide (a source key and the
+        thumbnail key the puller refused)."""
+        with self._lock:
+            if any(f.name == name and f.role == role for f in self.failures):
+                kept = [f for f in self.failures if not (f.name == name and f.role == role)]
+                self.failures.clear()
+                self.failures.extend(kept)
 
     def begin(self, activity: str) -> None:
         with self._lock:

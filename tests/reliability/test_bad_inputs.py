@@ -438,6 +438,9 @@ def test_bad_files_while_running_are_reported_and_good_files_keep_flowing(rel: R
     bad = [f"{c.name}: expected {c.expect}, got {outcome}" for c, ok, outcome in rows if not ok]
     assert not bad, "\n".join(bad)
     assert not deleted_uploaded and not deleted_reported
+    # The worker reports a bad image and the puller relays its failure marker: one agent lists it once.
+    listed = [f["name"] for f in rel.status()["agent"].get("failures", [])]
+    assert len(listed) == len(set(listed)), f"failures listed twice: {sorted(n for n in set(listed) if listed.count(n) > 1)}"
     assert not not_dead, f"bad images not dead-lettered: {not_dead}"
     assert not nothing_outside(rel, known_outside)
     assert not rel.temp_files()
