@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import sys
 import threading
@@ -32,14 +34,46 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.log_file:
         log_to_file(args.log_file)
-    return serve(load(args), reload=lambda: load(args))
+    return _leave(serve(load(args), reload=lambda: load(args)))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from agent.cli.main import load
     from agent.service.run import serve
 
-    return serve(load(args), roles=["worker"], reload=lambda: load(args))
+    return _leave(serve(load(args), roles=["worker"], reload=lambda: load(args)))
+
+
+def _leave(code: int) -> int:
+    """Exit now, even if requests to an unresponsive backend are still blocked in worker threads.
+
+    The agent has drained what it could within its stop deadline; Python would otherwise wait for those
+    threads at exit (for botocore's read timeout times its attempts: minutes). Their work is redone at the next
+    start, as after a crash, which every role is built to survive.
+    """
+    # Python joins every pool worker thread at exit (concurrent.futures registers them, daemon or not, and
+    # they inherit daemon=True from the thread that first submitted work), and any non-daemon thread.
+    from concurrent.futures import thread as pool_threads
+
+    joined_at_exit = set(getattr(pool_threads, "_threads_queues", {}))
+    stuck = sorted(
+        {
+            t.name
+            for t in threading.enumerate()
+            if t.is_alive() and t is not threading.main_thread() and (not t.daemon or t in joined_at_exit)
+        }
+    )
+    if not stuck:
+        return code
+    logging.getLogger(__name__).warning(
+        "exiting with %d thread(s) still waiting on the backend (%s): their work is redone at the next start",
+        len(stuck),
+        ", ".join(stuck),
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class _ProgressLine:

@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.cloud.errors import call
 from agent.errors import BadMessageError, ItemError, ThumbdropError
+from agent.pipeline.pools import shutdown_within
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,11 @@ class QueueConsumer:
         """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         self.stop_event.set()
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        if not shutdown_within(self._pool, deadline, cancel_futures=False):
+            # Jobs stuck on an unresponsive backend: their messages come back after the visibility timeout and
+            # are redone (idempotent). The deletes and releases below would only hang on the same backend.
+            log.warning("%s: jobs still waiting on the backend at the stop deadline: left for redelivery", self.name)
+            return
         self._flush_deletes()
         for t in self._threads:
             # The receive thread may sit in a long poll (up to 20 s) that cannot be interrupted: give it

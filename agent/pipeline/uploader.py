@@ -35,6 +35,7 @@ from agent.config.model import Config
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule, ThrottledReader, limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta, printable
+from agent.pipeline.pools import shutdown_within
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
 
@@ -514,7 +515,8 @@ class Uploader:
             o.join(max(0.1, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if not shutdown_within(self.pool, deadline, cancel_futures=True):
+            log.warning("uploads still waiting on the backend at the stop deadline: left for the next start")
 
 
 class _Handler(FileSystemEventHandler):

@@ -169,3 +169,36 @@ def test_images_that_arrived_while_stopped_go_up_even_if_multipart_listing_is_de
     assert audit.clean, f"{audit}\n{rel.diagnose()}"
     rc, _ = agent.terminate(timeout=15)
     assert rc == 0, rel.diagnose()
+
+
+def test_sigterm_stops_promptly_while_the_backend_hangs(rel: RelEnv) -> None:
+    """A store that accepts connections and never answers (a hung NAS, a half-open link): Ctrl-C / SIGTERM must
+    still stop the agent within SPEC's 10 s, not after botocore's read timeout times its attempts."""
+    rel.write_config({"backend": {"read_timeout": 60, "max_attempts": 5}})
+    colours = palette(6)
+    agent = rel.start_agent()
+    agent.wait_ready()
+    first = cases("first", 2, 0, colours)
+    for c in first:
+        c.write(rel.inbox)
+    wait_for(lambda: rel.all_thumbnailed(first), 60, "the first images", rel.diagnose)
+
+    rel.proxy.blackhole()
+    stuck = cases("stuck", 4, 2, colours)
+    for c in stuck:
+        c.write(rel.inbox)
+    time.sleep(2.0)  # settled and handed to the uploader: their requests now hang on the link
+    rc, took = agent.terminate(timeout=30)
+    print(f"SIGTERM with the backend hanging: exit {rc} after {took:.1f} s")
+    summary("outages", f"SIGTERM while the backend hangs: exit {rc} after {took:.1f} s")
+    assert rc == 0, rel.diagnose()
+    assert took < 12, f"took {took:.1f} s\n{rel.diagnose()}"
+    assert "still waiting on the backend" in agent.log()
+
+    # Nothing lost: with the link back, the next start uploads and thumbnails what was stuck.
+    rel.proxy.passthrough()
+    again = rel.start_agent()
+    again.wait_ready()
+    drain_and_audit(rel, again, first + stuck, "after a stop while hanging")
+    rc, _ = again.terminate(timeout=15)
+    assert rc == 0
