@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from typing import Any
 
 from agent.errors import EXIT_OK, ThumbdropError
+
+DEPTH_TIMEOUT = 8.0  # seconds for the queue depths; the rest of status is local
 
 
 def register(sub: Any) -> None:
@@ -29,11 +32,24 @@ def _depths(cfg: Any) -> dict[str, Any]:
     else:
         backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
     out: dict[str, Any] = {"backend": backend.describe()}
-    try:
-        for name, entry in queue_depths(cfg, backend).items():
-            out[name] = entry if entry is not None else "missing (run 'thumbdrop setup')"
-    except ThumbdropError as exc:
-        out["error"] = str(exc)
+    found: dict[str, Any] = {}
+
+    def query() -> None:
+        try:
+            for name, entry in queue_depths(cfg, backend).items():
+                found[name] = entry if entry is not None else "missing (run 'thumbdrop setup')"
+        except ThumbdropError as exc:
+            found["error"] = str(exc)
+
+    # The agent's own state is local and always shown; a backend that accepts connections but never answers
+    # must not hold the whole command for botocore's timeouts times its attempts.
+    worker = threading.Thread(target=query, name="status-depths", daemon=True)
+    worker.start()
+    worker.join(DEPTH_TIMEOUT)
+    if worker.is_alive():
+        out["error"] = f"the backend did not answer within {DEPTH_TIMEOUT:.0f} s (queue depths unknown; try 'thumbdrop doctor')"
+    else:
+        out.update(found)
     return out
 
 

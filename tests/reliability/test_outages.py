@@ -7,6 +7,7 @@ nothing is lost or duplicated by a network or backend outage; the agent recovers
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -188,6 +189,14 @@ def test_sigterm_stops_promptly_while_the_backend_hangs(rel: RelEnv) -> None:
     for c in stuck:
         c.write(rel.inbox)
     time.sleep(2.0)  # settled and handed to the uploader: their requests now hang on the link
+    # status through the same hung link: the agent's own state at once, the queue depths given up on.
+    asked = time.monotonic()
+    res = rel.cli("status", "--json", timeout=60)
+    answered = time.monotonic() - asked
+    assert res.rc == 0, str(res)
+    assert answered < 20, f"status took {answered:.1f} s"
+    shown = json.loads(res.stdout)
+    assert shown["agent"]["state"] == "running" and "did not answer" in json.dumps(shown), shown
     rc, took = agent.terminate(timeout=30)
     print(f"SIGTERM with the backend hanging: exit {rc} after {took:.1f} s")
     summary("outages", f"SIGTERM while the backend hangs: exit {rc} after {took:.1f} s")
