@@ -104,7 +104,13 @@ class ThumbnailPuller:
                 log.info("skipped %s: deleted from the bucket before it could be pulled", key)
                 return "skipped"
             stamp = _timestamp(resp.get("LastModified"))
-            self._write_atomic(path, resp["Body"], key, stamp)
+            try:
+                self._write_atomic(path, resp["Body"], key, stamp)
+            except OSError as exc:  # the local disk (full, read-only, permissions), not the backend
+                raise ItemError(
+                    f"cannot write {path}: {exc.strerror or exc}",
+                    hint="free space or fix the permissions of local.thumbnails_dir; it is pulled again at the next rescan",
+                ) from None
         finally:
             self.status.end("pulling")
         self.status.done("pull", time.monotonic() - started, int(resp.get("ContentLength") or 0))

@@ -172,6 +172,8 @@ class Agent:
                     self._sleep(10)
                     continue
                 log.error("reconcile failed: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug or a local fault must not end the rescans for good
+                log.exception("reconcile round failed; trying again at the next rescan")
             # rescan_seconds 0: no periodic rescan, but sync_now() still runs a round.
             self._sleep(interval if interval > 0 else None)
 

@@ -117,3 +117,26 @@ def test_cleanup_and_redrive_through_the_socket(running: tuple[Agent, ControlCli
     assert done["deleted"] == 0 and done["failed"] == 0
     redriven = client.call("dlq-redrive", timeout=60)
     assert redriven["sent_back"] == 0 and redriven["failed"] == 0
+
+
+def test_an_unexpected_error_in_a_rescan_does_not_end_the_rescans(
+    running: tuple[Agent, ControlClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, client = running
+    assert agent.puller is not None
+    rounds: list[str] = []
+    real = agent.puller.reconcile
+
+    def flaky(**kwargs: Any) -> dict[str, int]:
+        rounds.append("round")
+        if len(rounds) == 1:
+            raise RuntimeError("a bug, or a local fault nobody expected")
+        return real(**kwargs)
+
+    agent.puller.reconcile = flaky  # type: ignore[method-assign]
+    client.call("sync-now")
+    wait_for(lambda: len(rounds) >= 1, 20, "the failing round")
+    client.call("sync-now")
+    wait_for(lambda: len(rounds) >= 2, 20, "a second round after the failure")
+    assert "reconcile round failed" in caplog.text
+    assert [t for t in agent._threads if t.is_alive()], "the rescan thread died"

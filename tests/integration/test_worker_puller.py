@@ -387,6 +387,31 @@ def test_puller_reconcile_skips_unsafe_objects_and_pulls_the_rest(stack: Stack, 
     assert (stack.thumbs / "good/one.jpg").read_bytes() == body
 
 
+def test_a_full_disk_is_a_reported_failure_and_the_next_reconcile_pulls_it(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    body = jpeg((64, 48))
+    for key in ("disk/a.jpg", "disk/b.jpg"):
+        stack.s3.put_object(Bucket=stack.cfg.thumbnails.bucket, Key=key, Body=body)
+    real_mkstemp = tempfile.mkstemp
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    counts = stack.puller().reconcile()  # raised OSError out of the rescan thread before: the rescans ended
+    assert counts == {"pulled": 0, "skipped": 0, "failed": 2}
+    reasons = {f.name: f.reason for f in stack.status.failures}
+    assert set(reasons) == {"disk/a.jpg", "disk/b.jpg"}
+    assert all("No space left on device" in r and "local.thumbnails_dir" in r for r in reasons.values()), reasons
+    assert not [p for p in stack.thumbs.rglob("*") if p.is_file()]  # no partial files
+
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)  # space freed: the next rescan gets them
+    assert stack.puller().reconcile() == {"pulled": 2, "skipped": 0, "failed": 0}
+    assert (stack.thumbs / "disk/a.jpg").read_bytes() == body
+
+
 # --- the consumer -----------------------------------------------------------------------------------------------
 
 
