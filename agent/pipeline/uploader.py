@@ -108,6 +108,7 @@ class Uploader:
         # path -> (size, mtime_ns, still since); size -1 = not yet looked at, "since" = the event's time
         self._pending: dict[Path, tuple[int, int, float]] = {}
         self._busy: set[Path] = set()
+        self._queued: set[Path] = set()  # submitted to the pool, not started: a rescan must not queue them again
         self._dirty: set[Path] = set()
         self._retry_at: dict[Path, float] = {}
         self._backoff: dict[Path, float] = {}
@@ -203,15 +204,38 @@ class Uploader:
             if held:
                 self.touch(lf.path)  # pause hours: the settle loop sends it when the window ends
                 continue
-            futures.append(self.pool.submit(self._upload_guarded, lf, remote.get(self.layout.source_key(lf.rel))))
+            fut = self._submit(lf, remote.get(self.layout.source_key(lf.rel)))
+            if fut is not None:
+                futures.append(fut)
         log.info("reconciled %d local file(s) against %d object(s) in %s", seen, len(remote), self.cfg.source.bucket)
         return futures
 
     # --- one file ----------------------------------------------------------------------
 
+    def _submit(self, lf: LocalFile, remote: tuple[int, str] | None) -> Future[str] | None:
+        """Queue an upload unless this file is already queued or uploading (a rescan during a backlog).
+
+        A file uploading now is looked at again once it is done (the journal then says whether it changed, so an
+        unchanged one costs no second upload).
+        """
+        with self._lock:
+            if lf.path in self._busy:
+                self._dirty.add(lf.path)
+                return None
+            if lf.path in self._queued:
+                return None
+            self._queued.add(lf.path)
+        try:
+            return self.pool.submit(self._upload_guarded, lf, remote)
+        except RuntimeError:  # the pool is shut down: stopping
+            with self._lock:
+                self._queued.discard(lf.path)
+            return None
+
     def _upload_guarded(self, lf: LocalFile, remote: tuple[int, str] | None) -> str:
         """upload() that turns errors into status entries; returns the outcome word."""
         with self._lock:
+            self._queued.discard(lf.path)
             if lf.path in self._busy:
                 self._dirty.add(lf.path)
                 return "busy"
@@ -443,7 +467,7 @@ class Uploader:
         settle = self.cfg.watch.settle_seconds
         if self.paused.is_set() or not self.provisioned.is_set() or self.held():
             with self._lock:
-                self.status.pending_local = len(self._pending) + len(self._busy) + len(self._retry_at)
+                self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
             return
         with self._lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
@@ -481,9 +505,9 @@ class Uploader:
         for path in ready:
             lf = self.local_file(path)
             if lf is not None:
-                self.pool.submit(self._upload_guarded, lf, self._remote_of(lf))
+                self._submit(lf, self._remote_of(lf))
         with self._lock:
-            self.status.pending_local = len(self._pending) + len(self._busy) + len(self._retry_at)
+            self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
 
     def held(self) -> bool:
         """Inside a ``watch.pause_hours`` window (logged when one starts and ends)."""

@@ -91,6 +91,8 @@ def test_slowly_written_file_is_uploaded_once_complete(e2e: E2EEnv) -> None:
 
 
 def test_file_being_written_while_the_agent_starts_is_uploaded_once_complete(e2e: E2EEnv) -> None:
+    # Writes come every 0.25 s; settle_seconds 1.5 leaves room for a loaded CI machine stalling the writer.
+    e2e.write_config({"watch": {"settle_seconds": 1.5}})
     data = image_bytes((700, 500), "JPEG", noise=True, quality=95)
     chunks = [data[i : i + 8192] for i in range(0, len(data), 8192)]
     path = e2e.inbox / "copying.jpg"

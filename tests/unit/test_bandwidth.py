@@ -236,3 +236,36 @@ def test_pause_hours_hold_uploads_until_the_window_ends(tmp_path: Path) -> None:
     finally:
         up.pool.shutdown()
         journal.close()
+
+
+def test_a_rescan_during_a_backlog_does_not_queue_the_same_files_again(tmp_path: Path) -> None:
+    """On a capped link the queue outlives rescan_seconds: each file must still go up once, not once per rescan."""
+    import threading
+
+    up, s3, journal = uploader(tmp_path)
+    gate = threading.Event()
+    puts: list[str] = []
+    real_put = s3.put_object
+
+    def slow_put(**kw: Any) -> dict[str, str]:
+        gate.wait(10)  # the link is busy: everything queues up behind
+        puts.append(kw["Key"])
+        return real_put(**kw)
+
+    s3.put_object = slow_put  # type: ignore[method-assign]
+    try:
+        (tmp_path / "inbox").mkdir()
+        for i in range(12):  # more than the 8 upload threads: some are queued, not started
+            (tmp_path / "inbox" / f"{i}.jpg").write_bytes(bytes([i]) * 1000)
+        first = up.reconcile()
+        time.sleep(0.3)
+        second = up.reconcile()  # the periodic rescan, while the backlog is still there
+        assert len(first) == 12 and second == [], (len(first), len(second))  # queued or uploading: not queued again
+        gate.set()
+        outcomes = [f.result(timeout=20) for f in first + second]
+        assert sorted(puts) == sorted(f"{i}.jpg" for i in range(12)), puts  # each file uploaded exactly once
+        assert outcomes.count("uploaded") == 12
+    finally:
+        gate.set()
+        up.pool.shutdown()
+        journal.close()
