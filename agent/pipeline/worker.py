@@ -38,14 +38,14 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 
 
-def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, datetime]:
-    """key -> LastModified for everything under ``prefix``: one paginated listing."""
-    out: dict[str, datetime] = {}
+def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[datetime, str]]:
+    """key -> (LastModified, ETag) for everything under ``prefix``: one paginated listing."""
+    out: dict[str, tuple[datetime, str]] = {}
     paginator = s3.get_paginator("list_objects_v2")
     with translate(action):
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                out[obj["Key"]] = obj["LastModified"]
+                out[obj["Key"]] = (obj["LastModified"], str(obj.get("ETag", "")).strip('"'))
     return out
 
 
@@ -131,17 +131,26 @@ class ThumbnailWorker:
         missing: set[str] = set()
         failed: set[str] = set()
         for rel in scope:
-            src_time = sources.get(self.layout.source_key(rel))
-            if src_time is None:
+            source = sources.get(self.layout.source_key(rel))
+            if source is None:
                 continue  # not uploaded (yet)
+            src_time, src_etag = source
             marker = thumbs.get(self.layout.failure_key(rel))
-            if marker is not None and marker >= src_time:
+            if marker is not None and marker[0] >= src_time:
                 failed.add(rel)
                 continue
-            times = [thumbs.get(self.layout.thumb_key(rel, size)) or self._local_time(rel, size) for size in self.layout.sizes]
-            if any(t is None or t < src_time for t in times):
+            times = [self._thumb_time(thumbs, rel, size) for size in self.layout.sizes]
+            if any(t is None for t in times):
+                missing.add(rel)
+            elif any(t is not None and t < src_time for t in times) and not self._done_already(rel, src_etag):
+                # Older than the source: new content, unless the same bytes were uploaded again (a rescan, a
+                # second agent): the thumbnails then name this very ETag and are up to date.
                 missing.add(rel)
         return missing, failed
+
+    def _thumb_time(self, thumbs: dict[str, tuple[datetime, str]], rel: str, size: int) -> datetime | None:
+        listed = thumbs.get(self.layout.thumb_key(rel, size))
+        return listed[0] if listed is not None else self._local_time(rel, size)
 
     def _local_time(self, rel: str, size: int) -> datetime | None:
         """The pulled copy's time (the puller stamps it with the object's LastModified)."""

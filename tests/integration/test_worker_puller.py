@@ -234,6 +234,21 @@ def test_redelivered_event_makes_one_thumbnail(stack: Stack) -> None:
     assert len(stack.receive(stack.urls.pull, expect=2, timeout=3)) == 1
 
 
+def test_the_same_bytes_uploaded_again_are_not_pending(stack: Stack) -> None:
+    """A second upload of identical content (a rescan, a second agent) is newer than its thumbnails but done."""
+    body = jpeg((640, 480))
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="again/a.jpg", Body=body)
+    (event,) = stack.receive(stack.urls.events, expect=1)
+    worker = stack.worker()
+    worker.handle_message(event)
+    assert worker.pending() == (set(), set())
+    time.sleep(1.1)  # S3 timestamps have one-second resolution
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="again/a.jpg", Body=body)
+    assert worker.pending() == (set(), set())  # was: "missing" for ever, so sync said UNFINISHED on every run
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="again/a.jpg", Body=jpeg((640, 480), (10, 200, 10)))
+    assert worker.pending() == ({"again/a.jpg"}, set())  # new content: its thumbnail is out of date
+
+
 def test_multipart_double_event_makes_one_thumbnail_write(stack: Stack) -> None:
     """moto sends ObjectCreated:Put and ObjectCreated:CompleteMultipartUpload; handled at once by two job slots."""
     data = noise_png((1550, 1550))
