@@ -22,9 +22,19 @@ def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="run the worker role alone (scale-out hosts)")
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("sync", help="one shot: upload, thumbnail and pull everything pending, then exit")
-    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 1, listing what is unfinished)")
+    p.add_argument("--timeout", type=_seconds, metavar="S", help="give up after S seconds (exit 1, listing what is unfinished)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_sync)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -126,12 +136,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
         for name, reason in sorted(result.failures.items()):
             print(f"  FAILED {name}: {reason}")
+        why = " (interrupted)" if result.interrupted else " (timed out)" if result.timed_out else ""
         if result.unfinished:
-            print(f"  {len(result.unfinished)} unfinished" + (" (timed out)" if result.timed_out else "") + ":")
+            print(f"  {len(result.unfinished)} unfinished{why}:")
             for name in sorted(result.unfinished):
                 print(f"  UNFINISHED {name}")
-        elif result.timed_out:
-            print("  timed out")
+        elif why:
+            print(f"  {why.strip(' ()')}")
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_ITEMS_FAILED

@@ -108,7 +108,7 @@ class Sync:
             self._pull()
         for f in self.status.failures:
             self.result.failures.setdefault(f.name, f.reason)
-        if self.result.timed_out:
+        if self.result.timed_out or self.result.interrupted:
             self._list_unfinished(scope)
         return self.result
 

@@ -140,3 +140,25 @@ def test_sync_with_the_embedded_backend_and_no_config(e2e: E2EEnv) -> None:
     assert second.rc == 0, str(second)
     assert re.search(r"2 image\(s\) in scope: 0 uploaded, 0 thumbnailed, 0 pulled, 0 failed", second.stdout), str(second)
     assert {rel: (thumbs / rel).stat().st_mtime_ns for rel in files_under(thumbs)} == stamps
+
+
+def test_interrupted_sync_says_so_and_lists_what_it_left(e2e: E2EEnv) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.e2e.conftest import REPO
+
+    # Files written just now and a long settle time: sync is still waiting for them to settle when Ctrl-C comes.
+    e2e.write_config({"watch": {"settle_seconds": 30}})
+    prepare(e2e.inbox)
+    argv = [sys.executable, "-m", "agent", "--config", str(e2e.config_path), "sync"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=e2e.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, f"{proc.returncode}\n{out}\n{err}"
+    assert "unfinished (interrupted):" in out, out
+    for rel in GOOD:
+        assert f"UNFINISHED {rel}" in out, out
