@@ -11,12 +11,14 @@ events were missed, still go up.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import logging
 import os
 import random
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +43,8 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
+# How often the settle loop checks that each watch folder is still the one its inotify watch is on.
+ROOT_CHECK_SECONDS = 2.0
 
 
 class NameFilter:
@@ -108,7 +112,12 @@ class Uploader:
         # path -> (size, mtime_ns, still since); size -1 = not yet looked at, "since" = the event's time
         self._pending: dict[Path, tuple[int, int, float]] = {}
         self._busy: set[Path] = set()
-        self._queued: set[Path] = set()  # submitted to the pool, not started: a rescan must not queue them again
+        self._queued: set[Path] = set()
+        self._handler: _Handler | None = None
+        self._watches: list[Any] = []  # the observer watch of each folder, to replace when the folder is
+        self._roots_seen: list[
+            tuple[int, int] | None
+        ] = []  # (st_dev, st_ino) of each folder when watched  # submitted to the pool, not started: a rescan must not queue them again
         self._dirty: set[Path] = set()
         self._retry_at: dict[Path, float] = {}
         self._backoff: dict[Path, float] = {}
@@ -443,21 +452,51 @@ class Uploader:
             self._dirs_to_scan.add(folder)
 
     def start_watching(self) -> None:
-        handler = _Handler(self)
+        self._handler = _Handler(self)
         for root in self.folders:
             root.mkdir(parents=True, exist_ok=True)
             observer = Observer()
             observer.name = f"watch-{root.name}"
-            observer.schedule(handler, str(root), recursive=True)
+            self._watches.append(observer.schedule(self._handler, str(root), recursive=True))
+            self._roots_seen.append(_identity(root))
             observer.start()
             self._observers.append(observer)
         t = threading.Thread(target=self._settle_loop, name="uploader-settle", daemon=True)
         t.start()
         self._threads.append(t)
 
+    def _check_roots(self) -> None:
+        """A watch folder deleted, or renamed and replaced, takes its inotify watch with it: watch the new one.
+
+        inotify watches an inode, not a path: without this, files dropped into a recreated folder would wait
+        for the next rescan (5 minutes by default) with no word in the log.
+        """
+        for i, root in enumerate(self.folders):
+            now = _identity(root)
+            if now == self._roots_seen[i]:
+                continue
+            if now is None:
+                log.warning("watch folder %s is gone; watching it again when it is back", root)
+            else:
+                observer = self._observers[i]
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    observer.unschedule(self._watches[i])
+                try:
+                    self._watches[i] = observer.schedule(self._handler, str(root), recursive=True)
+                except OSError as exc:
+                    log.warning("cannot watch %s yet: %s", root, exc)
+                    continue
+                log.warning("watch folder %s was replaced: watching the new one", root)
+                self.touch_tree(root)
+            self._roots_seen[i] = now
+
     def _settle_loop(self) -> None:
+        last_root_check = time.monotonic()
         while not self.stop_event.wait(0.05):
             try:
+                if time.monotonic() - last_root_check >= ROOT_CHECK_SECONDS:
+                    last_root_check = time.monotonic()
+                    self._check_roots()
                 self._settle_tick()
             except Exception:  # noqa: BLE001 - this thread feeds every live upload: log the bug, never die of it
                 log.exception("uploader: unexpected error while handing over settled files (continuing)")
@@ -566,6 +605,15 @@ class _Handler(FileSystemEventHandler):
         if self.up.local_file(path) is not None:
             self.up.status.count("seen")
             self.up.touch(path)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, or None when it is not there (or not a folder)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -120,6 +120,26 @@ def test_file_being_written_while_the_agent_starts_is_uploaded_once_complete(e2e
     assert "failed copying.jpg" not in agent.log(), agent.diagnose()
 
 
+def test_a_watch_folder_deleted_or_replaced_is_watched_again(e2e: E2EEnv) -> None:
+    import shutil
+
+    e2e.write_config({"watch": {"rescan_seconds": 3600}})  # only live watching can find these files
+    agent = e2e.start_agent()
+    agent.wait_ready()
+    shutil.rmtree(e2e.inbox)  # deleted and made again (a script, a sync tool)
+    time.sleep(2.5)
+    e2e.inbox.mkdir()
+    make_image(e2e.inbox / "after-recreate.jpg", (400, 300))
+    wait_for(lambda: (e2e.thumbs / "after-recreate.jpg").exists(), 30, "a file in the recreated folder", agent.diagnose)
+    os.rename(e2e.inbox, e2e.root / "inbox-old")  # renamed away, an empty one put in its place
+    e2e.inbox.mkdir()
+    time.sleep(3)
+    make_image(e2e.inbox / "after-replace.jpg", (300, 400))
+    wait_for(lambda: (e2e.thumbs / "after-replace.jpg").exists(), 30, "a file in the replacing folder", agent.diagnose)
+    log = agent.log()
+    assert "is gone; watching it again when it is back" in log and "was replaced: watching the new one" in log
+
+
 def test_file_and_directory_moved_in_from_outside(e2e: E2EEnv) -> None:
     agent = e2e.start_agent()
     agent.wait_ready()
