@@ -24,6 +24,7 @@ from agent.service.metrics import Metrics
 from agent.service.runtime import pool_size, state_dir
 
 log = logging.getLogger(__name__)
+LOCAL_RESTART_INTERVAL = 10.0  # seconds between two restarts of a dead embedded backend
 
 
 class Supervisor:
@@ -40,6 +41,7 @@ class Supervisor:
         self._metrics_at: tuple[str, int] | None = None
         self._last_tick = time.monotonic()
         self._reloading = threading.Event()
+        self._local_restarted = 0.0
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -107,6 +109,43 @@ class Supervisor:
 
     def tick(self) -> None:
         self._last_tick = time.monotonic()
+        local = self._local
+        if local is None or not local.owned or local.process is None or local.process.poll() is None:
+            return
+        if time.monotonic() - self._local_restarted < LOCAL_RESTART_INTERVAL:
+            return  # it died again right away: try again in a while, not in a loop
+        self._reloading.set()  # bounded like a reload: keeps the systemd watchdog fed meanwhile
+        try:
+            self._restart_local(local.process.returncode)
+        finally:
+            self._reloading.clear()
+            self._last_tick = time.monotonic()
+
+    def _restart_local(self, code: int | None) -> None:
+        """The embedded server is this process's child: if it dies, nothing else will bring it back."""
+        self._local_restarted = time.monotonic()
+        log.warning(
+            "the embedded backend exited (code %s); starting a new one: it starts empty, setup and a rescan put "
+            "back what the local folders hold",
+            code,
+        )
+        old_agent = self.agent
+        paused = old_agent is not None and old_agent.paused.is_set()
+        if old_agent is not None:
+            old_agent.stop()
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
+        try:
+            self._open_backend(self.cfg)
+        except ThumbdropError as exc:
+            log.error("could not start the embedded backend again: %s", exc)
+            if old_agent is not None:
+                old_agent.status.fatal = f"the embedded backend died and could not be started again: {exc}"
+            return
+        self.agent = self._start_agent(self.cfg, previous=old_agent)
+        if paused:
+            self.agent.pause()
 
     def alive(self) -> bool:
         """For the systemd watchdog: the service loop turns (or is busy reloading, which is bounded)."""

@@ -283,3 +283,40 @@ def test_status_while_running(e2e: E2EEnv) -> None:
     assert rc == 0
     after = json.loads(e2e.cli("status", "--json").stdout)
     assert after["agent"]["state"] == "not running"
+
+
+def test_the_embedded_backend_is_started_again_if_it_dies(e2e: E2EEnv) -> None:
+    """It is run's own child: nothing else would bring it back, and the agent would stay offline for good."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import REPO
+
+    inbox = e2e.home / "ThumbDrop" / "inbox"
+    thumbs = e2e.home / "ThumbDrop" / "thumbnails"
+    state = e2e.home / ".local" / "state" / "thumbdrop"
+    log_path = e2e.root / "agent-local.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--local", "run"], cwd=REPO, env=e2e.env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: (state / "local-backend.json").exists(), 60, "the embedded backend", log_path.read_text)
+        make_image(inbox / "before.jpg", (400, 300))
+        wait_for(lambda: (thumbs / "before.jpg").exists(), 60, "the first thumbnail", log_path.read_text)
+        server = json.loads((state / "local-backend.json").read_text())["server_pid"]
+        os.kill(server, signal.SIGKILL)
+        make_image(inbox / "after.jpg", (300, 400))
+        wait_for(lambda: (thumbs / "after.jpg").exists(), 60, "a thumbnail after the backend died", log_path.read_text)
+        assert "the embedded backend exited" in log_path.read_text()
+        assert json.loads((state / "local-backend.json").read_text())["server_pid"] != server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, log_path.read_text()
