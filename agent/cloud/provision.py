@@ -159,6 +159,17 @@ class Provisioner:
             if "object not found" in exc.message:  # HEAD gives a bare 404 without a code
                 return False
             if exc.title == "Access denied":
+                # HEAD answers a bare 403 (no error code) for refused credentials too: ask once with a GET, whose
+                # body names the cause (InvalidAccessKeyId, SignatureDoesNotMatch, a missing bucket...).
+                try:
+                    call(f"list bucket {bucket}", self.s3.list_objects_v2, Bucket=bucket, MaxKeys=1)
+                except ResourceMissingError:
+                    return False
+                except ThumbdropError as probe:
+                    if probe.title != "Access denied":
+                        raise probe from exc  # e.g. the credentials themselves were refused: say that
+                else:
+                    return True  # HEAD refused but listing allowed: usable
                 raise BackendError(
                     f"bucket {bucket!r} exists but these credentials may not use it (owned by another account?)",
                     hint="choose another bucket name, or grant s3:ListBucket/GetObject/PutObject on it",

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.cloud.clients import Backend
 from agent.cloud.events import parse_body
 from agent.cloud.provision import MAX_MESSAGE_SIZE, TAG_KEY, TAG_VALUE, Provisioner, Report, dlq_name
@@ -467,3 +469,39 @@ def test_cli_dry_run_changes_nothing(moto_url: str, tmp_path: Path) -> None:
     backend = make_backend(make_config(moto_url), moto_url)
     assert backend.s3.list_buckets()["Buckets"] == []
     assert backend.sqs.list_queues().get("QueueUrls", []) == []
+
+
+def test_refused_credentials_are_named_as_such_not_as_a_foreign_bucket(tmp_path: Path) -> None:
+    """HeadBucket answers a bare 403 for bad keys too; the user must hear "credentials refused", not "rename
+    the bucket". moto checks credentials only when told so at start: a server of its own, with auth on."""
+    import socket
+
+    from agent.errors import CredentialsError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and server.poll() is None, "moto server did not start"
+            time.sleep(0.2)
+        cfg = parse_config({"backend": {"endpoint_url": url, "addressing_style": "path", "max_attempts": 1}})
+        backend = Backend(cfg.backend, endpoint_url=url, local=False)
+        with pytest.raises(CredentialsError) as info:
+            Provisioner(cfg, backend).bucket_exists("thumbdrop-source")
+        assert "InvalidAccessKeyId" in str(info.value) and "owned by another account" not in str(info.value)
+    finally:
+        server.terminate()
+        server.wait(10)
