@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from agent import __version__
 from agent.cli import agent_cmds, cleanup_cmds, ops_cmds, provision_cmds, status_cmd, tray_cmds
 from agent.config import find_config_path, load_config
 from agent.config.model import Config
-from agent.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, ThumbdropError
+from agent.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, ThumbdropError
 from agent.service.logs import FORMATS as LOG_FORMATS
 from agent.service.logs import setup_logging
 
@@ -67,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("thumbdrop: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `thumbdrop status | head`: the reader has gone, which is not an error. Python would still complain
+        # while flushing stdout at exit, so point it at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 def entry() -> None:
