@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -15,6 +16,9 @@ from typing import Any
 from agent.state.processes import pid_alive
 
 STATUS_FILE = "status.json"
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,14 +107,19 @@ class Status:
 
     def offline(self, reason: str) -> None:
         with self._lock:
-            if self.offline_since is None:
+            went = self.offline_since is None
+            if went:
                 self.offline_since = time.time()
             self.offline_reason = reason
+        if went:  # once per outage: each role's own retries log at their own pace
+            log.warning("backend unreachable: %s; work is kept locally and resumes when it is back", reason)
 
     def online(self) -> None:
         with self._lock:
-            self.offline_since = None
+            since, self.offline_since = self.offline_since, None
             self.offline_reason = ""
+        if since is not None:
+            log.info("backend reachable again after %.0f s", time.time() - since)
 
     def set_state(self, state: str, fatal: str | None = None) -> None:
         with self._lock:

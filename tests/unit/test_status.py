@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from agent.state.status import Status
 
 
@@ -31,3 +35,17 @@ def test_resolved_drops_the_item_from_recent_failures_but_keeps_the_count() -> N
     assert status.counts["failed"] == 3  # a counter of events, like uploaded and thumbnailed
     status.resolved("never-failed.jpg", "worker")
     assert [f.name for f in status.failures] == ["b.jpg", "a.jpg"]
+
+
+def test_going_offline_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    status = Status(["uploader"])
+    with caplog.at_level(logging.INFO, logger="agent.state.status"):
+        status.offline("cannot reach the backend (connection refused)")
+        status.offline("cannot reach the backend (timed out)")  # the same outage: no second line
+        status.online()
+        status.online()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("backend unreachable: cannot reach the backend (connection refused)")
+    assert lines[1].startswith("backend reachable again after")
+    assert status.offline_since is None
