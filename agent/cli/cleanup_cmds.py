@@ -88,7 +88,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     cfg = load(args)
     if args.purge_queues or args.stale_resources:
         return _queues_and_resources(cfg, args)
-    with open_backend(cfg) as backend:
+    with open_backend(cfg, start=False) as backend:
         journal = Journal(state_dir(cfg) / "journal.sqlite3") if cfg.cleanup.remove_orphan_local_thumbnails else None
         try:
             lookup = journal_lookup(journal) if journal is not None else None
@@ -142,7 +142,7 @@ def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
     from agent.service.runtime import open_backend, queue_urls
 
     rc = EXIT_OK
-    with open_backend(cfg) as backend:
+    with open_backend(cfg, start=False) as backend:
         if args.purge_queues:
             urls = queue_urls(cfg, backend)
             targets = [(n, u) for n, u in ((cfg.queues.events, urls.events), (cfg.queues.pull, urls.pull)) if u]
@@ -194,7 +194,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     out: dict[str, Any] = {}
-    with open_backend(cfg) as backend:
+    with open_backend(cfg, start=False) as backend:
         for _kind, name, url, _src in _dlqs(cfg, backend, args.queue):
             if url is None:
                 out[name] = None
@@ -222,7 +222,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     rc = EXIT_OK
-    with open_backend(cfg) as backend:
+    with open_backend(cfg, start=False) as backend:
         for _kind, name, url, src in _dlqs(cfg, backend, args.queue):
             if url is None or src is None:
                 print(f"{name}: missing (run 'thumbdrop setup')")
@@ -244,7 +244,7 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
     from agent.service.runtime import open_backend
 
     cfg = load(args)
-    with open_backend(cfg) as backend:
+    with open_backend(cfg, start=False) as backend:
         targets = [(name, url) for _k, name, url, _s in _dlqs(cfg, backend, args.queue) if url]
         counts = {name: depth(backend.sqs, url) for name, url in targets}
         if not any(counts.values()):

@@ -38,14 +38,21 @@ def _print_report(report: Any, header: str) -> None:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     from agent.cli.main import load
+    from agent.cloud.local_backend import find_running
     from agent.cloud.provision import Provisioner
-    from agent.service.runtime import open_backend
+    from agent.service.runtime import open_backend, state_dir
 
     cfg = load(args)
+    throwaway = cfg.backend.endpoint_url == "local" and find_running(state_dir(cfg)) is None
     with open_backend(cfg) as backend:
         report = Provisioner(cfg, backend, dry_run=args.dry_run).setup()
         what = "setup (dry run: nothing changed)" if args.dry_run else "setup"
         _print_report(report, f"{what} on {backend.describe()}:")
+        if throwaway:
+            print(
+                "note: the embedded backend lives inside 'thumbdrop run' and this one ends with this command; "
+                "'run' and 'sync' set it up themselves, so there is nothing to set up beforehand"
+            )
         if args.worker == "lambda":
             from agent.service.lambda_worker import deploy_steps, queue_arn
 
@@ -63,7 +70,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     with open_backend(cfg) as backend:
         plan = Provisioner(cfg, backend, dry_run=True).teardown(empty_buckets=args.empty_buckets)
         if args.dry_run or not plan.changed:
-            _print_report(plan, f"teardown (dry run) on {backend.describe()}:")
+            _print_report(plan, f"teardown{' (dry run)' if args.dry_run else ''} on {backend.describe()}:")
             return EXIT_OK
         if not args.yes:
             _print_report(plan, f"teardown would do this on {backend.describe()}:")

@@ -9,6 +9,7 @@ failure marker (``<thumbnails.prefix>.thumbdrop-failed/<key>.json``) so that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -89,6 +90,11 @@ class ThumbnailWorker:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         self._busy_lock = threading.Lock()
         self._busy: dict[str, list[Any]] = {}  # source rel -> [its lock, threads using it]
+
+    def close(self) -> None:
+        """After its jobs are done: remove this process's (by now empty) temp folder."""
+        with contextlib.suppress(OSError):
+            self.tmp_root.rmdir()  # rmdir, not rmtree: a job still running keeps its files
 
     # --- queue side ---------------------------------------------------------------
 

@@ -234,6 +234,8 @@ class Agent:
             self.uploader.join(max(0.5, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        if self.worker is not None:
+            self.worker.close()
         # Last: clients see "stopping" while the agent drains.
         self.control.stop()
         self.control.join(max(0.1, deadline - time.monotonic()))

@@ -13,10 +13,10 @@ import platformdirs
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
-from agent.cloud.local_backend import LocalBackend, attach_or_start
+from agent.cloud.local_backend import LocalBackend, attach_or_start, find_running
 from agent.cloud.provision import Provisioner, dlq_name
 from agent.config.model import Config
-from agent.errors import ResourceMissingError
+from agent.errors import BackendError, ResourceMissingError
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,24 @@ def worker_concurrency(cfg: Config) -> int:
 
 
 @contextmanager
-def open_backend(cfg: Config, *, publish: bool = True) -> Iterator[Backend]:
-    """The configured backend; for 'local', the running embedded server or a new one we own."""
+def open_backend(cfg: Config, *, publish: bool = True, start: bool = True) -> Iterator[Backend]:
+    """The configured backend; for 'local', the running embedded server or (``start``) a new one we own.
+
+    ``start=False`` is for commands that inspect or prune what is there (dlq, cleanup): a new embedded server is
+    empty, so their answer would be a misleading "nothing" or "missing, run setup".
+    """
     local: LocalBackend | None = None
     try:
-        if cfg.backend.endpoint_url == "local":
+        if cfg.backend.endpoint_url == "local" and not start:
+            running = find_running(state_dir(cfg))
+            if running is None:
+                raise BackendError(
+                    "the embedded backend is not running: it lives inside 'thumbdrop run' (its buckets and queues "
+                    "with it), so there is nothing to look at now",
+                    hint="start the agent ('thumbdrop run' or the tray) and try again, or set backend.endpoint_url",
+                )
+            yield Backend(cfg.backend, endpoint_url=running, local=True, pool_size=pool_size(cfg))
+        elif cfg.backend.endpoint_url == "local":
             local = attach_or_start(state_dir(cfg), publish=publish)
             yield Backend(cfg.backend, endpoint_url=local.endpoint_url, local=True, pool_size=pool_size(cfg))
         else:

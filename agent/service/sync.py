@@ -189,6 +189,7 @@ class Sync:
         left = self._missing_thumbnails(worker, scope) if not self.stop.is_set() else set()
         self.result.unfinished.extend(self.layout.source_key(r) for r in left)
         self._thumbnails_checked = True
+        worker.close()
 
     def _missing_thumbnails(self, worker: ThumbnailWorker, scope: set[str]) -> set[str]:
         """In-scope sources without up-to-date thumbnails; those with a current failure marker are reported."""

@@ -207,6 +207,7 @@ def test_sigterm_while_idle_exits_0_quickly(e2e: E2EEnv) -> None:
     assert rc == 0, agent.diagnose()
     assert took < 10
     assert "thumbdrop agent stopped" in agent.log()
+    assert not list((e2e.state / "tmp").glob("*")), "a clean stop leaves no temp folder behind"
 
 
 def test_sigterm_with_work_in_flight_exits_0_and_a_restart_finishes(e2e: E2EEnv) -> None:

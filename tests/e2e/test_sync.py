@@ -162,3 +162,13 @@ def test_interrupted_sync_says_so_and_lists_what_it_left(e2e: E2EEnv) -> None:
     assert "unfinished (interrupted):" in out, out
     for rel in GOOD:
         assert f"UNFINISHED {rel}" in out, out
+
+
+def test_inspecting_the_embedded_backend_with_no_agent_says_so(e2e: E2EEnv) -> None:
+    """A new embedded server is empty: 'missing, run setup' would send a newcomer round in circles."""
+    for args in (("dlq", "list"), ("cleanup", "--dry-run")):
+        res = e2e.cli("--local", *args, config=False)
+        assert res.rc == 3, str(res)
+        assert "the embedded backend is not running" in res.stderr and "thumbdrop run" in res.stderr, str(res)
+    setup = e2e.cli("--local", "setup", config=False)
+    assert setup.rc == 0 and "'run' and 'sync' set it up themselves" in setup.stdout, str(setup)
