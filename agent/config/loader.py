@@ -41,6 +41,29 @@ def find_config_path(explicit: str | None, env: typing.Mapping[str, str] | None 
     return candidate if candidate.exists() else None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last one silently: a second ``thumbnails:`` appended at the end of a file replaces the
+    whole first section, which is never what the user meant.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice in this mapping (first on line {seen[key] + 1}); keep one, merged",
+                    key_node.start_mark,
+                )
+            if isinstance(key, str):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
 def load_config(path: Path | None, *, local: bool = False) -> Config:
     """Load ``path`` (None: built-in defaults); ``local`` forces the embedded backend."""
     if path is None:
@@ -55,7 +78,7 @@ def load_config(path: Path | None, *, local: bool = False) -> Config:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(origin, [f"cannot read file: {exc}"]) from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -128,11 +128,11 @@ def test_user_unit_runs_under_systemd_and_survives_a_broken_reload(e2e: E2EEnv, 
 
     # A broken config and `systemctl reload`: the same process keeps running on the previous config.
     good = e2e.config_path.read_text()
-    e2e.config_path.write_text(good + "watch_typo: 1\nqueues: {wait_seconds: 99}\n")
+    e2e.config_path.write_text(good + "watch_typo: 1\nthumbnails: {sizes: [0]}\n")
     user_manager.ctl("reload", "thumbdrop")
     wait_for(lambda: "still running with the previous config" in user_manager.out.read_text(), 20, "the refused reload")
     out = user_manager.out.read_text()
-    assert "watch_typo: unknown key" in out and "queues.wait_seconds" in out, out
+    assert "watch_typo: unknown key" in out and "thumbnails.sizes" in out, out
     time.sleep(1)
     after = user_manager.show()
     assert after["ActiveState"] == "active" and after["MainPID"] == pid, f"{after}{user_manager.logs()}"

@@ -188,6 +188,21 @@ def test_non_mapping_top_level(value: Any) -> None:
     assert problem.startswith("the top level must be a mapping"), problem
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    # A section appended at the end (say, while testing a reload) would silently replace the first one.
+    path.write_text("thumbnails:\n  sizes: [128]\nwatch:\n  settle_seconds: 1\nthumbnails:\n  sizes: [64]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.startswith("line 5, column 1: ") and "'thumbnails' appears twice" in problem, problem
+    assert "first on line 1" in problem
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("watch:\n  settle_seconds: 1\n  settle_seconds: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'settle_seconds' appears twice"):
+        load_config(nested)
+
+
 def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("backend:\n  region: us-east-1\nsource: {bucket: x\nqueues:\n  pull: p\n", encoding="utf-8")
