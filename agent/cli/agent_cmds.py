@@ -89,12 +89,13 @@ def _leave(code: int) -> int:
 class _ProgressLine:
     """A one-line progress bar on a terminal; one plain line per finished phase otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
         self.tty = sys.stderr.isatty()
+        self.enabled = enabled  # off with -q, and with --log-format json (stderr is then for a log shipper)
         self.finished: set[str] = set()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase in self.finished:
+        if phase in self.finished or not self.enabled:
             return
         complete = done >= total
         if self.tty:
@@ -123,7 +124,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with open_backend(cfg) as backend:
-            result = Sync(cfg, backend, state_dir(cfg), timeout=args.timeout, progress=_ProgressLine(), stop=stop).run()
+            result = Sync(
+                cfg,
+                backend,
+                state_dir(cfg),
+                timeout=args.timeout,
+                progress=_ProgressLine(enabled=not args.quiet and args.log_format != "json"),
+                stop=stop,
+            ).run()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

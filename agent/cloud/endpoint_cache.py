@@ -7,7 +7,8 @@ object key is a miss and the whole rule set is evaluated again: about 7 % of the
 against a local server (benchmarks/PIPELINE_NOTES.md). Dropping the parameters that no rule reads before the
 cached call gives the same endpoint from the cache.
 
-The unused set is computed from the rule set botocore loaded, so a future rule that reads ``Key`` keeps it. This
+botocore 1.44 made the same fix upstream (``excluded_params``); there this steps aside. It keeps the older
+botocore releases that setup.cfg allows as fast. The unused set is computed from the rule set botocore loaded, so a future rule that reads ``Key`` keeps it. This
 touches two private attributes (``_ruleset_resolver._provider`` and ``_loader``); if they change, nothing is
 installed and botocore works as it always did.
 """
@@ -53,6 +54,8 @@ def share_endpoint_resolution(client: Any) -> bool:
     loader = getattr(client, "_loader", None)
     if provider is None or not callable(resolve) or loader is None:
         return False
+    if getattr(provider, "_excluded_params", None):
+        return False  # botocore 1.44+ drops these parameters itself (EndpointProvider.excluded_params)
     try:
         ruleset = loader.load_service_model(client.meta.service_model.service_name, "endpoint-rule-set-1")
     except Exception as exc:  # noqa: BLE001 - an optimisation only: any failure leaves botocore as it is

@@ -252,6 +252,8 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
                     "watch folders must not contain each other (list only the outer one)"
                 )
         problems.extend(_inside_watch_folder(i, folder, cfg))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            problems.append(f"watch.folders[{i}]: {folder!r} is a file, not a folder; list the folder that holds it")
     problems.extend(policy_problems(cfg))
     if cfg.transfer.multipart_chunksize_mb > cfg.transfer.multipart_threshold_mb * 1024:
         problems.append("transfer.multipart_chunksize_mb: larger than any file that would use it")

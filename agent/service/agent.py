@@ -59,6 +59,12 @@ class Agent:
         log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
         # First: a second agent on the same state dir (journal) is refused before it touches anything.
         self.control.start()
+        if "puller" in self.roles:
+            # Made now, not at the first pull: a newcomer opening it right after the start finds it there.
+            try:
+                Path(self.cfg.local.thumbnails_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("cannot create local.thumbnails_dir %s yet: %s", self.cfg.local.thumbnails_dir, exc)
         if "uploader" in self.roles:
             # Watch first: nothing dropped during the initial reconcile is missed.
             self.uploader = Uploader(self.cfg, self.backend, self.status, self.journal)

@@ -52,11 +52,13 @@ def test_sync_reports_bad_files_until_they_are_removed(e2e: E2EEnv) -> None:
     assert all(reason.strip() for reason in failed.values())
     assert "empty" in failed["empty.png"].lower() or "0 bytes" in failed["empty.png"], failed
     assert re.search(r"5 image\(s\) in scope: 5 uploaded, 3 thumbnailed, 3 pulled, 2 failed", first.stdout), str(first)
+    assert "upload: 5/5" in first.stderr, str(first)  # not a terminal: one plain progress line per phase
 
     stamps = {k: v["LastModified"] for k, v in e2e.keys(THUMB_BUCKET).items()}
     local_stamps = {rel: (e2e.thumbs / rel).stat().st_mtime_ns for rel in expected}
-    second = e2e.cli("sync")
+    second = e2e.cli("-q", "sync")
     assert second.rc == 1, str(second)
+    assert "upload:" not in second.stderr, str(second)  # -q: warnings and errors only
     assert set(failed_lines(second.stdout)) == {"bad.jpg", "empty.png"}, str(second)
     assert re.search(r"0 uploaded, 0 thumbnailed, 0 pulled", second.stdout), str(second)
     assert {k: v["LastModified"] for k, v in e2e.keys(THUMB_BUCKET).items()} == stamps

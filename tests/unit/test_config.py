@@ -484,3 +484,10 @@ def test_siblings_of_the_watch_folder_are_fine() -> None:
         {"roles": ["worker", "puller"], "watch": {"folders": ["/data/in"]}, "local": {"thumbnails_dir": "/data/in"}}
     )
     assert worker_only.local.thumbnails_dir == "/data/in"
+
+
+def test_a_watch_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    photo = tmp_path / "red.jpg"
+    photo.write_bytes(b"\xff\xd8")
+    problem = single_problem({"watch": {"folders": [str(photo)]}})
+    assert problem.startswith("watch.folders[0]: ") and "is a file, not a folder" in problem, problem
