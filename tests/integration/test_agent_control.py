@@ -78,11 +78,16 @@ def test_pause_resume_and_sync_now_through_the_socket(running: tuple[Agent, Cont
 
     assert client.call("pause") == "paused"
     assert agent.paused.is_set() and client.call("status")["state"] == "paused"
-    drop_image(tmp_path / "inbox" / "b.jpg")
+    for name in ("b.jpg", "c.jpg", "d.jpg"):
+        drop_image(tmp_path / "inbox" / name)
     time.sleep(1.5)
-    assert client.call("status")["counts"]["uploaded"] == 1, "uploaded while paused"
+    shown = client.call("status")
+    assert shown["counts"]["uploaded"] == 1, "uploaded while paused"
+    # The count goes on while paused (it used to freeze at its value when the pause began).
+    assert shown["pending_local"] >= 3, shown["pending_local"]
     assert client.call("resume") == "running"
-    wait_for((tmp_path / "thumbs" / "b.jpg").exists, 60, "the thumbnail of the file dropped while paused")
+    for name in ("b.jpg", "c.jpg", "d.jpg"):
+        wait_for((tmp_path / "thumbs" / name).exists, 60, "the thumbnails of the files dropped while paused")
 
     # rescan_seconds is 0: without sync-now nothing would bring a deleted thumbnail back.
     thumb.unlink()
