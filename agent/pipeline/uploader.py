@@ -505,8 +505,7 @@ class Uploader:
     def _settle_tick(self) -> None:
         settle = self.cfg.watch.settle_seconds
         if self.paused.is_set() or not self.provisioned.is_set() or self.held():
-            with self._lock:
-                self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+            self._publish_pending()
             return
         with self._lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
@@ -545,6 +544,10 @@ class Uploader:
             lf = self.local_file(path)
             if lf is not None:
                 self._submit(lf, self._remote_of(lf))
+        self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        """Files noticed but not uploaded yet: settling, queued, uploading, or waiting to retry."""
         with self._lock:
             self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
 
@@ -562,9 +565,10 @@ class Uploader:
 
     def _remote_of(self, lf: LocalFile) -> tuple[int, str] | None:
         """What the journal says the bucket holds for this file (saves a request)."""
-        if self.layout.name_problem(lf.rel):
-            return None  # upload() reports it; the journal (UTF-8) cannot even look it up
-        rec = self.journal.upload(str(lf.path))
+        try:
+            rec = self.journal.upload(str(lf.path))
+        except UnicodeEncodeError:
+            return None  # a name that is not UTF-8: upload() refuses and reports it
         return (rec.size, rec.etag) if rec and rec.key == self.layout.source_key(lf.rel) else None
 
     def stop(self) -> None:

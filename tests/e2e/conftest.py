@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_BUCKET = "thumbdrop-source"
@@ -40,21 +42,6 @@ BOUND = 256  # the default thumbnails.sizes
 
 
 # --- generic helpers -------------------------------------------------------------------------------------
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 45.0, what: str = "condition", diagnose: Callable[[], str] | None = None
-) -> Any:
-    """Poll ``predicate`` every 0.1 s until it returns something truthy; return that, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{diagnose()}" if diagnose else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
-        time.sleep(0.1)
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +311,8 @@ def s3_event(bucket: str, key: str, *, size: int = 1, etag: str = "0" * 32, name
     }
 
 
-def _child_env(home: Path) -> dict[str, str]:
+def child_env(home: Path) -> dict[str, str]:
+    """The environment of a thumbdrop child process: its own HOME and XDG folders, test credentials, no AWS_* leak."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -337,7 +325,6 @@ def _child_env(home: Path) -> dict[str, str]:
             "XDG_STATE_HOME": str(home / ".local" / "state"),
             "XDG_DATA_HOME": str(home / ".local" / "share"),
             "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_RUNTIME_DIR": str(home / ".run"),
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -376,7 +363,7 @@ def e2e(moto_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
         state=tmp_path / "state",
         outside=tmp_path / "outside",
         config_path=tmp_path / "thumbdrop.yaml",
-        env=_child_env(home),
+        env={**child_env(home), "XDG_RUNTIME_DIR": str(home / ".run")},
     )
     env.inbox.mkdir()
     env.outside.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,7 @@ from agent.service.agent import Agent
 from agent.service.control import AgentAlreadyRunningError
 from agent.service.control_client import AgentNotRunningError, ControlClient
 from agent.service.runtime import pool_size
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+from tests.support import wait_for
 
 
 def drop_image(path: Path) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,6 @@ from agent.pipeline.worker import ThumbnailWorker
 from agent.service import doctor
 from agent.service.doctor import FAIL, PASS, SKIP, WARN, Check, diagnose
 from agent.state.status import Status
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def write_config(tmp_path: Path, endpoint: str, **extra: Any) -> Path:

@@ -28,22 +28,12 @@ from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.worker import ThumbnailWorker
 from agent.service.runtime import queue_urls
 from agent.state.status import Status
+from tests.support import wait_for
 
 Message = dict[str, Any]
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def jpeg(size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (180, 40, 40)) -> bytes:

@@ -39,6 +39,7 @@ from PIL import Image
 from tests.e2e.conftest import (
     AgentProcess,
     CliResult,
+    child_env,
     deep_merge,
     expected_size,
     files_under,
@@ -233,33 +234,6 @@ class Audit:
 
 
 # --- the environment ------------------------------------------------------------------------------------------
-
-
-def _child_env(home: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "XDG_", "THUMBDROP_")) and k not in ("PYTHONPATH", "JOURNAL_STREAM")
-    }
-    env.update(
-        {
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(home / ".aws" / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / ".aws" / "credentials"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONIOENCODING": "utf-8",
-        }
-    )
-    return env
 
 
 @dataclass
@@ -534,7 +508,7 @@ def make_env(root: Path, moto: str) -> RelEnv:
         outside=root / "outside",
         config_path=root / "thumbdrop.yaml",
         status_config_path=root / "thumbdrop-direct.yaml",
-        env=_child_env(home),
+        env=child_env(home),
     )
     env.inbox.mkdir()
     env.outside.mkdir()

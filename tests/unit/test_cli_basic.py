@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,20 +24,6 @@ def private_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.delenv("THUMBDROP_CONFIG", raising=False)
     return home
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() installs its own log handler; give the next test the logging it had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    names = ("agent", "botocore", "boto3", "s3transfer", "urllib3", "watchdog", "PIL")
-    levels = {n: logging.getLogger(n).level for n in names}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for n, lvl in levels.items():
-        logging.getLogger(n).setLevel(lvl)
 
 
 def test_init_writes_config_that_loads(private_home: Path, capsys: pytest.CaptureFixture[str]) -> None:

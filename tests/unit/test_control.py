@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,6 @@ def agent(tmp_path: Path) -> FakeAgent:
     state = Path(str(cfg.local.state_dir))
     state.mkdir(mode=0o700)
     return FakeAgent(cfg, state)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    agent_level = logging.getLogger("agent").level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("agent").setLevel(agent_level)
 
 
 def test_round_trip_of_every_command(agent: FakeAgent) -> None:

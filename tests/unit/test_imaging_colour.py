@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from agent.imaging import Thumbnail, ThumbnailSpec, make_thumbnails
+from tests.unit.test_imaging import level, px
 
 try:
     import pyvips  # noqa: F401
@@ -39,19 +40,6 @@ def thumb(source: Path, tmp_path: Path, engine: str = "pillow", **spec: Any) -> 
 
 def close(a: tuple[int, ...], b: tuple[int, ...], tol: int) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
-
-
-def px(im: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
-    """The pixel at `xy` as a tuple of ints, whatever the mode."""
-    value = im.getpixel(xy)
-    assert value is not None
-    return tuple(int(v) for v in value) if isinstance(value, tuple) else (int(value),)
-
-
-def level(im: Image.Image, xy: tuple[int, int]) -> int:
-    """The value of a single-band pixel."""
-    (value,) = px(im, xy)
-    return value
 
 
 # --- ICC profiles and reference maths ------------------------------------------------------------------------------
