@@ -92,7 +92,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         journal = Journal(state_dir(cfg) / "journal.sqlite3") if cfg.cleanup.remove_orphan_local_thumbnails else None
         try:
             lookup = journal_lookup(journal) if journal is not None else None
-            plan = plan_cleanup(cfg, backend, now=datetime.now(UTC), uploaded_from=lookup)
+            under = journal.uploads_under if journal is not None else None
+            plan = plan_cleanup(cfg, backend, now=datetime.now(UTC), uploaded_from=lookup, recorded_under=under)
         finally:
             if journal is not None:
                 journal.close()

@@ -83,6 +83,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"          OFFLINE since {_ago(agent['offline_since'])}: {agent.get('offline_reason', '')}")
         if agent.get("fatal"):
             print(f"          ERROR: {agent['fatal']}")
+        for m in agent.get("missing_folders") or []:
+            print(f"          WAITING: {m['detail']}")
         c = agent["counts"]
         print(f"counts:   {c['uploaded']} uploaded, {c['thumbnailed']} thumbnailed, {c['pulled']} pulled, {c['failed']} failed")
         a = agent["active"]

@@ -6,7 +6,8 @@
   this run deletes that original, so the last full-size copy is never removed.
 * ``remove_orphan_local_thumbnails``: a thumbnail whose source path this machine
   uploaded (the journal says so) and that is gone from the watch folders and the
-  move folder. Skipped while any watch folder is missing.
+  move folder. Never for a watch folder that is missing or came back without any of its files
+  (``state.watch_folders``): an unplugged drive is not a deletion.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agent.pipeline.keys import Layout
 from agent.pipeline.puller import TMP_MARK
 from agent.pipeline.uploader import NameFilter
 from agent.state.journal import Journal
+from agent.state.watch_folders import EMPTIED, MISSING, NEW, RecordedUnder, check_folders
 
 # path of a source file -> the key this machine uploaded it to (None: never uploaded from here)
 UploadedFrom = Callable[[str], "str | None"]
@@ -56,16 +58,29 @@ def walk_thumbnails(root: Path) -> dict[str, LocalStat]:
 
 
 def select_local(
-    cfg: Config, snap: Snapshot, remote: list[Deletion], *, uploaded_from: UploadedFrom
+    cfg: Config,
+    snap: Snapshot,
+    remote: list[Deletion],
+    *,
+    uploaded_from: UploadedFrom,
+    recorded_under: RecordedUnder | None = None,
 ) -> tuple[list[Deletion], list[str]]:
-    """Deletions and moves in the local folders, and notes on rules that were skipped."""
+    """Deletions and moves in the local folders, and notes on rules that were skipped.
+
+    ``recorded_under(folder)``: the paths the journal records as uploaded from a folder (how a folder
+    that came back empty is told from one whose files were deleted); None: no journal to ask.
+    """
     out: list[Deletion] = []
     notes: list[str] = []
     if cfg.cleanup.inbox_after_upload != "keep":
         out.extend(_finished_inbox_files(cfg, snap, remote, notes))
     if cfg.cleanup.remove_orphan_local_thumbnails:
-        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, notes))
+        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, recorded_under or _no_records, notes))
     return out, notes
+
+
+def _no_records(_folder: str) -> list[str]:
+    return []
 
 
 def _finished_inbox_files(cfg: Config, snap: Snapshot, remote: list[Deletion], notes: list[str]) -> list[Deletion]:
@@ -133,17 +148,29 @@ def local_source(cfg: Config, layout: Layout, rel: str) -> Path | None:
     return folders[0].joinpath(*rel.split("/")) if folders else None
 
 
-def _orphan_local_thumbnails(cfg: Config, snap: Snapshot, uploaded_from: UploadedFrom, notes: list[str]) -> list[Deletion]:
-    missing = [f for f in cfg.watch.folders if not Path(f).is_dir()]
-    if missing or not cfg.watch.folders:
-        notes.append(
-            f"remove_orphan_local_thumbnails skipped: watch folder(s) {', '.join(missing) or '(none)'} missing "
-            "(an unmounted drive is not a deletion)"
-        )
+_SKIPPED = {
+    MISSING: "it is missing, but files were uploaded from it (an unplugged drive is not a deletion)",
+    EMPTIED: "it holds none of the files uploaded from it (an empty mount point or another drive is not a deletion)",
+    NEW: "it does not exist",
+}
+
+
+def _orphan_local_thumbnails(
+    cfg: Config, snap: Snapshot, uploaded_from: UploadedFrom, recorded_under: RecordedUnder, notes: list[str]
+) -> list[Deletion]:
+    if not cfg.watch.folders:
+        notes.append("remove_orphan_local_thumbnails skipped: no watch folders")
         return []
+    moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
+    # Only a folder that is there and still holds files of its own proves that a file absent from it was deleted.
+    untrusted = [f for f in check_folders(cfg.watch.folders, recorded_under, moved_to=moved_to) if not f.trusted]
+    for f in untrusted:
+        notes.append(f"remove_orphan_local_thumbnails skipped for {f.path}: {_SKIPPED[f.state]}")
+    if len(untrusted) == len(cfg.watch.folders):
+        return []
+    untrusted_roots = [Path(f.path) for f in untrusted]
     layout = Layout.of(cfg)
     root = Path(cfg.local.thumbnails_dir)
-    moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
     out: list[Deletion] = []
     for trel, stat in sorted(snap.local_thumbs.items()):
         gone: str | None = None
@@ -151,6 +178,9 @@ def _orphan_local_thumbnails(cfg: Config, snap: Snapshot, uploaded_from: Uploade
             path = local_source(cfg, layout, rel)
             if path is None:
                 continue
+            if any(r in path.parents for r in untrusted_roots):
+                gone = None
+                break
             if path.exists() or (moved_to is not None and moved_to.joinpath(*rel.split("/")).exists()):
                 gone = None
                 break

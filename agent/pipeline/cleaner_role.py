@@ -44,6 +44,7 @@ class CleanerRole:
         self.ready = ready
         self.paused = paused
         self.uploaded_from: UploadedFrom | None = journal_lookup(journal) if journal is not None else None
+        self.recorded_under = journal.uploads_under if journal is not None else None
         self.clock = clock
         self.runs = 0
 
@@ -63,7 +64,14 @@ class CleanerRole:
         """One run of the policy; problems are logged and shown in status, never raised."""
         self.runs += 1
         try:
-            plan = plan_cleanup(self.cfg, self.backend, now=self.clock(), uploaded_from=self.uploaded_from, stop=self.stop)
+            plan = plan_cleanup(
+                self.cfg,
+                self.backend,
+                now=self.clock(),
+                uploaded_from=self.uploaded_from,
+                recorded_under=self.recorded_under,
+                stop=self.stop,
+            )
             for note in plan.notes:
                 log.info("cleanup: %s", note)
             if not plan.deletions:

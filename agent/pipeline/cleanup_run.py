@@ -24,6 +24,7 @@ from agent.config.model import Config
 from agent.errors import BackendError, ConfigError, MassDeleteError, ObjectGoneError, ResourceMissingError, ThumbdropError
 from agent.pipeline.cleaner import LOCAL, Deletion, Obj, Scope, Snapshot, Upload, guard_problems, needs, scopes, select_remote
 from agent.pipeline.cleaner_local import UploadedFrom, select_local, walk_thumbnails
+from agent.state.watch_folders import RecordedUnder
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # DeleteObjects takes at most 1000 keys
@@ -133,6 +134,7 @@ def plan_cleanup(
     *,
     now: datetime,
     uploaded_from: UploadedFrom | None = None,
+    recorded_under: RecordedUnder | None = None,
     stop: threading.Event | None = None,
 ) -> Plan:
     """Everything a run would delete, and whether the mass-delete guard would stop it. Deletes nothing."""
@@ -143,7 +145,9 @@ def plan_cleanup(
     notes: list[str] = []
     snap = take_snapshot(cfg, backend, parts, stop, notes)
     remote = select_remote(cfg, snap, now, recorded_source=recorded_source(backend, cfg.thumbnails.bucket))
-    local, local_notes = select_local(cfg, snap, remote, uploaded_from=uploaded_from or (lambda _path: None))
+    local, local_notes = select_local(
+        cfg, snap, remote, uploaded_from=uploaded_from or (lambda _path: None), recorded_under=recorded_under
+    )
     seen: set[tuple[str, str, str | None]] = set()
     deletions = []
     for d in remote + local:

@@ -40,6 +40,7 @@ from agent.pipeline.keys import Layout, ascii_meta, printable
 from agent.pipeline.pools import shutdown_within
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
+from agent.state.watch_folders import MISSING, NEW, WatchFolder, check_folder
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -454,10 +455,17 @@ class Uploader:
     def start_watching(self) -> None:
         self._handler = _Handler(self)
         for root in self.folders:
-            root.mkdir(parents=True, exist_ok=True)
+            if not root.is_dir():
+                folder = check_folder(root, self.journal.uploads_under)
+                if folder.state == NEW:
+                    # First run: ~/ThumbDrop/inbox is made for the user. Never a folder files were uploaded
+                    # from: that is an unplugged drive, and an empty stand-in would read as "all deleted".
+                    root.mkdir(parents=True, exist_ok=True)
+                else:
+                    self._report_missing(folder)
             observer = Observer()
             observer.name = f"watch-{root.name}"
-            self._watches.append(observer.schedule(self._handler, str(root), recursive=True))
+            self._watches.append(self._schedule(observer, root))
             self._roots_seen.append(_identity(root))
             observer.start()
             self._observers.append(observer)
@@ -476,19 +484,41 @@ class Uploader:
             if now == self._roots_seen[i]:
                 continue
             if now is None:
-                log.warning("watch folder %s is gone; watching it again when it is back", root)
+                self._report_missing(check_folder(root, self.journal.uploads_under))
             else:
                 observer = self._observers[i]
-                with contextlib.suppress(KeyError, ValueError, OSError):
-                    observer.unschedule(self._watches[i])
-                try:
-                    self._watches[i] = observer.schedule(self._handler, str(root), recursive=True)
-                except OSError as exc:
-                    log.warning("cannot watch %s yet: %s", root, exc)
+                if self._watches[i] is not None:
+                    with contextlib.suppress(KeyError, ValueError, OSError):
+                        observer.unschedule(self._watches[i])
+                self._watches[i] = self._schedule(observer, root)
+                if self._watches[i] is None:
                     continue
-                log.warning("watch folder %s was replaced: watching the new one", root)
+                if self._roots_seen[i] is None:
+                    log.warning("watch folder %s is back: watching it again", root)
+                else:
+                    log.warning("watch folder %s was replaced: watching the new one", root)
+                self.status.folder_back(str(root))
                 self.touch_tree(root)
             self._roots_seen[i] = now
+
+    def _schedule(self, observer: Any, root: Path) -> Any:
+        """Watch ``root``; None while it is not there (``_check_roots`` tries again)."""
+        if not root.is_dir():
+            return None
+        try:
+            return observer.schedule(self._handler, str(root), recursive=True)
+        except OSError as exc:
+            log.warning("cannot watch %s yet: %s", root, exc)
+            return None
+
+    def _report_missing(self, folder: WatchFolder) -> None:
+        text = (
+            folder.describe()
+            if folder.state == MISSING
+            else f"watch folder {folder.path} is gone; watching it again when it is back"
+        )
+        log.warning("%s", text)
+        self.status.folder_missing(folder.path, text)
 
     def _settle_loop(self) -> None:
         last_root_check = time.monotonic()

@@ -352,7 +352,15 @@ def cleanup_now(target: Controllable, *, dry_run: bool) -> dict[str, Any]:
         raise CommandError("busy", "a cleanup is already running")
     try:
         stop = getattr(target, "stop_event", None)
-        plan = plan_cleanup(target.cfg, target.backend, now=datetime.now(UTC), uploaded_from=_uploaded_from(target), stop=stop)
+        journal = getattr(target, "journal", None)
+        plan = plan_cleanup(
+            target.cfg,
+            target.backend,
+            now=datetime.now(UTC),
+            uploaded_from=_uploaded_from(target),
+            recorded_under=journal.uploads_under if journal is not None else None,
+            stop=stop,
+        )
         totals: dict[str, Any] = {"objects": len(plan.deletions), "bytes": plan.total_bytes}
         if dry_run:
             return totals | {

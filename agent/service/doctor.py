@@ -25,6 +25,7 @@ from typing import Any
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.provision import TAG_KEY, TAG_VALUE, Provisioner, dlq_name
+from agent.config.cleanup_checks import move_target
 from agent.config.model import Config
 from agent.errors import (
     AccessDeniedError,
@@ -35,6 +36,8 @@ from agent.errors import (
     ThumbdropError,
 )
 from agent.pipeline.keys import PROBE_MARK
+from agent.state.journal import JOURNAL_FILE, Journal
+from agent.state.watch_folders import EMPTIED, MISSING, NEW, WatchFolder, check_folders
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +365,9 @@ def _cleanup_mode(cfg: Config, backend: Backend) -> Check:
 def _local_checks(cfg: Config) -> list[Check]:
     out: list[Check] = []
     if "uploader" in cfg.roles:
-        out.append(inotify_check(cfg))
+        folders = watch_folder_states(cfg)
+        out.append(watch_folders_check(folders))
+        out.append(inotify_check(cfg, folders=folders))
     if "puller" in cfg.roles:
         out.append(disk_check("disk thumbnails", Path(cfg.local.thumbnails_dir)))
     return out
@@ -373,16 +378,59 @@ def count_watch_dirs(cfg: Config) -> int:
     return sum(1 for folder in cfg.watch.folders for _ in os.walk(folder))
 
 
-def inotify_check(cfg: Config, *, limit_file: Path = WATCHES_FILE) -> Check:
-    missing = [f for f in cfg.watch.folders if not Path(f).is_dir()]
+def watch_folder_states(cfg: Config) -> list[WatchFolder]:
+    """Each watch folder as the agent will see it, with the journal's record of uploads (read, never created)."""
+    from agent.service.runtime import state_dir
+
+    path = state_dir(cfg) / JOURNAL_FILE
+    if not path.exists():
+        return check_folders(cfg.watch.folders, lambda _f: [])
+    journal = Journal(path)
+    try:
+        return check_folders(cfg.watch.folders, lambda f: list(journal.uploads_under(f)), moved_to=_moved_to(cfg))
+    finally:
+        journal.close()
+
+
+def _moved_to(cfg: Config) -> Path | None:
+    return move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
+
+
+def watch_folders_check(folders: list[WatchFolder]) -> Check:
+    """A folder files were uploaded from that is missing or came back empty: an unplugged drive, most likely."""
+    lost = [f for f in folders if f.state == MISSING]
+    emptied = [f for f in folders if f.state == EMPTIED]
+    if lost or emptied:
+        fixes = []
+        if lost:
+            fixes.append(
+                "plug the drive in or mount the share (the agent waits for it); if it is gone for good, remove it from watch.folders"
+            )
+        if emptied:
+            fixes.append("mount the right drive; if its files were deleted on purpose, drop a new image in it")
+        return Check("watch folders", WARN, "; ".join(f.describe() for f in lost + emptied), "; ".join(fixes))
+    new = [f.path for f in folders if f.state == NEW]
+    text = f"{len(folders) - len(new)} of {len(folders)} there"
+    if new:
+        text += f"; {', '.join(new)} does not exist yet (the agent creates it)"
+    return Check("watch folders", PASS, text)
+
+
+def inotify_check(cfg: Config, *, limit_file: Path = WATCHES_FILE, folders: list[WatchFolder] | None = None) -> Check:
+    if folders is None:
+        folders = check_folders(cfg.watch.folders, lambda _f: [])
+    new = [f.path for f in folders if f.state == NEW]
+    lost = [f.path for f in folders if f.state == MISSING]
     need = count_watch_dirs(cfg)
     try:
         limit = int(limit_file.read_text().strip())
     except (OSError, ValueError):
         return Check("inotify", PASS, f"{need} folder(s) to watch (no inotify limit to compare with on this system)")
     text = f"{need} watch(es) needed for {len(cfg.watch.folders)} folder tree(s); the limit is {limit}"
-    if missing:
-        text += f"; {', '.join(missing)} does not exist yet (the agent creates it)"
+    if new:
+        text += f"; {', '.join(new)} does not exist yet (the agent creates it)"
+    if lost:
+        text += f"; {', '.join(lost)} is missing (the agent waits for it)"
     if need > limit:
         return Check("inotify", FAIL, text + ": new files in the rest would be missed until a rescan", SYSCTL_FIX)
     if need > limit // 2:

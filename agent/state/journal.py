@@ -8,13 +8,16 @@ reconcile fills it again from the bucket listing.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+JOURNAL_FILE = "journal.sqlite3"  # in the state dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -96,6 +99,25 @@ class Journal:
                 "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time()),
             )
+
+    def uploads_under(self, folder: str) -> Iterator[str]:
+        """Paths of the uploads recorded inside ``folder`` (an index range scan: no LIKE, no wildcards to escape)."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        upper = prefix[:-1] + chr(ord(os.sep) + 1)  # every path below the folder sorts in [prefix, upper)
+        last = ""
+        while True:  # in pages: the lock is never held for a whole large journal
+            with self._lock:
+                if self._closed:
+                    return
+                rows = self._db.execute(
+                    "SELECT path FROM uploads WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT 500",
+                    (prefix, upper, last),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield str(row[0])
+            last = str(rows[-1][0])
 
     def forget_upload(self, path: str) -> None:
         with self._lock:

@@ -58,6 +58,8 @@ class Status:
         self.last_success: dict[str, float] = {}
         # Called with (activity, seconds, bytes) for every upload/thumbnail/pull done: the metrics' histograms.
         self.on_done: Callable[[str, float, int], None] | None = None
+        # Watch folders that are gone (an unplugged drive): folder -> what to tell the user.
+        self.missing_folders: dict[str, str] = {}
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -83,6 +85,14 @@ class Status:
                 kept = [f for f in self.failures if not (f.name == name and f.role == role)]
                 self.failures.clear()
                 self.failures.extend(kept)
+
+    def folder_missing(self, folder: str, detail: str) -> None:
+        with self._lock:
+            self.missing_folders[folder] = detail
+
+    def folder_back(self, folder: str) -> None:
+        with self._lock:
+            self.missing_folders.pop(folder, None)
 
     def begin(self, activity: str) -> None:
         with self._lock:
@@ -143,6 +153,7 @@ class Status:
                 "active": dict(self.active),
                 "pending_local": self.pending_local,
                 "failures": [f.as_dict() for f in self.failures],
+                "missing_folders": [{"folder": k, "detail": v} for k, v in self.missing_folders.items()],
                 "recent_thumbnails": list(self.recent_thumbnails),
                 "bytes": dict(self.bytes),
                 "last_success": dict(self.last_success),

@@ -305,7 +305,7 @@ def test_local_orphans_skipped_while_a_watch_folder_is_missing(tmp_path: Path) -
     cfg = cfg_of(tmp_path, remove_orphan_local_thumbnails=True)
     s = snap_of(local={"deleted.jpg": LocalStat(4, 0)})
     out, notes = select_local(cfg, s, [], uploaded_from=lambda p: "originals/deleted.jpg")
-    assert out == [] and "watch folder(s)" in notes[0] and "missing" in notes[0]
+    assert out == [] and notes == [f"remove_orphan_local_thumbnails skipped for {tmp_path / 'inbox'}: it does not exist"]
 
 
 # --- lifecycle and dead letters ---------------------------------------------------------------------
