@@ -28,6 +28,7 @@ from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, safe_local_path
 from agent.state.journal import Journal
+from agent.state.processes import pid_alive
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 CHUNK = 1 << 20
+# A temp file without a writer's pid is abandoned once it has not changed for this long; one whose pid runs
+# (perhaps reused by another program) only after a day: a live download writes every few seconds.
+STALE_TEMP_SECONDS = 3600.0
+STALE_TEMP_LIVE_PID_SECONDS = 86400.0
 
 
 class ThumbnailPuller:
@@ -125,7 +130,9 @@ class ThumbnailPuller:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise ItemError(f"cannot create the folder for {path}: a file is in the way ({exc})") from None
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}{TMP_MARK}", dir=path.parent)
+        # The writer's pid in the name: a reconcile elsewhere (a reload, a 'sync' next to 'run') removes only
+        # temp files whose writer is gone.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}{TMP_MARK}{os.getpid()}-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 while True:
@@ -177,17 +184,33 @@ class ThumbnailPuller:
         return counts
 
     def remove_stale_temp_files(self) -> int:
-        """Temp files a crash left behind are never a thumbnail: remove them."""
+        """Temp files a crash left behind are never a thumbnail: remove them, never one a live writer is filling."""
         removed = 0
         if not self.root.is_dir():
             return 0
+        now = time.time()
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 if TMP_MARK in name:
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(dirpath, name))
-                        removed += 1
+                    path = os.path.join(dirpath, name)
+                    if abandoned_temp_file(path, name, now):
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                            removed += 1
         return removed
+
+
+def abandoned_temp_file(path: str, name: str, now: float) -> bool:
+    """Whether no live writer owns this temp file: its writer's pid is gone, or (no pid in the name: an older
+    version wrote it, or the pid was reused) it has not changed for a long time."""
+    pid_text, sep, _rest = name.rsplit(TMP_MARK, 1)[1].partition("-")
+    try:
+        idle = now - os.lstat(path).st_mtime
+    except OSError:
+        return False  # renamed into place or removed meanwhile
+    if sep and pid_text.isdigit() and not pid_alive(int(pid_text)):
+        return True
+    return idle > (STALE_TEMP_LIVE_PID_SECONDS if sep and pid_text.isdigit() else STALE_TEMP_SECONDS)
 
 
 def _matches(path: Path, size: int | None, etag: str | None, mtime: float | None) -> bool:
