@@ -29,6 +29,8 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 8.0
+# In the state dir while the agent is paused: a pause outlives a restart until 'thumbdrop resume'.
+PAUSE_FILE = "paused"
 
 
 class Agent:
@@ -59,6 +61,9 @@ class Agent:
         log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
         # First: a second agent on the same state dir (journal) is refused before it touches anything.
         self.control.start()
+        if (self.state_dir / PAUSE_FILE).exists():
+            self.paused.set()
+            log.info("paused since an earlier run: uploads and pulls wait for 'thumbdrop resume'")
         if "puller" in self.roles:
             # Made now, not at the first pull: a newcomer opening it right after the start finds it there.
             try:
@@ -70,6 +75,8 @@ class Agent:
             self.uploader = Uploader(self.cfg, self.backend, self.status, self.journal)
             self.uploader.schedule = PauseSchedule.parse(self.cfg.watch.pause_hours)
             self.uploader.provisioned.clear()  # files are noticed now, uploaded once notifications exist
+            if self.paused.is_set():
+                self.uploader.paused.set()
             self.uploader.start_watching()
         if "cleaner" in self.roles:
             cleaner = CleanerRole(
@@ -217,12 +224,25 @@ class Agent:
         if self.uploader is not None:
             self.uploader.paused.set()
         self.status.set_state("paused")
+        self._remember_pause(True)
 
     def resume(self) -> None:
         self.paused.clear()
         if self.uploader is not None:
             self.uploader.paused.clear()
         self.status.set_state("running")
+        self._remember_pause(False)
+
+    def _remember_pause(self, paused: bool) -> None:
+        """Kept in the state dir, so a restart (a reboot, a crash, a config reload) stays paused."""
+        path = self.state_dir / PAUSE_FILE
+        try:
+            if paused:
+                path.write_text(f"paused at {time.strftime('%Y-%m-%d %H:%M:%S')}; 'thumbdrop resume' removes this file\n")
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not record the pause in %s (it holds until this agent stops): %s", path, exc)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Drain in-flight work and join every thread, within ``timeout``."""
