@@ -68,14 +68,19 @@ def _human(n: int) -> str:
 
 
 def print_table(rows: list[Any]) -> None:
-    """bucket, action, key, reason, size: one line each."""
+    """bucket, action, size, key, reason: one line each, every column aligned.
+
+    The free-length text (a local path, a reason naming one) is never cut: the user checks this list
+    before --force. So no column is capped, and the reason, the longest, comes last, unpadded.
+    """
     if not rows:
         return
-    cols = [(d.bucket, d.action, d.key + (f" -> {d.move_to}" if d.move_to else ""), d.reason, _human(d.size)) for d in rows]
-    head = ("BUCKET", "ACTION", "KEY", "REASON", "SIZE")
-    widths = [min(70, max(len(str(r[i])) for r in [head, *cols])) for i in range(4)]
+    cols = [(d.bucket, d.action, _human(d.size), d.key + (f" -> {d.move_to}" if d.move_to else ""), d.reason) for d in rows]
+    head = ("BUCKET", "ACTION", "SIZE", "KEY", "REASON")
+    widths = [max(len(r[i]) for r in [head, *cols]) for i in range(4)]
     for r in [head, *cols]:
-        print("  " + "  ".join(str(v).ljust(w) for v, w in zip(r[:4], widths, strict=True)) + f"  {r[4]:>10}")
+        line = f"  {r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}  {r[3].ljust(widths[3])}  {r[4]}"
+        print(line.rstrip())
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

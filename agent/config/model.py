@@ -321,7 +321,16 @@ class CleanupConfig:
         False,
         "Remove local thumbnails whose source file this machine uploaded and that is now gone from the watch "
         "folders (and from inbox_move_to), with their copies in the thumbnail bucket so the puller does not bring "
-        "them back. Skipped while a watch folder is missing: an unmounted drive is not a deletion.",
+        "them back. Never for a watch folder that is missing, or that holds none of the files uploaded from it: "
+        "an unplugged drive or an empty mount point is not a deletion.",
+        True,
+    )
+    remove_unlisted_sizes: bool = opt(
+        False,
+        "Remove thumbnails of sizes no longer in thumbnails.sizes (and, after a change from one size to several, "
+        "those without a size folder), in the thumbnail bucket and in local.thumbnails_dir, once the image's "
+        "thumbnails at every current size exist. A bucket thumbnail goes only when its own metadata names its "
+        "source. Agent only; try it with 'thumbdrop cleanup --dry-run' first.",
         True,
     )
     max_delete_fraction: float = opt(

@@ -106,6 +106,8 @@ def needs(cfg: Config) -> set[str]:
         out.add("local")
     if c.remove_orphan_local_thumbnails:
         out.add("local")
+    if c.remove_unlisted_sizes:
+        out |= {"source", "thumbs", "local"}
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from agent.config.cleanup_checks import move_target
 from agent.config.model import Config
 from agent.pipeline.cleaner import LOCAL, MTIME_SLACK, Deletion, LocalStat, Snapshot, source_rels_of
+from agent.pipeline.cleaner_sizes import select_unlisted_sizes_local
 from agent.pipeline.keys import Layout
 from agent.pipeline.puller import TMP_MARK
 from agent.pipeline.uploader import NameFilter
@@ -76,6 +77,8 @@ def select_local(
         out.extend(_finished_inbox_files(cfg, snap, remote, notes))
     if cfg.cleanup.remove_orphan_local_thumbnails:
         out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, recorded_under or _no_records, notes))
+    if cfg.cleanup.remove_unlisted_sizes:
+        out.extend(select_unlisted_sizes_local(cfg, snap, remote))
     return out, notes
 
 

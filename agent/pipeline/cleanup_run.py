@@ -24,6 +24,7 @@ from agent.config.model import Config
 from agent.errors import BackendError, ConfigError, MassDeleteError, ObjectGoneError, ResourceMissingError, ThumbdropError
 from agent.pipeline.cleaner import LOCAL, Deletion, Obj, Scope, Snapshot, Upload, guard_problems, needs, scopes, select_remote
 from agent.pipeline.cleaner_local import UploadedFrom, select_local, walk_thumbnails
+from agent.pipeline.cleaner_sizes import select_unlisted_sizes
 from agent.state.watch_folders import RecordedUnder
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,10 @@ def plan_cleanup(
     parts = needs(cfg)
     notes: list[str] = []
     snap = take_snapshot(cfg, backend, parts, stop, notes)
-    remote = select_remote(cfg, snap, now, recorded_source=recorded_source(backend, cfg.thumbnails.bucket))
+    lookup = recorded_source(backend, cfg.thumbnails.bucket)
+    remote = select_remote(cfg, snap, now, recorded_source=lookup)
+    if cfg.cleanup.remove_unlisted_sizes:
+        remote += select_unlisted_sizes(cfg, snap, lookup)
     local, local_notes = select_local(
         cfg, snap, remote, uploaded_from=uploaded_from or (lambda _path: None), recorded_under=recorded_under
     )
@@ -252,14 +256,18 @@ def _apply_local(cfg: Config, d: Deletion) -> str | None:
             shutil.move(str(path), str(dest))
         else:
             path.unlink()
-            _prune_empty_dirs(path.parent, Path(cfg.local.thumbnails_dir))
     except OSError as exc:
         return f"{'move' if d.move_to else 'delete'} failed: {exc.strerror or exc}"
+    for root in (Path(cfg.local.thumbnails_dir), *(Path(f) for f in cfg.watch.folders)):
+        if root in path.parents:
+            _prune_empty_dirs(path.parent, root)
+            break
     return None
 
 
 def _prune_empty_dirs(folder: Path, root: Path) -> None:
-    """Folders of the thumbnails tree left empty by a delete go too (never the root, never the inbox)."""
+    """Folders left empty by a delete or a move go too: in the thumbnails tree and in the watch folders
+    (inbox_after_upload), never the root itself, never a folder with anything else in it."""
     while root in folder.parents:
         try:
             folder.rmdir()
