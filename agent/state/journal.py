@@ -109,10 +109,13 @@ class Journal:
             with self._lock:
                 if self._closed:
                     return
-                rows = self._db.execute(
-                    "SELECT path FROM uploads WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT 500",
-                    (prefix, upper, last),
-                ).fetchall()
+                try:
+                    rows = self._db.execute(
+                        "SELECT path FROM uploads WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT 500",
+                        (prefix, upper, last),
+                    ).fetchall()
+                except UnicodeEncodeError:
+                    return  # a folder name that is not UTF-8: nothing under it can have been recorded either
             if not rows:
                 return
             for row in rows:

@@ -28,6 +28,7 @@ def test_uploads_under_a_folder_leave_out_its_siblings(tmp_path: Path) -> None:
             journal.uploads_under(str(tmp_path / "a" / "inbox"))
         )
         assert list(journal.uploads_under(str(tmp_path / "b"))) == []
+        assert list(journal.uploads_under(str(tmp_path / "caf\udce9"))) == []  # not UTF-8: nothing recorded, no crash
     finally:
         journal.close()
 
