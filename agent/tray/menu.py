@@ -152,6 +152,9 @@ def status_line(view: TrayView) -> str:
         return f"Offline: {_short(str(snap.get('offline_reason') or 'backend unreachable'))}"
     if state == "paused":
         return "Paused"
+    missing = [str(m.get("folder", "")) for m in snap.get("missing_folders") or []]
+    if missing and state == "idle":  # not "up to date": a drive is unplugged
+        return f"Waiting for {_short(', '.join(missing))} (missing)"
     if state == "working":
         return "Working: " + counts_text(snap)
     return "Up to date"
