@@ -311,7 +311,15 @@ class TrayController:
         self._submit("sync now", lambda: self.client.call("sync-now"))
 
     def open_inbox(self, folder: str) -> None:
-        self._submit("open inbox", lambda: self._open_dir(folder))
+        def act() -> None:
+            missing = {str(m.get("folder")) for m in (self.view().snapshot or {}).get("missing_folders") or []}
+            if folder in missing and not Path(folder).expanduser().is_dir():
+                # Never make an empty stand-in for an unplugged drive: the agent waits for the real one.
+                self.notifier.now("thumbdrop", f"{folder} is missing (an unplugged drive?); thumbdrop waits for it")
+                return
+            self._open_dir(folder)
+
+        self._submit("open inbox", act)
 
     def open_thumbnails(self) -> None:
         self._submit("open thumbnails", lambda: self._open_dir(self.view().thumbnails_dir))
