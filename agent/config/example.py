@@ -46,13 +46,25 @@ def _scalar(value: Any) -> str:
     return text.removesuffix("\n...").removesuffix("...").strip()
 
 
-def render_example() -> str:
+# 'thumbdrop init --system' (or a path under /etc): the edge box's system service runs as its own user, whose
+# '~' is /var/lib/thumbdrop, so every folder is absolute (under /srv/thumbdrop, which the shipped unit may write)
+# and the state dir is where 'thumbdrop status' and 'pause' look for the running service.
+SYSTEM_VALUES: dict[str, Any] = {
+    "watch.folders": ["/srv/thumbdrop/inbox"],
+    "local.thumbnails_dir": "/srv/thumbdrop/thumbnails",
+    "local.state_dir": "/var/lib/thumbdrop",
+    "cleanup.inbox_move_to": "/srv/thumbdrop/done",
+}
+
+
+def render_example(values: dict[str, Any] | None = None) -> str:
+    """The commented config; ``values`` (key path -> value) replace the defaults shown (``SYSTEM_VALUES``)."""
     lines = [HEADER.rstrip("\n"), ""]
-    _render(Config, lines, indent=0)
+    _render(Config, lines, indent=0, values=values or {})
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _render(cls: type, lines: list[str], indent: int) -> None:
+def _render(cls: type, lines: list[str], indent: int, values: dict[str, Any], path: str = "") -> None:
     hints = typing.get_type_hints(cls)
     pad = "  " * indent
     for f in dataclasses.fields(cls):
@@ -66,10 +78,11 @@ def _render(cls: type, lines: list[str], indent: int) -> None:
             lines.append(f"{pad}# {line}")
         if dataclasses.is_dataclass(hint):
             lines.append(f"{pad}{f.name}:")
-            _render(hint, lines, indent + 1)  # type: ignore[arg-type]
+            _render(hint, lines, indent + 1, values, f"{path}{f.name}.")  # type: ignore[arg-type]
             lines.append("")
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = values.get(path + f.name, default)
         example = f.metadata.get("example")
         lines.append(f"{pad}{f.name}: {_scalar(default)}")
         if example is not None and example != default:

@@ -346,7 +346,7 @@ def aws_error(
 ) -> bx.ClientError:
     from botocore import parsers
 
-    parsed = parsers.create_parser(protocol).parse({"body": body, "headers": headers or {}, "status_code": status}, None)
+    parsed = parsers.create_parser(protocol).parse({"body": body, "headers": headers or {}, "status_code": status}, None)  # type: ignore[arg-type]
     return bx.ClientError(parsed, op)  # type: ignore[arg-type]
 
 
