@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -107,14 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"thumbdrop: invalid configuration in {exc.source}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        _json_error(args, EXIT_USAGE, "config", f"invalid configuration in {exc.source}", problems=exc.problems)
         return EXIT_USAGE
     except ThumbdropError as exc:
         print(f"thumbdrop: {exc.title}: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"  how to fix: {exc.hint}", file=sys.stderr)
+        _json_error(args, exc.exit_code, exc.kind, exc.message, title=exc.title, hint=exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         print("thumbdrop: interrupted", file=sys.stderr)
+        _json_error(args, EXIT_INTERRUPTED, "interrupted", "interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `thumbdrop status | head`: the reader has gone, which is not an error. Python would still complain
@@ -122,6 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+
+
+def _json_error(args: argparse.Namespace, code: int, kind: str, message: str, **extra: Any) -> None:
+    """With --json, a failed command still answers on stdout: one object a script can read, with the exit code."""
+    if getattr(args, "json", False):
+        error = {"kind": kind, "message": message, **extra}
+        print(json.dumps({"ok": False, "exit_code": code, "error": error}, indent=2))
 
 
 def entry() -> None:
