@@ -126,3 +126,36 @@ def test_doctor_warns_about_a_hand_added_duplicate_route(moto_url: str, via_sns:
     assert any(
         "1 notification(s) on bucket thumbdrop-thumbnails that thumbdrop did not create" in w for w in whats(report, "keep")
     )
+
+
+def test_stale_resources_removes_the_other_modes_route_only_beside_a_current_one(moto_url: str) -> None:
+    from agent.cloud.stale import find_stale, remove_stale
+
+    sns = make_config(moto_url, queues={"via_sns": True, **TOPICS})
+    backend = make_backend(sns, moto_url)
+    setup(sns, backend)
+    direct = make_config(moto_url, queues={"via_sns": False, **TOPICS})
+    assert [s for s in find_stale(direct, backend).remove if s.kind == "notification"] == []  # the only route: kept
+    # The state an older setup left: the direct route added beside the SNS one on the source bucket.
+    conf = notifications(backend, "thumbdrop-source")
+    queue_arn = backend.sqs.get_queue_attributes(
+        QueueUrl=backend.sqs.get_queue_url(QueueName="thumbdrop-events")["QueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    conf["QueueConfigurations"] = [
+        {"Id": "thumbdrop-events-thumbdrop-events", "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}
+    ]
+    backend.s3.put_bucket_notification_configuration(Bucket="thumbdrop-source", NotificationConfiguration=conf)
+
+    stale = [s for s in find_stale(direct, backend).remove if s.kind == "notification"]
+    assert [(s.name, s.note) for s in stale] == [
+        (
+            "thumbdrop-source: thumbdrop-events-photo-events-topic",
+            "made for the other queues.via_sns setting: a second route",
+        )
+    ]
+    assert remove_stale(backend, stale) == []
+    assert routes(backend, "thumbdrop-source") == ["thumbdrop-events-thumbdrop-events"]
+    drain_test_events(backend, "thumbdrop-events")
+    backend.s3.put_object(Bucket="thumbdrop-source", Key="once.jpg", Body=b"x")
+    assert event_keys(receive_events(backend, "thumbdrop-events")) == ["once.jpg"]
+    assert_nothing_more(backend, "thumbdrop-events")
