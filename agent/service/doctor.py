@@ -327,8 +327,8 @@ def _duplicate_routes(cfg: Config, backend: Backend) -> Iterator[Check]:
         foreign = [i for i in ids if i not in ours]
         if foreign:
             fix = (
-                f"remove the extra notification(s) {', '.join(foreign)} from bucket {pipe.bucket} (or point them at "
-                "another queue or prefix), then run 'thumbdrop setup'"
+                f"remove the extra notification(s) {', '.join(foreign)} from bucket {pipe.bucket}, or point them at "
+                "another queue or prefix"
             )
         else:
             fix = "run 'thumbdrop setup': it replaces thumbdrop's own routes"
