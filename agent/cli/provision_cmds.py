@@ -117,7 +117,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     thumbdrop = "thumbdrop" if found_anyway else f"thumbdrop --config {shlex.quote(str(path.absolute()))}"
     if system:
         print(f"wrote {path} for a system service (folders under /srv/thumbdrop, local.state_dir: /var/lib/thumbdrop)")
-        steps = [f"{thumbdrop} doctor", f"{thumbdrop} service install"]
+        steps = [f"sudo {thumbdrop} doctor", f"sudo {thumbdrop} service install"]  # as the README's edge-box steps
     else:
         print(f"wrote {path}")
         steps = [f"{thumbdrop} setup", f"{thumbdrop} run"]

@@ -224,7 +224,7 @@ def test_init_system_writes_absolute_folders_and_the_service_state_dir(
     target = tmp_path / "td.yaml"
     assert main(["init", "--system", "--path", str(target)]) == 0
     out = capsys.readouterr().out
-    assert f"thumbdrop --config {target} doctor" in out and f"thumbdrop --config {target} service install" in out
+    assert f"  sudo thumbdrop --config {target} doctor\n  sudo thumbdrop --config {target} service install\n" in out
     text = target.read_text(encoding="utf-8")
     assert "\nlocal:\n" in text and "  state_dir: /var/lib/thumbdrop\n" in text
     cfg = load_config(target)
