@@ -94,10 +94,13 @@ def convert(exc: BaseException, action: str, *, region: str | None = None) -> Th
             hint="point backend.ca_bundle at your CA certificate (or, for a test store only, verify_tls: false)",
         )
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError)):
-        return OfflineError(
-            f"cannot reach the backend while trying to {action}: {exc}",
-            hint="check backend.endpoint_url and the network",
-        )
+        url = str(getattr(exc, "kwargs", {}).get("endpoint_url", ""))
+        if region and "amazonaws.com" in url and f".{region}." in url:
+            # The AWS address is built from backend.region: a region that does not exist has no address at all.
+            hint = f"check the network, and that backend.region ({region}) is an AWS region that exists"
+        else:
+            hint = "check backend.endpoint_url and the network"
+        return OfflineError(f"cannot reach the backend while trying to {action}: {exc}", hint=hint)
     if isinstance(exc, (bx.ReadTimeoutError, bx.ResponseStreamingError, bx.IncompleteReadError)):
         return TransientError(f"the backend stopped answering while trying to {action}: {exc}")
     if isinstance(exc, bx.HTTPClientError):

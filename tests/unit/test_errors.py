@@ -435,3 +435,12 @@ def test_invalid_token_hint_mentions_an_opt_in_region() -> None:
     )
     assert type(exc) is CredentialsError
     assert "backend.region (me-central-1) is enabled" in exc.hint
+
+
+def test_an_aws_address_built_from_a_wrong_region_names_it() -> None:
+    url = "https://sqs.eu-wset-1.amazonaws.com/"  # a typo: DNS has no such name
+    exc = convert(bx.EndpointConnectionError(endpoint_url=url), "look up queue q", region="eu-wset-1")
+    assert type(exc) is OfflineError
+    assert exc.hint == "check the network, and that backend.region (eu-wset-1) is an AWS region that exists"
+    other = convert(bx.EndpointConnectionError(endpoint_url="http://minio.lan:9000/"), "x", region="garage")
+    assert other.hint == "check backend.endpoint_url and the network"
