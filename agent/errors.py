@@ -88,6 +88,12 @@ class ResourceMissingError(BackendError):
     title = "Missing resource"
 
 
+class RegionError(BackendError):
+    """The backend answered that ``backend.region`` is not where the bucket (or endpoint) lives."""
+
+    title = "Wrong region"
+
+
 class ClockSkewError(BackendError):
     title = "Clock skew"
 

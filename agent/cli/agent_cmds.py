@@ -110,12 +110,16 @@ class _ProgressLine:
             self.finished.add(phase)
 
 
+UNFINISHED_SHOWN = 20  # an interrupted or timed-out sync names this many unfinished items, then counts the rest
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from agent.cli.main import load
-    from agent.service.runtime import open_backend, state_dir
+    from agent.service.runtime import open_backend, report_missing_watch_folders, state_dir
     from agent.service.sync import Sync
 
     cfg = load(args)
+    report_missing_watch_folders(cfg)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -135,22 +139,33 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    code = EXIT_INTERRUPTED if result.interrupted else EXIT_OK if result.ok else EXIT_ITEMS_FAILED
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
-    else:
-        print(
-            f"{result.files} image(s) in scope: {result.uploaded} uploaded, {result.thumbnailed} thumbnailed, "
-            f"{result.pulled} pulled, {len(result.failures)} failed"
-        )
-        for name, reason in sorted(result.failures.items()):
-            print(f"  FAILED {name}: {reason}")
-        why = " (interrupted)" if result.interrupted else " (timed out)" if result.timed_out else ""
-        if result.unfinished:
-            print(f"  {len(result.unfinished)} unfinished{why}:")
-            for name in sorted(result.unfinished):
-                print(f"  UNFINISHED {name}")
-        elif why:
-            print(f"  {why.strip(' ()')}")
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if result.ok else EXIT_ITEMS_FAILED
+        report = {"ok": result.ok, "exit_code": code, **result.as_dict()}
+        if result.interrupted or result.timed_out:
+            stopped = "interrupted" if result.interrupted else f"timed out after {args.timeout:g} s"
+            report["error"] = {
+                "kind": "interrupted" if result.interrupted else "timeout",
+                "message": f"{stopped}: {len(result.unfinished)} item(s) unfinished",
+            }
+        print(json.dumps(report, indent=2))
+        return code
+    print(
+        f"{result.files} image(s) in scope: {result.uploaded} uploaded, {result.thumbnailed} thumbnailed, "
+        f"{result.pulled} pulled, {len(result.failures)} failed"
+    )
+    for name, reason in sorted(result.failures.items()):
+        print(f"  FAILED {name}: {reason}")
+    why = " (interrupted)" if result.interrupted else " (timed out)" if result.timed_out else ""
+    if result.unfinished:
+        print(f"  {len(result.unfinished)} unfinished{why}:")
+        names = sorted(result.unfinished)
+        # A sync stopped early on a big folder would otherwise bury its summary under thousands of names.
+        shown = names[:UNFINISHED_SHOWN] if why else names
+        for name in shown:
+            print(f"  UNFINISHED {name}")
+        if len(names) > len(shown):
+            print(f"  ... and {len(names) - len(shown)} more ('thumbdrop sync --json' lists them all)")
+    elif why:
+        print(f"  {why.strip(' ()')}")
+    return code

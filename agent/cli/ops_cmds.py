@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError, UsageError
+from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError
 
 
 def register(sub: Any) -> None:
@@ -28,9 +28,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from agent.cli.main import load
     from agent.service.doctor import FAIL, Check, diagnose, failed
 
+    invalid = False
     try:
         cfg = load(args)
     except ConfigError as exc:
+        invalid = True
         # An invalid config is the first finding of a doctor, not a reason to stop before reporting.
         checks = [
             Check("config", FAIL, f"{exc.source}: {'; '.join(exc.problems)}", "fix the key(s) named; see config.example.yaml")
@@ -50,6 +52,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 print(f"      {'':<{width}}  fix: {c.fix}")
         counts = {r: sum(c.result == r for c in checks) for r in ("FAIL", "WARN", "PASS", "SKIP")}
         print(", ".join(f"{n} {r.lower()}" for r, n in counts.items() if n))
+    if invalid:
+        return EXIT_USAGE  # the README's rule for every command: an invalid config exits 2
     return EXIT_ITEMS_FAILED if failed(checks) else EXIT_OK
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import EXIT_OK, EXIT_USAGE
+from agent.service.units import SYSTEM_CONFIG
 
 
 def register(sub: Any) -> None:
@@ -24,6 +25,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_teardown)
     p = sub.add_parser("init", help="write a commented starter config to the user config dir")
     p.add_argument("--path", help="write here instead")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help=f"for a system service (the default path is then {SYSTEM_CONFIG}, as for any path under /etc): "
+        "absolute folders under /srv/thumbdrop and local.state_dir: /var/lib/thumbdrop",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_init)
 
@@ -86,16 +93,35 @@ def cmd_teardown(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from agent.config import user_config_path
-    from agent.config.example import render_example
+    import os
+    import shlex
 
-    path = Path(args.path).expanduser() if args.path else (Path(args.config).expanduser() if args.config else user_config_path())
+    from agent.config import user_config_path
+    from agent.config.example import SYSTEM_VALUES, render_example
+
+    given = args.path or args.config
+    if given:
+        path = Path(given).expanduser()
+    else:
+        path = Path(SYSTEM_CONFIG) if args.system else user_config_path()
+    system = args.system or path.absolute().is_relative_to("/etc")
     if path.exists() and not args.force:
         print(f"{path} already exists; use --force to overwrite it", file=sys.stderr)
         return EXIT_USAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_example(), encoding="utf-8")
+    tmp.write_text(render_example(SYSTEM_VALUES if system else None), encoding="utf-8")
     tmp.replace(path)
-    print(f"wrote {path}; edit it, then run 'thumbdrop setup' and 'thumbdrop run'")
+    # The next commands must read this file: name it unless the default lookup finds it anyway.
+    found_anyway = path == user_config_path() and not os.environ.get("THUMBDROP_CONFIG")
+    thumbdrop = "thumbdrop" if found_anyway else f"thumbdrop --config {shlex.quote(str(path.absolute()))}"
+    if system:
+        print(f"wrote {path} for a system service (folders under /srv/thumbdrop, local.state_dir: /var/lib/thumbdrop)")
+        steps = [f"sudo {thumbdrop} doctor", f"sudo {thumbdrop} service install"]  # as the README's edge-box steps
+    else:
+        print(f"wrote {path}")
+        steps = [f"{thumbdrop} setup", f"{thumbdrop} run"]
+    print("edit it, then run:")
+    for step in steps:
+        print(f"  {step}")
     return EXIT_OK

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from agent.errors import EXIT_OK, ThumbdropError
+from agent.errors import EXIT_BACKEND, EXIT_OK, ThumbdropError
 
 DEPTH_TIMEOUT = 8.0  # seconds for the queue depths; the rest of status is local
 
@@ -19,7 +19,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_status)
 
 
-def _depths(cfg: Any) -> dict[str, Any]:
+def _depths(cfg: Any) -> tuple[dict[str, Any], bool]:
+    """(queue depths or the reason they are unknown, whether the backend was reachable)."""
     from agent.cloud.clients import Backend
     from agent.cloud.local_backend import find_running
     from agent.service.runtime import pool_size, queue_depths, state_dir
@@ -27,12 +28,14 @@ def _depths(cfg: Any) -> dict[str, Any]:
     if cfg.backend.endpoint_url == "local":
         endpoint = find_running(state_dir(cfg))
         if endpoint is None:
-            return {"error": "the embedded backend is not running (it lives with the agent: 'thumbdrop run')"}
+            # Not unreachable: there is nothing to reach until an agent runs (the embedded backend lives in it).
+            return {"error": "the embedded backend is not running (it lives with the agent: 'thumbdrop run')"}, True
         backend = Backend(cfg.backend, endpoint_url=endpoint, local=True, pool_size=pool_size(cfg))
     else:
         backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
     out: dict[str, Any] = {"backend": backend.describe()}
     found: dict[str, Any] = {}
+    refused: list[ThumbdropError] = []
 
     def query() -> None:
         try:
@@ -40,6 +43,7 @@ def _depths(cfg: Any) -> dict[str, Any]:
                 found[name] = entry if entry is not None else "missing (run 'thumbdrop setup')"
         except ThumbdropError as exc:
             found["error"] = str(exc)
+            refused.append(exc)
 
     # The agent's own state is local and always shown; a backend that accepts connections but never answers
     # must not hold the whole command for botocore's timeouts times its attempts.
@@ -48,9 +52,10 @@ def _depths(cfg: Any) -> dict[str, Any]:
     worker.join(DEPTH_TIMEOUT)
     if worker.is_alive():
         out["error"] = f"the backend did not answer within {DEPTH_TIMEOUT:.0f} s (queue depths unknown; try 'thumbdrop doctor')"
-    else:
-        out.update(found)
-    return out
+        return out, False
+    out.update(found)
+    # Offline, credentials refused, wrong region...: exit 3 as SPEC says (a missing queue is shown, not an error).
+    return out, not any(exc.exit_code == EXIT_BACKEND for exc in refused)
 
 
 def _ago(ts: float | None) -> str:
@@ -70,11 +75,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "config": cfg.origin,
         "agent": published if running else {"state": "not running"},
-        "queues": _depths(cfg),
     }
+    report["queues"], reachable = _depths(cfg)
+    code = EXIT_OK if reachable else EXIT_BACKEND
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return EXIT_OK
+        return code
     agent = report["agent"]
     print(f"config:   {cfg.origin}")
     print(f"agent:    {agent['state']}" + (f" (pid {agent['pid']}, roles {', '.join(agent['roles'])})" if running else ""))
@@ -109,4 +115,4 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("recent failures:")
         for f in agent["failures"][-10:]:
             print(f"  {_ago(f['at'])} {f['name']}: {f['reason']}")
-    return EXIT_OK
+    return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from agent.errors import (
     CredentialsError,
     ObjectGoneError,
     OfflineError,
+    RegionError,
     ResourceMissingError,
     ThumbdropError,
     TransientError,
@@ -58,10 +60,22 @@ REFUSED_CREDENTIAL_CODES = {
 ACCESS_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AuthorizationError", "Forbidden", "AllAccessDisabled"}
 MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 GONE_OBJECT_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+# Answers that mean "this request was signed for, or sent to, the wrong region".
+REGION_CODES = {"PermanentRedirect", "IllegalLocationConstraintException", "InvalidRegion", "AuthorizationQueryParametersError"}
+_REGION_NAME = r"([a-z]{2}(?:-[a-z]+)+-\d+)"
+_EXPECTED_RES = (
+    re.compile(rf"expecting '{_REGION_NAME}'"),  # AuthorizationHeaderMalformed
+    re.compile(rf"\.s3[.-]{_REGION_NAME}\.amazonaws\.com"),  # PermanentRedirect's Endpoint
+)
+_SENT_RES = (re.compile(rf"the region '{_REGION_NAME}' is wrong"), re.compile(rf"valid region, not '{_REGION_NAME}'"))
+_SCOPE_RE = re.compile(r"scoped to (?:a valid|the correct|correct|the) region", re.IGNORECASE)
 
 
-def convert(exc: BaseException, action: str) -> ThumbdropError:
-    """Map a library exception raised while doing ``action`` to the hierarchy."""
+def convert(exc: BaseException, action: str, *, region: str | None = None) -> ThumbdropError:
+    """Map a library exception raised while doing ``action`` to the hierarchy.
+
+    ``region``: the region the request was signed for (``backend.region``), named when the backend says it is wrong.
+    """
     if isinstance(exc, ThumbdropError):
         return exc
     if isinstance(exc, bx.NoCredentialsError):
@@ -80,16 +94,19 @@ def convert(exc: BaseException, action: str) -> ThumbdropError:
             hint="point backend.ca_bundle at your CA certificate (or, for a test store only, verify_tls: false)",
         )
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError)):
-        return OfflineError(
-            f"cannot reach the backend while trying to {action}: {exc}",
-            hint="check backend.endpoint_url and the network; work resumes by itself when it is back",
-        )
+        url = str(getattr(exc, "kwargs", {}).get("endpoint_url", ""))
+        if region and "amazonaws.com" in url and f".{region}." in url:
+            # The AWS address is built from backend.region: a region that does not exist has no address at all.
+            hint = f"check the network, and that backend.region ({region}) is an AWS region that exists"
+        else:
+            hint = "check backend.endpoint_url and the network"
+        return OfflineError(f"cannot reach the backend while trying to {action}: {exc}", hint=hint)
     if isinstance(exc, (bx.ReadTimeoutError, bx.ResponseStreamingError, bx.IncompleteReadError)):
         return TransientError(f"the backend stopped answering while trying to {action}: {exc}")
     if isinstance(exc, bx.HTTPClientError):
         return OfflineError(f"connection failed while trying to {action}: {exc}")
     if isinstance(exc, bx.ClientError):
-        return _convert_client_error(exc, action)
+        return _wrong_region(exc, action, region) or _convert_client_error(exc, action, region)
     if isinstance(exc, bx.ParamValidationError):
         return BackendError(f"invalid request while trying to {action}: {exc}")
     if isinstance(exc, bx.BotoCoreError):
@@ -99,7 +116,48 @@ def convert(exc: BaseException, action: str) -> ThumbdropError:
     return BackendError(f"unexpected error while trying to {action}: {type(exc).__name__}: {exc}")
 
 
-def _convert_client_error(exc: bx.ClientError, action: str) -> ThumbdropError:
+def _wrong_region(exc: bx.ClientError, action: str, region: str | None) -> RegionError | None:
+    """A RegionError naming ``backend.region``, the value sent and the one expected, if the answer means a wrong region."""
+    err: dict[str, Any] = dict(exc.response.get("Error", {}))
+    code = str(err.get("Code", ""))
+    message = str(err.get("Message", ""))
+    meta = exc.response.get("ResponseMetadata", {})
+    headers = {str(k).lower(): str(v) for k, v in (meta.get("HTTPHeaders") or {}).items()}
+    status = int(meta.get("HTTPStatusCode", 0) or 0)
+    about_region = (
+        code in REGION_CODES
+        or status == 301
+        or (code == "AuthorizationHeaderMalformed" and ("region" in message.lower() or "Region" in err))
+        or bool(_SCOPE_RE.search(message))
+    )
+    if not about_region:
+        return None
+    text = " ".join([message, str(err.get("Endpoint", ""))])
+    expected = str(err.get("Region") or headers.get("x-amz-bucket-region") or "") or _first(_EXPECTED_RES, text)
+    sent = region or _first(_SENT_RES, message)
+    said = f"{code or status}: {message}" if message else str(code or status)
+    now = f"backend.region is {sent!r}" if sent else "backend.region is wrong"
+    if expected and expected != sent:
+        return RegionError(
+            f"{now} but the backend expects {expected!r} (while trying to {action}; it said {said})",
+            hint=f"set backend.region: {expected} in the config (the region the buckets and queues live in)",
+        )
+    return RegionError(
+        f"{now}{' and the backend refused it' if sent else ''} (while trying to {action}; it said {said})",
+        hint="set backend.region to the region the buckets live in "
+        "('aws s3api get-bucket-location --bucket BUCKET' tells it), or fix backend.endpoint_url",
+    )
+
+
+def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> str:
+    for pattern in patterns:
+        found = pattern.search(text)
+        if found:
+            return found.group(1)
+    return ""
+
+
+def _convert_client_error(exc: bx.ClientError, action: str, region: str | None = None) -> ThumbdropError:
     err: dict[str, Any] = dict(exc.response.get("Error", {}))
     code = str(err.get("Code", ""))
     message = str(err.get("Message", "")) or code
@@ -112,10 +170,11 @@ def _convert_client_error(exc: bx.ClientError, action: str) -> ThumbdropError:
             hint="sync the clock: 'sudo timedatectl set-ntp true' (Linux) or enable automatic time",
         )
     if code in REFUSED_CREDENTIAL_CODES:
-        return CredentialsError(
-            f"the backend refused the credentials ({code}) while trying to {action}: {message}",
-            hint="check the access key and secret (and the session token if any) or backend.profile",
-        )
+        hint = "check the access key and secret (and the session token if any) or backend.profile"
+        if code in ("InvalidClientTokenId", "UnrecognizedClientException"):
+            # AWS answers this too for a region the account has not enabled (opt-in regions).
+            hint += f"; if they are right, check that backend.region{f' ({region})' if region else ''} is enabled for the account"
+        return CredentialsError(f"the backend refused the credentials ({code}) while trying to {action}: {message}", hint=hint)
     if code in ACCESS_DENIED_CODES or status == 403:
         return AccessDeniedError(
             f"access denied: not allowed to {action} ({code or status})",
@@ -134,7 +193,8 @@ def _convert_client_error(exc: bx.ClientError, action: str) -> ThumbdropError:
         )
     if code in MISSING_QUEUE_CODES:
         return ResourceMissingError(
-            f"queue does not exist ({action})", hint="run 'thumbdrop setup' or fix queues.events / queues.pull"
+            f"queue does not exist ({action})",
+            hint="run 'thumbdrop setup' or fix queues.events / queues.pull (or backend.region, if the queue is in another region)",
         )
     if code == "NotFound" and "topic" in action:
         return ResourceMissingError(f"SNS topic does not exist ({action})", hint="run 'thumbdrop setup'")
@@ -163,20 +223,27 @@ def _parse_time(text: str) -> datetime:
 
 
 @contextmanager
-def translate(action: str) -> Iterator[None]:
+def translate(action: str, *, region: str | None = None) -> Iterator[None]:
     """Run a block, converting any library exception into the hierarchy."""
     try:
         yield
     except ThumbdropError:
         raise
     except (bx.BotoCoreError, bx.ClientError, OSError) as exc:
-        raise convert(exc, action) from exc
+        raise convert(exc, action, region=region) from exc
 
 
 def call(action: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` with conversion; no retry of our own (botocore retries inside)."""
-    with translate(action):
+    with translate(action, region=_client_region(fn)):
         return fn(*args, **kwargs)
+
+
+def _client_region(fn: Callable[..., Any]) -> str | None:
+    """The region a boto3 client method signs for (``backend.region``), to name it if the backend refuses it."""
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    region = getattr(meta, "region_name", None)
+    return region if isinstance(region, str) else None
 
 
 def is_transient(exc: BaseException) -> bool:

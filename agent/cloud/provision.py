@@ -10,6 +10,7 @@ never deliver on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -94,6 +95,39 @@ def pipes(cfg: Config) -> list[Pipe]:
         Pipe("events", cfg.source.bucket, cfg.source.prefix, q.events, q.events_topic if q.via_sns else None),
         Pipe("pull", cfg.thumbnails.bucket, cfg.thumbnails.prefix, q.pull, q.pull_topic if q.via_sns else None),
     ]
+
+
+def own_notification_ids(cfg: Config) -> set[str]:
+    """The Ids of thumbdrop's routes for this config in either mode (via SNS or straight to SQS).
+
+    Turning ``queues.via_sns`` on or off changes the Id when a topic and its queue are named differently: the
+    other mode's route is still thumbdrop's, to be replaced rather than kept as someone else's (two routes
+    would give every upload two events).
+    """
+    ids: set[str] = set()
+    for via_sns in (False, True):
+        flipped = dataclasses.replace(cfg, queues=dataclasses.replace(cfg.queues, via_sns=via_sns))
+        ids.update(notification_id(p) for p in pipes(flipped))
+    return ids
+
+
+def routes_to(conf: dict[str, Any], pipe: Pipe, queue_arn: str, topic_arns: set[str]) -> list[str]:
+    """Ids of the entries in a bucket's notification configuration that deliver the pipe's object-created
+    events (keys under ``pipe.prefix``) to its queue: straight, or through one of ``topic_arns`` (topics
+    subscribed to that queue). More than one means every upload arrives more than once."""
+    found = []
+    for kind, arn_key in (("QueueConfigurations", "QueueArn"), ("TopicConfigurations", "TopicArn")):
+        for entry in conf.get(kind) or []:
+            target = entry.get(arn_key)
+            if not (target == queue_arn if kind == "QueueConfigurations" else target in topic_arns):
+                continue
+            if not any(e in ("s3:*", "s3:ObjectCreated:*") or e.startswith("s3:ObjectCreated:") for e in entry.get("Events", [])):
+                continue
+            rules = entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            prefix = next((str(r.get("Value", "")) for r in rules if str(r.get("Name", "")).lower() == "prefix"), "")
+            if pipe.prefix.startswith(prefix) or prefix.startswith(pipe.prefix):
+                found.append(str(entry.get("Id") or "(no id)"))
+    return found
 
 
 class Provisioner:
@@ -344,8 +378,12 @@ class Provisioner:
 
     def ensure_notifications(self, bucket: str, entries: list[tuple[Pipe, str]]) -> None:
         current = self._notifications(bucket)
-        our_ids = {notification_id(p) for p, _ in entries}
+        our_ids = own_notification_ids(self.cfg)
         desired = _strip_ids(current, our_ids)
+        stale = sorted(_ids(current) & our_ids - {notification_id(p) for p, _ in entries})
+        if stale:
+            mode = "through SNS" if self.cfg.queues.via_sns else "straight to SQS"
+            self.report.add("replace", f"thumbdrop's route(s) {', '.join(stale)} on bucket {bucket} (queues.via_sns: now {mode})")
         for pipe, arn in entries:
             entry: dict[str, Any] = {"Id": notification_id(pipe), "Events": list(EVENTS)}
             if pipe.prefix:
@@ -378,6 +416,27 @@ class Provisioner:
                 hint="check that the store supports bucket notifications to SQS/SNS",
             )
 
+    def routes(self) -> list[tuple[Pipe, list[str]]]:
+        """For each pipe whose bucket and queue exist: the Ids of the notifications that route its bucket's new
+        objects to its queue (``routes_to``); a topic counts when the queue is subscribed to it."""
+        out: list[tuple[Pipe, list[str]]] = []
+        for pipe in pipes(self.cfg):
+            url = self.queue_url(pipe.queue)
+            if url is None or not self.bucket_exists(pipe.bucket):
+                continue
+            queue_arn = self._arn(url)
+            conf = self._notifications(pipe.bucket)
+            topics = {str(e["TopicArn"]) for e in conf.get("TopicConfigurations") or [] if e.get("TopicArn")}
+            out.append((pipe, routes_to(conf, pipe, queue_arn, {t for t in topics if self._feeds(t, queue_arn)})))
+        return out
+
+    def _feeds(self, topic_arn: str, queue_arn: str) -> bool:
+        try:
+            subs = self._subscriptions(topic_arn)
+        except ThumbdropError:
+            return False  # someone else's topic we may not read: not known to reach our queue
+        return any(s.get("Endpoint") == queue_arn and s.get("Protocol") == "sqs" for s in subs)
+
     def _notifications(self, bucket: str) -> dict[str, Any]:
         if self.dry and not self.bucket_exists(bucket):
             return {}
@@ -396,7 +455,7 @@ class Provisioner:
             if not self.bucket_exists(bucket):
                 continue
             current = self._notifications(bucket)
-            our_ids = {notification_id(p) for p in pipes(self.cfg)}
+            our_ids = own_notification_ids(self.cfg)
             if _has_ids(current, our_ids):
                 self.report.add("delete", f"thumbdrop notifications on bucket {bucket}")
                 if not self.dry:
@@ -525,6 +584,10 @@ def _strip_ids(conf: dict[str, Any], ids: set[str]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _ids(conf: dict[str, Any]) -> set[str]:
+    return {str(e.get("Id")) for v in conf.values() if isinstance(v, list) for e in v}
 
 
 def _has_ids(conf: dict[str, Any], ids: set[str]) -> bool:

@@ -85,11 +85,18 @@ def find_stale(cfg: Config, backend: Backend) -> StaleReport:
     for bucket, prefix in ((cfg.source.bucket, cfg.source.prefix), (cfg.thumbnails.bucket, cfg.thumbnails.prefix)):
         prefixes.setdefault(bucket, set()).add(prefix)
     for bucket, bucket_prefixes in prefixes.items():
-        for entry_id, target, prefix in _notifications(backend, bucket):
-            if entry_id.startswith("thumbdrop-") and prefix in bucket_prefixes and _name(target) not in queue_names | topic_names:
+        entries = _notifications(backend, bucket)
+        # thumbdrop's routes of the current queues.via_sns mode, by prefix: a route of the other mode beside one
+        # of them gives every upload two events (an older setup kept both); alone, it is still the only route.
+        current = {p for i, t, p, kind in entries if i.startswith("thumbdrop-") and (kind == TOPICS) == q.via_sns}
+        for entry_id, target, prefix, kind in entries:
+            ours = entry_id.startswith("thumbdrop-") and prefix in bucket_prefixes
+            other_mode = ours and (kind == TOPICS) != q.via_sns and prefix in current
+            if ours and (_name(target) not in queue_names | topic_names or other_mode):
                 # Our prefix, a target the config no longer names: an older config of this agent (S3 allows no
                 # second entry for the same prefix and events, so no other agent can own it).
-                report.remove.append(Stale("notification", f"{bucket}: {entry_id}", f"{bucket}\n{entry_id}", "an older config's"))
+                note = "made for the other queues.via_sns setting: a second route" if other_mode else "an older config's"
+                report.remove.append(Stale("notification", f"{bucket}: {entry_id}", f"{bucket}\n{entry_id}\n{kind}", note))
             else:
                 in_use.setdefault(_name(target), f"bucket {bucket} notifies it")
 
@@ -132,8 +139,11 @@ def _json(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _notifications(backend: Backend, bucket: str) -> list[tuple[str, str, str]]:
-    """(Id, target ARN, prefix filter) of a bucket's queue and topic notifications."""
+TOPICS = "TopicConfigurations"
+
+
+def _notifications(backend: Backend, bucket: str) -> list[tuple[str, str, str, str]]:
+    """(Id, target ARN, prefix filter, QueueConfigurations or TopicConfigurations) of a bucket's notifications."""
     try:
         conf: Any = call(
             f"read notifications of bucket {bucket}", backend.s3.get_bucket_notification_configuration, Bucket=bucket
@@ -145,18 +155,18 @@ def _notifications(backend: Backend, bucket: str) -> list[tuple[str, str, str]]:
         for e in conf.get(kind, []):
             rules = ((e.get("Filter") or {}).get("Key") or {}).get("FilterRules", [])
             prefix = next((str(r.get("Value", "")) for r in rules if str(r.get("Name", "")).lower() == "prefix"), "")
-            out.append((str(e.get("Id", "")), str(e.get(arn_key, "")), prefix))
+            out.append((str(e.get("Id", "")), str(e.get(arn_key, "")), prefix, kind))
     return out
 
 
 def _drop_notification(backend: Backend, ref: str) -> None:
-    bucket, entry_id = ref.split("\n", 1)
+    bucket, entry_id, *kind = ref.split("\n")  # kind: only from that list (both modes may share an Id)
     s3 = backend.s3
     conf: Any = call(f"read notifications of bucket {bucket}", s3.get_bucket_notification_configuration, Bucket=bucket)
     kept: dict[str, Any] = {}
     for key, value in conf.items():
         if key.endswith("Configurations"):
-            kept[key] = [e for e in value if e.get("Id") != entry_id]
+            kept[key] = [e for e in value if e.get("Id") != entry_id or (kind and key != kind[0])]
         elif key == "EventBridgeConfiguration":
             kept[key] = value
     call(

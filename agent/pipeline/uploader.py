@@ -152,7 +152,8 @@ class Uploader:
     def scan(self) -> Iterator[LocalFile]:
         for root in self.folders:
             if not root.is_dir():
-                log.warning("watch folder %s does not exist (yet); nothing to upload from it", root)
+                # Named once, with what to do, by the command that started (service.runtime.report_missing_watch_folders).
+                log.debug("watch folder %s does not exist (yet); nothing to upload from it", root)
                 continue
             for dirpath, dirs, files in os.walk(root, onerror=lambda e: log.warning("cannot read %s", e)):
                 dirs[:] = [d for d in dirs if not self.filter.excluded(d)]

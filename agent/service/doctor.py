@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
-from agent.cloud.provision import TAG_KEY, TAG_VALUE, Provisioner, dlq_name
+from agent.cloud.provision import TAG_KEY, TAG_VALUE, Provisioner, dlq_name, own_notification_ids
 from agent.config.cleanup_checks import move_target
 from agent.config.model import Config
 from agent.errors import (
@@ -136,6 +136,7 @@ def _remote_checks(cfg: Config, backend: Backend) -> list[Check]:
             missing.add(check.name.split(" ", 1)[1])
         out.append(check)
     out.extend(_setup_drift(cfg, backend, missing))
+    out.extend(_duplicate_routes(cfg, backend))
     for bucket, prefix in dict.fromkeys([(cfg.source.bucket, cfg.source.prefix), (cfg.thumbnails.bucket, cfg.thumbnails.prefix)]):
         if bucket not in missing:
             out.append(_probe(backend, bucket, prefix))
@@ -270,8 +271,13 @@ def _setup_drift(cfg: Config, backend: Backend, missing: set[str]) -> Iterator[C
     except ThumbdropError as exc:
         yield Check("notifications", FAIL, f"cannot compare with what setup writes: {exc.message}", exc.hint)
         return
+    # Routes of the other queues.via_sns mode that setup would replace: the events still arrive (the duplicate
+    # check says if twice), so a warning, not "events would not reach the queues".
+    replaced = {c.what.split(" on bucket ")[1].split(" ")[0] for c in report.changes if c.verb == "replace"}
     for change in report.changes:
         what = change.what
+        if change.verb == "replace":
+            continue  # named by the notifications check of its bucket below
         if what.startswith(("bucket ", "queue ")) and " policy" not in what:
             if change.verb == "update":
                 yield Check(what.split(":")[0], WARN, f"attributes differ from the config: {what}", "run 'thumbdrop setup'")
@@ -285,6 +291,13 @@ def _setup_drift(cfg: Config, backend: Backend, missing: set[str]) -> Iterator[C
             name = f"notifications {bucket}"
             if change.verb == "ok":
                 yield Check(name, PASS, "match what setup writes")
+            elif bucket in replaced:
+                yield Check(
+                    name,
+                    WARN,
+                    "thumbdrop's route was made for the other queues.via_sns setting; setup replaces it",
+                    "run 'thumbdrop setup'",
+                )
             else:
                 yield Check(
                     name,
@@ -300,6 +313,35 @@ def _setup_drift(cfg: Config, backend: Backend, missing: set[str]) -> Iterator[C
             yield Check(
                 name, FAIL, f"setup would {change.verb} it ({what}): events would not be delivered", "run 'thumbdrop setup'"
             )
+
+
+def _duplicate_routes(cfg: Config, backend: Backend) -> Iterator[Check]:
+    """Two notifications that both send a bucket's new objects to one queue: every upload arrives twice."""
+    try:
+        routes = Provisioner(cfg, backend, dry_run=True).routes()
+    except ThumbdropError as exc:
+        yield Check("routes", WARN, f"cannot count the event routes: {exc.message}", exc.hint)
+        return
+    ours = own_notification_ids(cfg)
+    for pipe, ids in routes:
+        if len(ids) < 2:
+            continue  # none: the notifications check has said so
+        where = f"s3://{pipe.bucket}/{pipe.prefix}"
+        foreign = [i for i in ids if i not in ours]
+        if foreign:
+            fix = (
+                f"remove the extra notification(s) {', '.join(foreign)} from bucket {pipe.bucket}, or point them at "
+                "another queue or prefix"
+            )
+        else:
+            fix = "run 'thumbdrop setup': it replaces thumbdrop's own routes"
+        yield Check(
+            f"routes {pipe.kind}",
+            WARN,
+            f"{len(ids)} notifications send new objects under {where} to queue {pipe.queue} ({', '.join(ids)}): "
+            f"every upload arrives {len(ids)} times",
+            fix,
+        )
 
 
 def _probe(backend: Backend, bucket: str, prefix: str) -> Check:

@@ -40,6 +40,11 @@ CONFIG_YAML = "THUMBDROP_CONFIG_YAML"
 NOT_CONFIG = {CONFIG_YAML, "THUMBDROP_CONFIG"}
 ORIGIN = "environment (THUMBDROP_*)"
 
+# What the Lambda worker must share with the agents, key by key: where the sources and thumbnails live, and every
+# setting that changes the thumbnails' bytes or the worker's limits. Whole sections, so a key added to one of them
+# reaches the Lambda without anyone remembering to list it.
+LAMBDA_SECTIONS = ("source", "thumbnails", "worker")
+
 _cached: tuple[str, ThumbnailWorker] | None = None  # a warm Lambda container reuses its worker and clients
 
 
@@ -88,6 +93,27 @@ def _value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def lambda_environment(cfg: Config) -> dict[str, str]:
+    """``THUMBDROP_<SECTION>_<KEY>`` for every key of ``LAMBDA_SECTIONS``: ``config_from_env`` reads back the same values."""
+    env: dict[str, str] = {}
+    for section in LAMBDA_SECTIONS:
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(values):
+            if not f.metadata.get("internal"):
+                env[f"{PREFIX}{section}_{f.name}".upper()] = env_text(getattr(values, f.name))
+    return env
+
+
+def env_text(value: Any) -> str:
+    """A value as a variable ``_value`` parses back to the same value ('' stays '', '#ffffff' is not a comment)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    if _value(text) != value:
+        text = json.dumps(value)  # JSON is YAML: quoted, so never split at a comma
+    if _value(text) != value:
+        raise ValueError(f"{value!r} cannot be passed through an environment variable")
+    return text
 
 
 def worker_for(env: Mapping[str, str]) -> ThumbnailWorker:
@@ -198,17 +224,7 @@ def deploy_steps(cfg: Config, *, events_queue_arn: str | None, function: str = "
             },
         ],
     }
-    env = {
-        "Variables": {
-            "THUMBDROP_SOURCE_BUCKET": cfg.source.bucket,
-            "THUMBDROP_SOURCE_PREFIX": cfg.source.prefix,
-            "THUMBDROP_THUMBNAILS_BUCKET": cfg.thumbnails.bucket,
-            "THUMBDROP_THUMBNAILS_PREFIX": cfg.thumbnails.prefix,
-            "THUMBDROP_THUMBNAILS_SIZES": ",".join(str(s) for s in cfg.thumbnails.sizes),
-            "THUMBDROP_THUMBNAILS_FORMAT": cfg.thumbnails.format,
-            "THUMBDROP_THUMBNAILS_QUALITY": str(cfg.thumbnails.quality),
-        }
-    }
+    env = {"Variables": lambda_environment(cfg)}
     return f"""\
 Worker on AWS Lambda ({region}), fed by the events queue {cfg.queues.events}:
 

@@ -15,6 +15,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.local_backend import LocalBackend, attach_or_start, find_running
 from agent.cloud.provision import Provisioner, dlq_name
+from agent.config.loader import DEFAULTS_ORIGIN
 from agent.config.model import Config
 from agent.errors import BackendError, ResourceMissingError
 
@@ -25,6 +26,20 @@ def state_dir(cfg: Config) -> Path:
     path = Path(cfg.local.state_dir) if cfg.local.state_dir else Path(platformdirs.user_state_dir("thumbdrop"))
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def report_missing_watch_folders(cfg: Config) -> list[str]:
+    """Name each watch folder that does not exist, once per command, with what to do about it."""
+    missing = [folder for folder in cfg.watch.folders if not Path(folder).is_dir()]
+    where = "the config" if cfg.origin == DEFAULTS_ORIGIN else cfg.origin
+    for folder in missing:
+        log.warning(
+            "watch folder %s does not exist: nothing is uploaded from it until it does "
+            "(create it, mount the drive it is on, or fix watch.folders in %s)",
+            folder,
+            where,
+        )
+    return missing
 
 
 def pool_size(cfg: Config) -> int:

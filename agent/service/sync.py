@@ -85,7 +85,7 @@ class Sync:
         self.progress = progress
         self.stop = stop
         self.layout = Layout.of(cfg)
-        self.status = Status(cfg.roles)
+        self.status = Status(cfg.roles, one_shot=True)
         self.result = SyncResult()
         self._thumbnails_checked = False
 

@@ -37,9 +37,10 @@ class Status:
 
     COUNTERS = ("seen", "uploaded", "thumbnailed", "pulled", "skipped", "failed", "ignored")
 
-    def __init__(self, roles: list[str]) -> None:
+    def __init__(self, roles: list[str], *, one_shot: bool = False) -> None:
         self._lock = threading.Lock()
         self.roles = list(roles)
+        self.one_shot = one_shot  # a command such as sync, which ends instead of waiting for the backend
         self.state = "starting"  # starting, running, paused, stopping, stopped, error
         self.started_at = time.time()
         self.offline_since: float | None = None
@@ -122,7 +123,10 @@ class Status:
                 self.offline_since = time.time()
             self.offline_reason = reason
         if went:  # once per outage: each role's own retries log at their own pace
-            log.warning("backend unreachable: %s; work is kept locally and resumes when it is back", reason)
+            if self.one_shot:
+                log.warning("backend unreachable: %s; what is not done when the command ends is listed as unfinished", reason)
+            else:
+                log.warning("backend unreachable: %s; work is kept locally and resumes when it is back", reason)
 
     def online(self) -> None:
         with self._lock:

@@ -141,9 +141,11 @@ def test_cli_json_and_exit_codes(set_up: tuple[Config, Backend], tmp_path: Path,
 def test_cli_reports_an_invalid_config_as_a_failed_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("queues:\n  max_receives: 0\n")
-    assert main(["--config", str(path), "doctor"]) == 1
+    assert main(["--config", str(path), "doctor"]) == 2  # exit 2 on an invalid config, as every command
     out = capsys.readouterr().out
     assert "FAIL  config" in out and "queues.max_receives: must be between 1 and 1000, got 0" in out
+    assert main(["--config", str(path), "doctor", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["ok"] is False
 
 
 def test_embedded_backend_not_running_is_fine(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from agent.config import parse_config
 from agent.config.model import Config
 from agent.errors import ConfigError
 from agent.service import lambda_worker
-from agent.service.lambda_worker import config_from_env, deploy_steps, handle
+from agent.service.lambda_worker import LAMBDA_SECTIONS, config_from_env, deploy_steps, handle, lambda_environment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,5 +177,83 @@ def test_setup_prints_the_deployment_steps() -> None:
     assert "--function-response-types ReportBatchItemFailures" in text
     assert "arn:aws:sqs:us-east-1:111122223333:thumbdrop-events" in text
     assert '"Resource": "arn:aws:s3:::thumbdrop-source/in/*"' in text
-    assert '"THUMBDROP_THUMBNAILS_SIZES": "128,512"' in text
+    assert '"THUMBDROP_THUMBNAILS_SIZES": "[128, 512]"' in text
+    assert json.dumps({"Variables": lambda_environment(cfg)}, indent=2).replace("\n", "\n     ") in text
     assert "packaging/lambda/build.sh" in text
+
+
+# --- the Lambda makes the same thumbnails as the agents (issue 14, item 7) ------------------------------------
+
+
+def example_config(moto_url: str | None = None) -> dict[str, Any]:
+    """Every key of the sections the Lambda shares set to its schema example (not its default)."""
+    import dataclasses
+
+    data: dict[str, Any] = {}
+    for section in LAMBDA_SECTIONS:
+        for f in dataclasses.fields(getattr(Config(), section)):
+            if f.metadata.get("example") is not None:
+                data.setdefault(section, {})[f.name] = f.metadata["example"]
+    data["thumbnails"]["prefix"] = "thumbs/"  # same bucket as the sources in the examples: prefixes must differ
+    data["source"]["prefix"] = "originals/"
+    if moto_url:
+        data["backend"] = {"endpoint_url": moto_url}
+    return data
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["defaults", "every-key-changed"])
+def test_lambda_environment_carries_every_shared_key(changed: bool) -> None:
+    import dataclasses
+
+    cfg = parse_config(example_config() if changed else {})
+    env = lambda_environment(cfg)
+    back = config_from_env(env)
+    for section in LAMBDA_SECTIONS:
+        assert dataclasses.asdict(getattr(back, section)) == dataclasses.asdict(getattr(cfg, section)), section
+        names = {f"THUMBDROP_{section}_{f.name}".upper() for f in dataclasses.fields(getattr(cfg, section))}
+        assert names <= set(env), f"not passed to the Lambda: {sorted(names - set(env))}"
+    # The keys the issue named, which 'setup --worker lambda' used to leave out:
+    for key in ("BACKGROUND", "PROGRESSIVE", "MAX_PIXELS", "ENGINE"):
+        assert f"THUMBDROP_THUMBNAILS_{key}" in env
+    if changed:
+        assert (back.thumbnails.progressive, back.thumbnails.background) == (True, "#000000")
+
+
+def test_agent_and_lambda_make_byte_identical_thumbnails(moto_url: str, tmp_path: Path) -> None:
+    from agent.pipeline.worker import ThumbnailWorker
+    from agent.state.status import Status
+
+    data = {
+        "backend": {"endpoint_url": moto_url},
+        "thumbnails": {"sizes": [96, 200], "quality": 70, "progressive": True, "background": "#203040", "max_pixels": 5_000_000},
+    }
+    cfg = parse_config(data)
+    backend = Backend(cfg.backend, endpoint_url=moto_url, local=False)
+    Provisioner(cfg, backend).setup()
+    # Transparent pixels, so the background colour shows in the output.
+    image = Image.new("RGBA", (640, 400), (200, 40, 40, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 320, 400))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    backend.s3.put_object(Bucket=cfg.source.bucket, Key="trip/a.png", Body=buf.getvalue())
+    event = json.loads(sqs_records(cfg, backend, 1)[0]["body"])
+    keys = ["96/trip/a.png.jpg", "200/trip/a.png.jpg"]
+
+    def made() -> dict[str, bytes]:
+        out = {k: backend.s3.get_object(Bucket=cfg.thumbnails.bucket, Key=k)["Body"].read() for k in keys}
+        for k in keys:
+            backend.s3.delete_object(Bucket=cfg.thumbnails.bucket, Key=k)
+        return out
+
+    worker = ThumbnailWorker(cfg, backend, Status(["worker"]), tmp_path / "agent-tmp")
+    try:
+        assert worker.process("trip/a.png") == "thumbnailed"
+    finally:
+        worker.close()
+    by_agent = made()
+    env = {**lambda_environment(cfg), "AWS_ENDPOINT_URL": moto_url}
+    assert handle(event, None, env=env) == {"processed": 1, "failed": []}
+    by_lambda = made()
+    assert by_agent == by_lambda
+    with Image.open(io.BytesIO(by_lambda["200/trip/a.png.jpg"])) as im:
+        assert im.info.get("progressive") and im.getpixel((10, 10)) == pytest.approx((0x20, 0x30, 0x40), abs=6)

@@ -193,7 +193,7 @@ def test_sigterm_stops_promptly_while_the_backend_hangs(rel: RelEnv) -> None:
     asked = time.monotonic()
     res = rel.cli("status", "--json", timeout=60)
     answered = time.monotonic() - asked
-    assert res.rc == 0, str(res)
+    assert res.rc == 3, str(res)  # SPEC: 3 when the backend is unreachable; the agent's own state is shown all the same
     assert answered < 20, f"status took {answered:.1f} s"
     shown = json.loads(res.stdout)
     assert shown["agent"]["state"] == "running" and "did not answer" in json.dumps(shown), shown

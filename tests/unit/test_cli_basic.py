@@ -140,3 +140,115 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("run", "sync", "setup", "teardown", "init", "status"):
         assert command in out
+
+
+# --- global options after the command (issue 14, item 12) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--config", "x.yaml", "-v", "--local", "--log-format", "json"],
+        ["--config", "x.yaml", "status", "-v", "--local", "--log-format", "json"],
+        ["--config", "other.yaml", "-v", "status", "--config", "x.yaml", "--local", "--log-format", "json"],
+        ["dlq", "list", "--config", "x.yaml", "-v", "--local", "--log-format", "json"],  # a nested command
+        ["service", "install", "--print", "--config", "x.yaml", "--verbose", "--local", "--log-format=json"],
+    ],
+)
+def test_global_options_after_the_command(argv: list[str]) -> None:
+    from agent.cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.config, args.verbose, args.local, args.quiet, args.log_format) == ("x.yaml", 1, True, False, "json")
+
+
+def test_global_options_keep_their_defaults_when_not_given_after_the_command() -> None:
+    from agent.cli.main import build_parser
+
+    args = build_parser().parse_args(["-q", "--config", "a.yaml", "status", "--json"])
+    assert (args.config, args.quiet, args.verbose, args.local, args.log_format, args.json) == (
+        "a.yaml",
+        True,
+        0,
+        False,
+        "text",
+        True,
+    )
+
+
+def test_a_commands_own_option_of_the_same_name_wins() -> None:
+    """A command that defines --local (or -v) itself keeps its meaning; the global one is not added to it."""
+    import argparse
+    from types import SimpleNamespace
+
+    from agent.cli.main import GROUPS, build_parser
+
+    def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        p = sub.add_parser("probe")
+        p.add_argument("--local", dest="probe_local", metavar="DIR", help="a folder, not the backend")
+        p.add_argument("-v", dest="probe_version", action="store_true")
+
+    parser = build_parser([*GROUPS, SimpleNamespace(register=register)])
+    args = parser.parse_args(["probe", "--local", "/srv/x", "-v", "--config", "c.yaml"])
+    assert (args.probe_local, args.probe_version, args.local, args.verbose, args.config) == ("/srv/x", True, False, 0, "c.yaml")
+
+
+def test_status_reads_the_config_given_after_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("queues:\n  max_receives: 0\n", encoding="utf-8")
+    assert main(["status", "--config", str(cfg)]) == 2
+    assert "queues.max_receives" in capsys.readouterr().err
+
+
+# --- init: the next commands name the file; --system writes a service's config -----------------------
+
+
+def test_init_path_prints_commands_with_that_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "my dir" / "td.yaml"
+    assert main(["init", "--path", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        f"wrote {target}\nedit it, then run:\n  thumbdrop --config '{target}' setup\n  thumbdrop --config '{target}' run\n"
+    )
+
+
+def test_init_default_path_needs_no_config_option(private_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init"]) == 0
+    out = capsys.readouterr().out
+    assert "  thumbdrop setup\n  thumbdrop run\n" in out and "--config" not in out
+
+
+def test_init_system_writes_absolute_folders_and_the_service_state_dir(
+    tmp_path: Path, private_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "td.yaml"
+    assert main(["init", "--system", "--path", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert f"  sudo thumbdrop --config {target} doctor\n  sudo thumbdrop --config {target} service install\n" in out
+    text = target.read_text(encoding="utf-8")
+    assert "\nlocal:\n" in text and "  state_dir: /var/lib/thumbdrop\n" in text
+    cfg = load_config(target)
+    assert cfg.local.state_dir == "/var/lib/thumbdrop"
+    folders = [*cfg.watch.folders, cfg.local.thumbnails_dir, cfg.cleanup.inbox_move_to]
+    assert folders == ["/srv/thumbdrop/inbox", "/srv/thumbdrop/thumbnails", "/srv/thumbdrop/done"]
+    # The general case: no value of the written file depends on whose home directory '~' is.
+    values = [ln.split(":", 1)[1] for ln in text.splitlines() if not ln.lstrip().startswith("#") and ":" in ln]
+    assert not [v for v in values if "~/" in v]
+
+
+def test_init_under_etc_is_a_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from agent.cli import provision_cmds
+
+    written: dict[str, str] = {}
+
+    def fake_write(self: Path, text: str, encoding: str = "utf-8") -> int:
+        written[str(self)] = text
+        return len(text)
+
+    monkeypatch.setattr(Path, "write_text", fake_write)
+    monkeypatch.setattr(Path, "replace", lambda self, target: target)
+    monkeypatch.setattr(Path, "mkdir", lambda self, **kw: None)
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    assert provision_cmds.SYSTEM_CONFIG == "/etc/thumbdrop/config.yaml"
+    assert main(["init", "--path", "/etc/thumbdrop/config.yaml"]) == 0
+    assert "  state_dir: /var/lib/thumbdrop\n" in written["/etc/thumbdrop/config.yaml.tmp"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -491,3 +492,40 @@ def test_a_watch_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
     photo.write_bytes(b"\xff\xd8")
     problem = single_problem({"watch": {"folders": [str(photo)]}})
     assert problem.startswith("watch.folders[0]: ") and "is a file, not a folder" in problem, problem
+
+
+def schema_docs(cls: type = Config) -> list[str]:
+    """Every description in the schema, sections included."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        out.append(f.metadata.get("doc", ""))
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.extend(schema_docs(hints[f.name]))
+    return out
+
+
+def test_example_never_breaks_a_quoted_name_across_lines() -> None:
+    # A quoted literal in a description is a key name or a command to copy: '.thumbdrop-failed/' split after its
+    # hyphen cannot be copied. An apostrophe (agent's) is not an opening quote.
+    comments = [ln.strip().removeprefix("#").strip() for ln in EXAMPLE.read_text(encoding="utf-8").splitlines()]
+    quoted = [q for doc in schema_docs() for q in re.findall(r"(?<![\w'])'[^'\n]*'(?![\w'])", doc)]
+    assert "'.thumbdrop-failed/'" in quoted and "'thumbdrop setup'" in quoted
+    broken = [q for q in quoted if not any(q in line for line in comments)]
+    assert not broken, f"quoted names wrapped across two comment lines: {broken}; {REGENERATE}"
+
+
+def test_example_has_a_blank_line_before_each_section() -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    sections = [i for i, ln in enumerate(lines) if re.fullmatch(r"[a-z_]+:", ln)]
+    assert len(sections) >= 10
+    crowded = []
+    for i in sections:
+        start = i
+        while start > 0 and lines[start - 1].startswith("#"):
+            start -= 1  # the section's own comment
+        if start == 0 or lines[start - 1] != "":
+            crowded.append(lines[i])
+    assert not crowded, f"sections without a blank line before their comment: {crowded}; {REGENERATE}"

@@ -190,7 +190,10 @@ def test_endpoint_unreachable_hint() -> None:
     exc = convert(bx.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), "list buckets")
     assert type(exc) is OfflineError
     assert "cannot reach the backend" in exc.message
-    assert "backend.endpoint_url" in exc.hint and "resumes by itself" in exc.hint
+    assert "backend.endpoint_url" in exc.hint
+    # The hint is shown by one-shot commands too (sync, setup, status), which do not wait for the backend; the
+    # running agent says that work resumes in its own offline line (Status.offline).
+    assert "resumes" not in exc.hint
 
 
 @pytest.mark.parametrize(
@@ -332,3 +335,112 @@ def test_retrying_with_real_backoff_is_bounded() -> None:
     fn = Flaky(1, client_error("SlowDown", 503))
     assert retrying("get object", fn, attempts=2) == "done"
     assert fn.calls == 2
+
+
+# --- a wrong backend.region ------------------------------------------------------------------------
+# Error bodies as AWS sends them, parsed by botocore's own parsers (what a ClientError then carries).
+
+
+def aws_error(
+    protocol: str, status: int, body: bytes, headers: dict[str, str] | None = None, op: str = "HeadBucket"
+) -> bx.ClientError:
+    from botocore import parsers
+
+    parsed = parsers.create_parser(protocol).parse({"body": body, "headers": headers or {}, "status_code": status}, None)  # type: ignore[arg-type]
+    return bx.ClientError(parsed, op)  # type: ignore[arg-type]
+
+
+S3_MALFORMED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AuthorizationHeaderMalformed</Code>'
+    b"<Message>The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message>"
+    b"<Region>eu-west-1</Region><RequestId>4X2</RequestId><HostId>h0</HostId></Error>"
+)
+S3_REDIRECT = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the
+ specified endpoint. Please send all future requests to this endpoint.</Message>
+<Endpoint>my-photos.s3.eu-west-1.amazonaws.com</Endpoint><Bucket>my-photos</Bucket><RequestId>9Q</RequestId></Error>"""
+S3_LOCATION = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>IllegalLocationConstraintException</Code><Message>The unspecified location constraint is incompatible for
+ the region specific endpoint this request was sent to.</Message><RequestId>Z1</RequestId></Error>"""
+STS_SCOPE = b"""<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>
+<Code>SignatureDoesNotMatch</Code><Message>Credential should be scoped to a valid region, not 'eu-wset-1'. </Message>
+</Error><RequestId>r1</RequestId></ErrorResponse>"""
+
+
+@pytest.mark.parametrize(
+    ("error", "region", "sent", "expected"),
+    [
+        (aws_error("rest-xml", 400, S3_MALFORMED, op="ListObjectsV2"), None, "us-east-1", "eu-west-1"),
+        (
+            aws_error("rest-xml", 301, S3_REDIRECT, {"x-amz-bucket-region": "eu-west-1"}, "GetObject"),
+            "us-east-1",
+            "us-east-1",
+            "eu-west-1",
+        ),
+        (aws_error("rest-xml", 301, S3_REDIRECT, op="GetObject"), "us-east-1", "us-east-1", "eu-west-1"),  # from Endpoint
+        (aws_error("rest-xml", 301, b"", {"x-amz-bucket-region": "ap-southeast-2"}), "us-east-1", "us-east-1", "ap-southeast-2"),
+        (aws_error("rest-xml", 400, S3_LOCATION, op="CreateBucket"), "us-east-1", "us-east-1", None),
+        (aws_error("query", 403, STS_SCOPE, op="GetCallerIdentity"), None, "eu-wset-1", None),
+    ],
+    ids=["malformed-header", "redirect-header", "redirect-endpoint", "head-301", "location-constraint", "sts-scope"],
+)
+def test_wrong_region_is_named(error: bx.ClientError, region: str | None, sent: str, expected: str | None) -> None:
+    exc = convert(error, "check bucket my-photos", region=region)
+    assert isinstance(exc, cloud_errors.RegionError) and isinstance(exc, BackendError)
+    assert exc.exit_code == 3 and exc.kind == "fatal"
+    assert f"backend.region is '{sent}'" in exc.message
+    assert "check bucket my-photos" in exc.message
+    if expected:
+        assert f"expects '{expected}'" in exc.message
+        assert exc.hint == f"set backend.region: {expected} in the config (the region the buckets and queues live in)"
+    else:
+        assert "backend.region" in exc.hint and "get-bucket-location" in exc.hint
+
+
+def test_call_names_the_clients_region() -> None:
+    """``call`` knows the region a client signs for, so a bare 301 still names the configured value."""
+    import boto3
+    from botocore.stub import Stubber
+
+    s3 = boto3.client("s3", region_name="us-west-2", aws_access_key_id="k", aws_secret_access_key="s")
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "head_bucket",
+            service_error_code="301",
+            service_message="Moved Permanently",
+            http_status_code=301,
+            response_meta={"HTTPHeaders": {"x-amz-bucket-region": "eu-central-1"}},
+        )
+        with pytest.raises(cloud_errors.RegionError) as caught:
+            call("check bucket my-photos", s3.head_bucket, Bucket="my-photos")
+    assert "backend.region is 'us-west-2' but the backend expects 'eu-central-1'" in caught.value.message
+    assert "set backend.region: eu-central-1" in caught.value.hint
+
+
+def test_malformed_header_without_region_is_not_a_region_error() -> None:
+    body = b"""<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; a non-empty
+ Access Key (AKID) must be provided in the credential.</Message></Error>"""
+    exc = convert(aws_error("rest-xml", 400, body), "list bucket b", region="us-east-1")
+    assert not isinstance(exc, cloud_errors.RegionError)
+
+
+def test_invalid_token_hint_mentions_an_opt_in_region() -> None:
+    body = (
+        b'{"__type":"com.amazonaws.sqs#InvalidClientTokenId","message":"The security token included in the request is invalid."}'
+    )
+    exc = convert(
+        aws_error("json", 403, body, {"x-amzn-query-error": "InvalidClientTokenId;Sender"}, "GetQueueUrl"),
+        "look up queue q",
+        region="me-central-1",
+    )
+    assert type(exc) is CredentialsError
+    assert "backend.region (me-central-1) is enabled" in exc.hint
+
+
+def test_an_aws_address_built_from_a_wrong_region_names_it() -> None:
+    url = "https://sqs.eu-wset-1.amazonaws.com/"  # a typo: DNS has no such name
+    exc = convert(bx.EndpointConnectionError(endpoint_url=url), "look up queue q", region="eu-wset-1")
+    assert type(exc) is OfflineError
+    assert exc.hint == "check the network, and that backend.region (eu-wset-1) is an AWS region that exists"
+    other = convert(bx.EndpointConnectionError(endpoint_url="http://minio.lan:9000/"), "x", region="garage")
+    assert other.hint == "check backend.endpoint_url and the network"
