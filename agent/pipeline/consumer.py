@@ -97,7 +97,7 @@ class QueueConsumer:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-job")
         self._threads: list[threading.Thread] = []
         self.backoff = Backoff(first=0.5, cap=4.0)  # a receive is the cheapest probe of a returning backend
-        self._slow_backoff = Backoff(first=2.0, cap=30.0)  # refusals that a retry does not cure soon
+        self._slow_backoff = Backoff(first=2.0, cap=15.0)  # refusals that a retry does not cure soon
         self._wake = threading.Event()  # set by wake() and stop(): ends a backoff wait at once
 
     # --- lifecycle ------------------------------------------------------------
@@ -362,6 +362,12 @@ class QueueConsumer:
             entries = [{"Id": str(n), "ReceiptHandle": rh} for n, (_mid, rh) in enumerate(chunk)]
             try:
                 out = call("delete messages", self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
+            except ResourceMissingError as exc:
+                if self.on_missing is not None:  # the queue went, and its messages with it: nothing to redo
+                    self.on_missing(exc)
+                    continue
+                log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)
+                continue
             except ThumbdropError as exc:
                 # Not deleted means redelivered later; handlers are idempotent, so it only costs a repeat.
                 log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)
