@@ -607,3 +607,23 @@ def test_consumer_job_failed_by_the_link_comes_back_soon_even_if_the_postpone_wa
         wait_for(lambda: stack.depth(url) == (0, 0), 10, "the message to be deleted after the retry")
     assert sqs.failed == 1
     assert took < 25, f"took {took:.1f} s"
+
+
+def test_worker_refuses_an_image_larger_than_its_memory_budget_and_thumbnails_the_rest(moto_url: str, tmp_path: Path) -> None:
+    """Issue 14 item 16: a job whose estimated decode memory exceeds worker.max_memory_mb could never run: it fails
+    as a bad item (marker, status, log naming the key) with a reason that says how to fix it; a small one next to
+    it is thumbnailed. The budget (32 MB) is shared by the worker's jobs."""
+    stack = make_stack(moto_url, tmp_path, {"worker": {"max_memory_mb": 32}})
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="mem/huge.png", Body=noise_png((4000, 3000)))
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="mem/small.jpg", Body=jpeg((800, 600)))
+    worker = stack.worker()
+    assert worker.budget.limit == 32 * (1 << 20)
+    with pytest.raises(ItemError) as caught:
+        worker.process("mem/huge.png")
+    assert "4000x3000" in str(caught.value) and "worker.max_memory_mb" in str(caught.value)
+    assert worker.process("mem/small.jpg") == "thumbnailed"
+    failures = stack.status.snapshot()["failures"]
+    assert [f["name"] for f in failures] == ["mem/huge.png"], failures
+    assert "worker.max_memory_mb" in failures[0]["reason"]
+    assert stack.thumb_keys() == {"mem/small.jpg", worker.layout.failure_key("mem/huge.png")}
+    assert worker.budget.in_use == 0
