@@ -99,10 +99,12 @@ class QueueConsumer:
         self.backoff = Backoff(first=0.5, cap=4.0)  # a receive is the cheapest probe of a returning backend
         self._slow_backoff = Backoff(first=2.0, cap=15.0)  # refusals that a retry does not cure soon
         self._wake = threading.Event()  # set by wake() and stop(): ends a backoff wait at once
+        self._heartbeat = False  # start() runs the heartbeat that extends the short receive visibility
 
     # --- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
+        self._heartbeat = True  # before the receive thread's first poll
         for target, suffix in ((self._receive_loop, "receive"), (self._housekeeping_loop, "heartbeat")):
             t = threading.Thread(target=target, name=f"{self.name}-{suffix}", daemon=True)
             t.start()
@@ -195,7 +197,8 @@ class QueueConsumer:
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=free,
                 WaitTimeSeconds=wait,
-                VisibilityTimeout=self.start_visibility,
+                # Short only when the heartbeat runs to extend it (start()); drain() has none.
+                VisibilityTimeout=self.start_visibility if self._heartbeat else self.visibility,
                 AttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )

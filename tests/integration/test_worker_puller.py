@@ -627,3 +627,35 @@ def test_worker_refuses_an_image_larger_than_its_memory_budget_and_thumbnails_th
     assert "worker.max_memory_mb" in failures[0]["reason"]
     assert stack.thumb_keys() == {"mem/small.jpg", worker.layout.failure_key("mem/huge.png")}
     assert worker.budget.in_use == 0
+
+
+def test_a_drain_without_heartbeat_receives_with_the_full_visibility(stack: Stack, plain_queue: tuple[str, str]) -> None:
+    """sync's drain() runs no heartbeat to extend a short receive visibility: its messages must be hidden for the
+    whole visibility_timeout, or a slow job's message would go to a second consumer while it runs."""
+    url, dlq = plain_queue
+    started = threading.Event()
+    stack.sqs.send_message(QueueUrl=url, MessageBody="slow in a drain")
+    consumer = QueueConsumer(
+        name="drain-test",
+        sqs=stack.sqs,
+        queue_url=url,
+        dlq_url=dlq,
+        handle=lambda m: (started.set(), time.sleep(4)),
+        describe=lambda m: str(m.get("MessageId")),
+        concurrency=1,
+        visibility_timeout=60,
+        wait_seconds=1,
+        status=stack.status,
+        start_visibility=1,
+    )
+    drainer = threading.Thread(target=consumer.drain, kwargs={"deadline": time.monotonic() + 30}, name="drain-test")
+    drainer.start()
+    try:
+        wait_for(started.is_set, 20, "the drain's job to start")
+        time.sleep(1.5)  # past the short visibility
+        stolen = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1, VisibilityTimeout=1)
+        assert stolen.get("Messages", []) == [], "a second consumer received a message whose drain job was running"
+    finally:
+        drainer.join(30)
+        consumer.join(timeout=10)
+    assert consumer.outcome.ok == 1
