@@ -255,7 +255,7 @@ class Agent:
         except ThumbdropError as exc:
             if exc.kind != "transient":  # refused (credentials, permissions): say so once, do not loop on it
                 self._resetup.clear()
-                log.error("could not set up again: %s; run 'thumbdrop setup' with credentials allowed to", exc)
+                log.error("could not set up again: %s; run 'thumbdrop setup' with credentials allowed to create them", exc)
             raise
         self._resetup.clear()
         for c in self.consumers:
