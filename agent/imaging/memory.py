@@ -42,8 +42,9 @@ class Estimate:
         return math.ceil(self.bytes / MIB)
 
     def describe(self) -> str:
+        """"about 400 MB of memory (10000x10000 PNG RGB)": what it needs, and why."""
         scaled = f", decoded at 1/{self.scale}" if self.scale > 1 else ""
-        return f"{self.width}x{self.height} {self.format} {self.mode}{scaled}: about {self.mb} MB"
+        return f"about {self.mb} MB of memory ({self.width}x{self.height} {self.format} {self.mode}{scaled})"
 
 
 def bytes_per_pixel(mode: str) -> int:
