@@ -42,7 +42,7 @@ class Estimate:
         return math.ceil(self.bytes / MIB)
 
     def describe(self) -> str:
-        """"about 400 MB of memory (10000x10000 PNG RGB)": what it needs, and why."""
+        """What it needs, and why: about 400 MB of memory (10000x10000 PNG RGB)."""
         scaled = f", decoded at 1/{self.scale}" if self.scale > 1 else ""
         return f"about {self.mb} MB of memory ({self.width}x{self.height} {self.format} {self.mode}{scaled})"
 

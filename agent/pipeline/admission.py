@@ -99,8 +99,7 @@ def make_admitted(budget: MemoryBudget | None, source: Path, spec: ThumbnailSpec
         return make_thumbnails(source, spec, out_dir)
     if need.bytes > budget.limit:
         raise ImageError(
-            f"needs {need.describe()} to make its thumbnails, more than worker.max_memory_mb allows "
-            f"({budget.limit // MIB} MB)",
+            f"needs {need.describe()} to make its thumbnails, more than worker.max_memory_mb allows ({budget.limit // MIB} MB)",
             hint="raise worker.max_memory_mb if this machine has the memory to spare, or make the image smaller",
         )
     if budget.in_use + need.bytes > budget.limit or budget.waiting():
