@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
+# A long poll answers within its wait: a silent connection is given up this many seconds later.
+RECEIVE_MARGIN = 5.0
 
 # The embedded backend accepts any credentials; fixed ones keep real keys off the wire.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "thumbdrop-local", "aws_secret_access_key": "thumbdrop-local"}
@@ -62,13 +64,15 @@ class Backend:
             return False
         return self.cfg.ca_bundle or True
 
-    def _config(self, service: str) -> botocore.config.Config:
+    def _config(self, service: str, *, read_timeout: float | None = None, attempts: int | None = None) -> botocore.config.Config:
         addressing: Any = "path" if self.local else self.cfg.addressing_style
-        # A long poll waits up to 20 s: the read timeout must outlast it.
-        read_timeout = max(self.cfg.read_timeout, 30.0) if service == "sqs" else self.cfg.read_timeout
+        if read_timeout is None:
+            # A long poll waits up to 20 s: the read timeout must outlast it.
+            read_timeout = max(self.cfg.read_timeout, 30.0) if service == "sqs" else self.cfg.read_timeout
         return botocore.config.Config(  # type: ignore[call-arg]  # user_agent_appid is newer than the stubs
             region_name=self.cfg.region,
-            retries={"mode": "standard", "total_max_attempts": self.cfg.max_attempts},  # all tries, as in ~/.aws/config
+            # all tries, as in ~/.aws/config
+            retries={"mode": "standard", "total_max_attempts": attempts or self.cfg.max_attempts},
             connect_timeout=self.cfg.connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=self._pool_size,
@@ -79,15 +83,29 @@ class Backend:
     def client(self, service: str) -> Any:
         with self._lock:
             if service not in self._clients:
-                kwargs: dict[str, Any] = {"config": self._config(service), "verify": self.verify}
-                if self.endpoint_url:
-                    kwargs["endpoint_url"] = self.endpoint_url
-                with translate(f"create the {service} client"):
-                    client = self.session.client(service, **kwargs)  # type: ignore[call-overload]
-                if service == "s3":
-                    share_endpoint_resolution(client)
-                self._clients[service] = client
+                self._clients[service] = self._make(service, self._config(service))
             return self._clients[service]
+
+    def _make(self, service: str, config: botocore.config.Config) -> Any:
+        kwargs: dict[str, Any] = {"config": config, "verify": self.verify}
+        if self.endpoint_url:
+            kwargs["endpoint_url"] = self.endpoint_url
+        with translate(f"create the {service} client"):
+            client = self.session.client(service, **kwargs)  # type: ignore[call-overload]
+        if service == "s3":
+            share_endpoint_resolution(client)
+        return client
+
+    def receiver(self, wait_seconds: int) -> SQSClient:
+        """An SQS client for long polls of ``wait_seconds``: a poll whose answer is lost (a blackholed or
+        half-open link) is given up ``RECEIVE_MARGIN`` s after its wait, not after read_timeout times
+        max_attempts (minutes); one attempt, because the consumer's loop is the retry."""
+        name = f"sqs-receive-{wait_seconds}"
+        with self._lock:
+            if name not in self._clients:
+                config = self._config("sqs", read_timeout=wait_seconds + RECEIVE_MARGIN, attempts=1)
+                self._clients[name] = self._make("sqs", config)
+            return self._clients[name]  # type: ignore[no-any-return]
 
     @property
     def s3(self) -> S3Client:

@@ -230,6 +230,14 @@ class TransferConfig:
 @dataclass
 class WorkerConfig:
     concurrency: int = opt(0, "Thumbnail jobs at once; 0 means one per CPU core.", 2, between(0, 64))
+    max_memory_mb: int = opt(
+        0,
+        "Memory (MiB) the thumbnail jobs may take together, estimated from each image's header: a job waits "
+        "until it fits, a big one runs alone, one larger than this fails. 0 means a quarter of the RAM (at "
+        "least 512, or half the RAM below 1 GiB; at most 4096).",
+        768,
+        between(0, 1_048_576),
+    )
 
 
 @dataclass

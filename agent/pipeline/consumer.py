@@ -5,6 +5,11 @@ Long polls (<= 20 s) for at most as many messages as there are free job slots
 visibility of in-flight messages extended (a slow job is never handed to a
 second consumer), and deletes in batches of <= 10, checking ``Failed``.
 
+Messages are received with a short visibility (``START_VISIBILITY``), extended to
+``visibility_timeout`` within a second of their job starting: a receive whose
+answer was lost on the way (a cut link) hides its messages for seconds, not for
+the whole visibility timeout.
+
 Outcomes: success -> delete. ItemError -> copy to the dead-letter queue with
 the reason, then delete (dead-lettered at once). TransientError -> released
 with a growing visibility timeout; SQS moves it to the dead-letter queue after
@@ -22,8 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from agent.cloud.errors import call
-from agent.errors import BadMessageError, ItemError, ThumbdropError
+from agent.backoff import Backoff
+from agent.cloud.errors import call, is_transient
+from agent.errors import BadMessageError, ItemError, OfflineError, ResourceMissingError, ThumbdropError
 from agent.pipeline.pools import shutdown_within
 from agent.state.status import Status
 
@@ -32,6 +38,10 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 REASON_ATTR = "thumbdrop-reason"
 NAME_ATTR = "thumbdrop-item"
+# Seconds a received message stays hidden until its job has started and the heartbeat extends it.
+START_VISIBILITY = 10
+# A job that failed because the link is down is tried again this soon after the link is back.
+LINK_RETRY_SECONDS = 5
 
 
 @dataclass
@@ -56,15 +66,23 @@ class QueueConsumer:
         wait_seconds: int,
         status: Status,
         paused: Callable[[], bool] = lambda: False,
+        receiver: Any = None,
+        on_missing: Callable[[ThumbdropError], None] | None = None,
+        start_visibility: int = START_VISIBILITY,
     ) -> None:
         self.name = name
         self.sqs = sqs
+        # Long polls go through their own client, whose read timeout is the wait plus a margin.
+        self.receiver = receiver if receiver is not None else sqs
+        # A queue that is gone (the backend came back empty): the agent sets up again or says what to run.
+        self.on_missing = on_missing
         self.queue_url = queue_url
         self.dlq_url = dlq_url
         self.handle = handle
         self.describe = describe
         self.concurrency = concurrency
         self.visibility = visibility_timeout
+        self.start_visibility = min(visibility_timeout, start_visibility)
         self.wait = wait_seconds
         self.status = status
         self.paused = paused
@@ -74,13 +92,19 @@ class QueueConsumer:
         self._lock = threading.Lock()
         self._inflight: dict[str, str] = {}  # message id -> receipt handle
         self._to_delete: list[tuple[str, str]] = []
+        self._started: set[str] = set()  # message ids whose job started: extend them to the full visibility
+        self._to_postpone: dict[str, tuple[str, int]] = {}  # message id -> (receipt handle, delay), not sent yet
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-job")
         self._threads: list[threading.Thread] = []
-        self._failures = 0
+        self.backoff = Backoff(first=0.5, cap=4.0)  # a receive is the cheapest probe of a returning backend
+        self._slow_backoff = Backoff(first=2.0, cap=15.0)  # refusals that a retry does not cure soon
+        self._wake = threading.Event()  # set by wake() and stop(): ends a backoff wait at once
+        self._heartbeat = False  # start() runs the heartbeat that extends the short receive visibility
 
     # --- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
+        self._heartbeat = True  # before the receive thread's first poll
         for target, suffix in ((self._receive_loop, "receive"), (self._housekeeping_loop, "heartbeat")):
             t = threading.Thread(target=target, name=f"{self.name}-{suffix}", daemon=True)
             t.start()
@@ -88,6 +112,13 @@ class QueueConsumer:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """The backend is back (another role got through): try again now, from the first backoff step."""
+        self.backoff.reset()
+        self._slow_backoff.reset()
+        self._wake.set()
 
     def join(self, timeout: float) -> None:
         """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``."""
@@ -135,16 +166,21 @@ class QueueConsumer:
                 continue
             try:
                 self._receive_batch(wait=self.wait)
-                self._failures = 0
+                self.backoff.reset()
+                self._slow_backoff.reset()
                 self.status.online()
             except ThumbdropError as exc:
-                self._failures += 1
                 if exc.kind == "transient":
                     self.status.offline(str(exc))
+                    delay = self.backoff.next()
+                elif isinstance(exc, ResourceMissingError) and self.on_missing is not None:
+                    self.on_missing(exc)  # logs once per episode, not at every try
+                    delay = self._slow_backoff.next()
                 else:
                     log.error("%s: %s", self.name, exc)
-                delay = min(30.0, 0.5 * 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
-                self.stop_event.wait(delay)
+                    delay = self._slow_backoff.next()
+                self._wake.clear()
+                self._wake.wait(delay)
 
     def _receive_batch(self, *, wait: int) -> int:
         # Wait for a free slot first: never hold a message we cannot start on.
@@ -157,11 +193,12 @@ class QueueConsumer:
         try:
             resp = call(
                 f"receive from {self.name} queue",
-                self.sqs.receive_message,
+                self.receiver.receive_message,
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=free,
                 WaitTimeSeconds=wait,
-                VisibilityTimeout=self.visibility,
+                # Short only when the heartbeat runs to extend it (start()); drain() has none.
+                VisibilityTimeout=self.start_visibility if self._heartbeat else self.visibility,
                 AttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )
@@ -192,11 +229,15 @@ class QueueConsumer:
         return not getattr(self._pool, "_shutdown", False)
 
     def _run_job(self, msg: Message) -> None:
+        with self._lock:
+            self._started.add(msg["MessageId"])
         try:
             self.handle(msg)
         except ItemError as exc:
             self._dead_letter(msg, exc)
         except ThumbdropError as exc:
+            if isinstance(exc, ResourceMissingError) and self.on_missing is not None:
+                self.on_missing(exc)
             self._retry_later(msg, exc)
         except Exception as exc:  # a bug in a handler must not kill the loop; it is retried, then dead-lettered
             log.exception("%s: unexpected error handling %s", self.name, self.describe(msg))
@@ -210,6 +251,7 @@ class QueueConsumer:
     def _done(self, msg: Message) -> None:
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)
+            self._started.discard(msg["MessageId"])
             self._to_delete.append((msg["MessageId"], msg["ReceiptHandle"]))
             full = len(self._to_delete) >= 10
         if full:
@@ -243,10 +285,15 @@ class QueueConsumer:
     def _retry_later(self, msg: Message, exc: BaseException) -> None:
         self.outcome.retried += 1
         receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
+        if isinstance(exc, OfflineError) or (is_transient(exc) and self.status.offline_since is not None):
+            # The link failed, not this message: it is due again as soon as the link is back.
+            delay = int(LINK_RETRY_SECONDS * random.uniform(0.8, 1.2))
+        else:
+            delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
         log.warning("%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)
+            self._started.discard(msg["MessageId"])
         try:
             call(
                 "postpone a message",
@@ -256,20 +303,29 @@ class QueueConsumer:
                 VisibilityTimeout=delay,
             )
         except ThumbdropError as vis_exc:
-            log.debug("%s: could not postpone message: %s", self.name, vis_exc)
+            # Left as it is, the message would stay hidden for the rest of its (extended) visibility, long after
+            # the link is back: the heartbeat sends the postponement again until it gets through.
+            log.debug("%s: could not postpone message (tried again): %s", self.name, vis_exc)
+            with self._lock:
+                self._to_postpone[msg["MessageId"]] = (msg["ReceiptHandle"], delay)
 
     def _housekeeping_loop(self) -> None:
-        """Flush deletions every second; extend visibility of running jobs every visibility/3."""
+        """Every second: flush deletions, extend jobs that just started, resend failed postponements; and extend
+        every running job every visibility/3."""
         next_extend = time.monotonic() + self.visibility / 3
         while not self.stop_event.wait(1.0):
             self._flush_deletes()
+            self._flush_postpones()
             if time.monotonic() >= next_extend:
                 self._extend_visibility()
                 next_extend = time.monotonic() + self.visibility / 3
+            else:
+                self._extend_visibility(started_only=True)
 
-    def _extend_visibility(self) -> None:
+    def _extend_visibility(self, *, started_only: bool = False) -> None:
         with self._lock:
-            entries = list(self._inflight.items())
+            started, self._started = self._started, set()
+            entries = [(mid, rh) for mid, rh in self._inflight.items() if not started_only or mid in started]
         for i in range(0, len(entries), 10):
             batch = [
                 {"Id": str(n), "ReceiptHandle": rh, "VisibilityTimeout": self.visibility}
@@ -282,6 +338,25 @@ class QueueConsumer:
             except ThumbdropError as exc:
                 log.debug("%s: visibility not extended: %s", self.name, exc)
 
+    def _flush_postpones(self) -> None:
+        with self._lock:
+            pending, self._to_postpone = self._to_postpone, {}
+        items = list(pending.items())
+        for i in range(0, len(items), 10):
+            chunk = items[i : i + 10]
+            entries = [{"Id": str(n), "ReceiptHandle": rh, "VisibilityTimeout": d} for n, (_mid, (rh, d)) in enumerate(chunk)]
+            try:
+                out = call(
+                    "postpone messages", self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries
+                )
+            except ThumbdropError:
+                with self._lock:
+                    for mid, entry in chunk:
+                        self._to_postpone.setdefault(mid, entry)
+                continue
+            for failed in out.get("Failed", []):  # gone or already visible again: nothing more to do
+                log.debug("%s: message not postponed: %s", self.name, failed)
+
     def _flush_deletes(self) -> None:
         with self._lock:
             batch, self._to_delete = self._to_delete, []
@@ -290,6 +365,12 @@ class QueueConsumer:
             entries = [{"Id": str(n), "ReceiptHandle": rh} for n, (_mid, rh) in enumerate(chunk)]
             try:
                 out = call("delete messages", self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
+            except ResourceMissingError as exc:
+                if self.on_missing is not None:  # the queue went, and its messages with it: nothing to redo
+                    self.on_missing(exc)
+                    continue
+                log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)
+                continue
             except ThumbdropError as exc:
                 # Not deleted means redelivered later; handlers are idempotent, so it only costs a repeat.
                 log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)

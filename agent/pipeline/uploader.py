@@ -16,12 +16,11 @@ import fnmatch
 import hashlib
 import logging
 import os
-import random
 import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,11 @@ from boto3.s3.transfer import TransferConfig
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from agent.backoff import Backoff
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
-from agent.errors import ItemError, ThumbdropError
+from agent.errors import ItemError, ResourceMissingError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule, ThrottledReader, limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta, printable
 from agent.pipeline.pools import shutdown_within
@@ -121,7 +121,9 @@ class Uploader:
         ] = []  # (st_dev, st_ino) of each folder when watched  # submitted to the pool, not started: a rescan must not queue them again
         self._dirty: set[Path] = set()
         self._retry_at: dict[Path, float] = {}
-        self._backoff: dict[Path, float] = {}
+        self._backoff: dict[Path, Backoff] = {}
+        # A bucket that is gone (the backend came back empty): the agent sets up again or says what to run.
+        self.on_missing: Callable[[ThumbdropError], None] | None = None
         self._dirs_to_scan: set[Path] = set()
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
@@ -256,6 +258,7 @@ class Uploader:
             with self._lock:
                 self._retry_at.pop(lf.path, None)
                 self._backoff.pop(lf.path, None)
+            self.retry_now()  # one success says the backend is back: the others need not sit out their delays
             self.status.online()
             return result
         except ItemError as exc:
@@ -263,13 +266,21 @@ class Uploader:
             log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
         except ThumbdropError as exc:
-            if exc.kind == "transient":
-                self.status.offline(str(exc))
+            missing = isinstance(exc, ResourceMissingError) and self.on_missing is not None
+            if exc.kind == "transient" or missing:
+                if missing:
+                    assert self.on_missing is not None
+                    self.on_missing(exc)  # said once by the agent, not once per file
+                else:
+                    self.status.offline(str(exc))
                 # Kept locally and tried again with a growing delay; nothing is lost while offline.
                 with self._lock:
-                    delay = self._backoff[lf.path] = min(60.0, self._backoff.get(lf.path, 2.5) * 2)
-                    self._retry_at[lf.path] = time.monotonic() + delay * random.uniform(0.75, 1.25)
-                log.warning("upload of %s postponed (retry in about %.0f s): %s", lf.path, delay, exc)
+                    backoff = self._backoff.setdefault(lf.path, Backoff(first=5.0, cap=60.0, jitter=0.25))
+                    delay = backoff.next()
+                    self._retry_at[lf.path] = time.monotonic() + delay
+                (log.debug if missing else log.warning)(
+                    "upload of %s postponed (retry in about %.0f s): %s", printable(str(lf.path)), delay, exc
+                )
                 return "postponed"
             self.status.fail(str(lf.path), str(exc), "uploader")
             log.error("failed %s: %s", printable(str(lf.path)), exc)
@@ -281,6 +292,16 @@ class Uploader:
                 self._dirty.discard(lf.path)
             if again:
                 self.touch(lf.path)
+
+    def retry_now(self) -> None:
+        """The backend answers again: every postponed file is due now, and its backoff starts from the first step."""
+        with self._lock:
+            if not self._retry_at and not self._backoff:
+                return
+            now = time.monotonic()
+            for path in self._retry_at:
+                self._retry_at[path] = now
+            self._backoff.clear()
 
     def upload(self, lf: LocalFile, remote: tuple[int, str] | None = None, *, known_remote: bool = True) -> str:
         """Upload one file unless the bucket has this content; 'uploaded', 'unchanged' or 'gone'."""

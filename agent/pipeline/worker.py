@@ -29,7 +29,9 @@ from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
-from agent.imaging import ThumbnailSpec, make_thumbnails
+from agent.imaging import ThumbnailSpec
+from agent.imaging.memory import MIB
+from agent.pipeline.admission import MemoryBudget, default_memory_mb, make_admitted
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta
 from agent.state.processes import pid_alive
@@ -84,6 +86,8 @@ class ThumbnailWorker:
         self.status = status
         self.concurrency = cfg.worker.concurrency or os.cpu_count() or 1
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
+        # Shared by the queue's jobs and the reconcile's: decode memory stays within worker.max_memory_mb.
+        self.budget = MemoryBudget((cfg.worker.max_memory_mb or default_memory_mb()) * MIB)
         _clear_dead_tmp(tmp_root)
         # One folder per process: several workers may share a state dir.
         self.tmp_root = tmp_root / str(os.getpid())
@@ -238,7 +242,7 @@ class ThumbnailWorker:
             src = work / "source"
             self._download(key, etag, src)
             try:
-                thumbs = make_thumbnails(src, self.spec, work)
+                thumbs = make_admitted(self.budget, src, self.spec, work, key)
             except ItemError as exc:
                 self._mark_failed(rel, key, etag, sha, str(exc))
                 self.status.fail(key, str(exc), "worker")

@@ -7,15 +7,15 @@ Knows nothing of the CLI, the tray or systemd; signal handling lives in
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+from agent.backoff import Backoff
 from agent.cloud.clients import Backend
 from agent.config.model import Config
-from agent.errors import ThumbdropError
+from agent.errors import ResourceMissingError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule
 from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 8.0
 # In the state dir while the agent is paused: a pause outlives a restart until 'thumbdrop resume'.
 PAUSE_FILE = "paused"
+# A backend that lost our buckets and queues is set up again at most this often (auto_setup).
+RESETUP_SECONDS = 60.0
+# A reconcile round on the backend's return after an outage runs at most this often (a flapping link).
+CATCH_UP_SECONDS = 10.0
 
 
 class Agent:
@@ -53,6 +57,13 @@ class Agent:
         self.ready = threading.Event()
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
         self._wake = threading.Event()
+        # Resources gone while running: noted once per episode; with auto_setup the reconcile loop sets up again.
+        self._missing_lock = threading.Lock()
+        self._missing_noted = False
+        self._resetup = threading.Event()
+        self._last_setup = float("-inf")
+        self._last_good_round = float("-inf")
+        self.status.on_back.append(self._backend_back)
         self.control = ControlServer(state_dir, self)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -77,6 +88,7 @@ class Agent:
             self.uploader.provisioned.clear()  # files are noticed now, uploaded once notifications exist
             if self.paused.is_set():
                 self.uploader.paused.set()
+            self.uploader.on_missing = self.resources_missing
             self.uploader.start_watching()
         if "cleaner" in self.roles:
             cleaner = CleanerRole(
@@ -99,7 +111,7 @@ class Agent:
 
     def _bootstrap(self) -> None:
         """Provision and find the queues, waiting out an offline backend, then start the loops."""
-        failures = 0
+        backoff = Backoff(first=1.0, cap=5.0)
         while not self.stop_event.is_set():
             try:
                 ensure_resources(self.cfg, self.backend)
@@ -111,9 +123,8 @@ class Agent:
                     self.status.set_state("error", fatal=str(exc))
                     self.stop_event.set()
                     return
-                failures += 1
                 self.status.offline(str(exc))
-                self.stop_event.wait(min(30.0, 2.0**failures) * random.uniform(0.5, 1.0))
+                self._sleep(backoff.next())
         else:
             return
         self.status.online()
@@ -143,6 +154,8 @@ class Agent:
         consumer = QueueConsumer(
             name=name,
             sqs=self.backend.sqs,
+            receiver=self.backend.receiver(self.cfg.queues.wait_seconds),
+            on_missing=self.resources_missing,
             queue_url=url,
             dlq_url=dlq,
             handle=handle,
@@ -160,8 +173,11 @@ class Agent:
         """At start and every rescan_seconds: upload, thumbnail and pull what is missing."""
         interval = self.cfg.watch.rescan_seconds
         first = True
+        backoff = Backoff(first=2.0, cap=30.0)
         while not self.stop_event.is_set():
             try:
+                if self._resetup.is_set():
+                    self._set_up_again()
                 if first and self.uploader is not None:
                     try:
                         self.uploader.abort_stale_multipart()
@@ -178,17 +194,88 @@ class Agent:
                     self.worker.reconcile(self.stop_event)
                 if self.puller is not None and not self.paused.is_set():
                     self.puller.reconcile()
+                backoff.reset()
+                self._last_good_round = time.monotonic()
+                with self._missing_lock:
+                    self._missing_noted = False
                 self.status.online()
             except ThumbdropError as exc:
                 if exc.kind == "transient":
                     self.status.offline(str(exc))
-                    self._sleep(10)
+                    self._sleep(backoff.next())
                     continue
-                log.error("reconcile failed: %s", exc)
+                if isinstance(exc, ResourceMissingError):
+                    self.resources_missing(exc)
+                    if self._resetup.is_set():
+                        continue  # _set_up_again() waits out its own rate limit
+                else:
+                    log.error("reconcile failed: %s", exc)
             except Exception:  # noqa: BLE001 - a bug or a local fault must not end the rescans for good
                 log.exception("reconcile round failed; trying again at the next rescan")
             # rescan_seconds 0: no periodic rescan, but sync_now() still runs a round.
             self._sleep(interval if interval > 0 else None)
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def _backend_back(self) -> None:
+        """Status saw the backend answer again after an outage: every role resumes now, not after its backoff,
+        and a reconcile round catches up what the outage left behind (events dead-lettered meanwhile)."""
+        if self.uploader is not None:
+            self.uploader.retry_now()
+        for c in self.consumers:
+            c.wake()
+        if self.ready.is_set() and time.monotonic() - self._last_good_round >= CATCH_UP_SECONDS:
+            self._wake.set()
+
+    def resources_missing(self, exc: ThumbdropError) -> None:
+        """A bucket or queue is gone while the agent runs: a store restarted without persistence, or removed by
+        hand. With auto_setup the reconcile loop sets everything up again (rate-limited) and retries what failed;
+        without it, one line says what to run. Called by every role; acts once per episode."""
+        self.status.offline(f"{exc} (the backend lost thumbdrop's buckets or queues)", quiet=True)
+        with self._missing_lock:
+            if self._missing_noted:
+                return
+            self._missing_noted = True
+        if self.cfg.backend.auto_setup:
+            log.warning("the backend lost thumbdrop's buckets or queues (%s): setting them up again", exc.message)
+            self._resetup.set()
+            self._wake.set()
+        else:
+            log.error(
+                "the backend lost thumbdrop's buckets or queues (%s): run 'thumbdrop setup' (backend.auto_setup is "
+                "off); work resumes by itself once they exist",
+                exc.message,
+            )
+
+    def _set_up_again(self) -> None:
+        """Provision again (auto_setup), at most once per RESETUP_SECONDS, then point the consumers at the queues."""
+        wait = self._last_setup + RESETUP_SECONDS - time.monotonic()
+        if wait > 0:
+            log.info("setting up again in %.0f s (at most once a minute)", wait)
+            self.stop_event.wait(wait)
+            if self.stop_event.is_set():
+                return
+        self._last_setup = time.monotonic()
+        try:
+            ensure_resources(self.cfg, self.backend)
+            urls = queue_urls(self.cfg, self.backend)
+        except ThumbdropError as exc:
+            if exc.kind != "transient":  # refused (credentials, permissions): say so once, do not loop on it
+                self._resetup.clear()
+                log.error("could not set up again: %s; run 'thumbdrop setup' with credentials allowed to create them", exc)
+            raise
+        self._resetup.clear()
+        for c in self.consumers:
+            url, dlq = (urls.events, urls.events_dlq) if c.name == "worker" else (urls.pull, urls.pull_dlq)
+            if url is not None:  # a store may hand out new queue URLs
+                c.queue_url, c.dlq_url = url, dlq
+            c.wake()
+        with self._missing_lock:
+            self._missing_noted = False
+        log.info("set up again: buckets, queues and notifications are back; retrying what failed meanwhile")
+        if self.uploader is not None:
+            self.uploader.retry_now()
+            self.uploader.provisioned.set()
 
     def _sleep(self, seconds: float | None) -> None:
         self._wake.wait(seconds)

@@ -61,6 +61,9 @@ class Status:
         self.on_done: Callable[[str, float, int], None] | None = None
         # Watch folders that are gone (an unplugged drive): folder -> what to tell the user.
         self.missing_folders: dict[str, str] = {}
+        # Called (outside the lock) when the backend answers again after being offline: the agent wakes every
+        # role that is waiting out the outage, so work resumes at once instead of after each one's backoff.
+        self.on_back: list[Callable[[], None]] = []
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -116,13 +119,14 @@ class Status:
             self.counts["pulled"] += 1
             self.recent_thumbnails.append(path)
 
-    def offline(self, reason: str) -> None:
+    def offline(self, reason: str, *, quiet: bool = False) -> None:
+        """The backend cannot be used now; ``quiet``: the caller says why in its own words."""
         with self._lock:
             went = self.offline_since is None
             if went:
                 self.offline_since = time.time()
             self.offline_reason = reason
-        if went:  # once per outage: each role's own retries log at their own pace
+        if went and not quiet:  # once per outage: each role's own retries log at their own pace
             if self.one_shot:
                 log.warning("backend unreachable: %s; what is not done when the command ends is listed as unfinished", reason)
             else:
@@ -134,6 +138,8 @@ class Status:
             self.offline_reason = ""
         if since is not None:
             log.info("backend reachable again after %.0f s", time.time() - since)
+            for hook in list(self.on_back):
+                hook()
 
     def set_state(self, state: str, fatal: str | None = None) -> None:
         with self._lock:

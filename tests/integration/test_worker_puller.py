@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+import botocore.exceptions as bx
 import numpy as np
 import pytest
 from boto3.s3.transfer import TransferConfig
@@ -22,8 +23,8 @@ from agent.cloud.clients import Backend
 from agent.cloud.provision import Provisioner
 from agent.config.loader import parse_config
 from agent.config.model import Config
-from agent.errors import ItemError, TransientError, UnsafeKeyError
-from agent.pipeline.consumer import NAME_ATTR, REASON_ATTR, QueueConsumer
+from agent.errors import ItemError, OfflineError, TransientError, UnsafeKeyError
+from agent.pipeline.consumer import NAME_ATTR, REASON_ATTR, START_VISIBILITY, QueueConsumer
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.worker import ThumbnailWorker
 from agent.service.runtime import queue_urls
@@ -179,10 +180,15 @@ def consuming(
     concurrency: int = 2,
     visibility: int = 30,
     name: str = "test",
+    sqs: Any = None,
+    receiver: Any = None,
+    start_visibility: int = START_VISIBILITY,
 ) -> Iterator[QueueConsumer]:
     consumer = QueueConsumer(
         name=name,
-        sqs=stack.sqs,
+        sqs=sqs or stack.sqs,
+        receiver=receiver,
+        start_visibility=start_visibility,
         queue_url=url,
         dlq_url=dlq,
         handle=handle,
@@ -507,3 +513,149 @@ def test_consumer_extends_visibility_of_a_slow_job(stack: Stack, plain_queue: tu
         wait_for(lambda: stack.depth(url) == (0, 0), 10, "the slow message to be deleted")
     assert stolen == [], "a second consumer received a message whose job was still running"
     assert calls == ["slow"]
+
+
+class Flaky:
+    """A boto3 client whose ``method`` fails ``times`` times with a dropped connection; ``after_call``: the request
+    reaches the backend first (the response is what is lost)."""
+
+    def __init__(self, client: Any, method: str, *, times: int = 1, after_call: bool = False) -> None:
+        self.client, self.method, self.left, self.after_call = client, method, times, after_call
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.client, name)
+        if name != self.method:
+            return real
+
+        def flaky(**kwargs: Any) -> Any:
+            if self.left > 0:
+                self.left -= 1
+                self.failed += 1
+                if self.after_call:
+                    real(**kwargs)
+                raise bx.ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
+            return real(**kwargs)
+
+        return flaky
+
+
+def test_consumer_lost_receive_response_hides_messages_for_seconds_only(stack: Stack, plain_queue: tuple[str, str]) -> None:
+    """Issue 14 item 3: the backend received the receive and hid the message, its answer was lost on the link.
+    The message must be back in a few seconds, not after the whole visibility timeout (120 s by default)."""
+    url, dlq = plain_queue
+    handled = threading.Event()
+    stack.sqs.send_message(QueueUrl=url, MessageBody="lost once")
+    receiver = Flaky(stack.sqs, "receive_message", after_call=True)
+    started = time.monotonic()
+    with consuming(stack, url, dlq, lambda m: handled.set(), visibility=120, receiver=receiver, start_visibility=3):
+        wait_for(handled.is_set, 30, "the message whose receive answer was lost to be handled")
+        took = time.monotonic() - started
+        wait_for(lambda: stack.depth(url) == (0, 0), 10, "the message to be deleted")
+    assert receiver.failed == 1
+    assert took < 20, f"took {took:.1f} s"
+
+
+def test_consumer_extends_a_started_job_beyond_the_short_receive_visibility(stack: Stack, plain_queue: tuple[str, str]) -> None:
+    """Messages arrive with a short visibility; once a job starts it is extended to the full one at once, not
+    only at the heartbeat's visibility/3 tick: a job longer than the short visibility is never handed out twice."""
+    url, dlq = plain_queue
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow(m: Message) -> None:
+        calls.append(m["Body"])
+        started.set()
+        release.wait(30)
+
+    stack.sqs.send_message(QueueUrl=url, MessageBody="slow")
+    with consuming(stack, url, dlq, slow, concurrency=1, visibility=60, start_visibility=2):
+        wait_for(started.is_set, 20, "the slow job to start")
+        t0 = time.monotonic()
+        stolen: list[Message] = []
+        while time.monotonic() - t0 < 7:  # well past the 2 s of the receive
+            resp = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=0, VisibilityTimeout=1)
+            stolen.extend(resp.get("Messages", []))
+            time.sleep(0.25)
+        release.set()
+        wait_for(lambda: stack.depth(url) == (0, 0), 10, "the slow message to be deleted")
+    assert stolen == [], "a second consumer received a message whose job was still running"
+    assert calls == ["slow"]
+
+
+def test_consumer_job_failed_by_the_link_comes_back_soon_even_if_the_postpone_was_lost(
+    stack: Stack, plain_queue: tuple[str, str]
+) -> None:
+    """A job failed because the link went down, and so did the call that would have made its message visible
+    again: the consumer sends it again until it gets through, so the message is back within seconds of the
+    link's return instead of at the end of its extended visibility."""
+    url, dlq = plain_queue
+    receives: list[str] = []
+
+    def handle(m: Message) -> None:
+        receives.append(m["Attributes"]["ApproximateReceiveCount"])
+        if len(receives) == 1:
+            time.sleep(2.5)  # long enough for the heartbeat to extend it to the full visibility first
+            raise OfflineError("cannot reach the backend (test)")
+
+    stack.sqs.send_message(QueueUrl=url, MessageBody="offline once")
+    sqs = Flaky(stack.sqs, "change_message_visibility")
+    started = time.monotonic()
+    with consuming(stack, url, dlq, handle, visibility=120, sqs=sqs, receiver=stack.sqs, start_visibility=2):
+        wait_for(lambda: len(receives) >= 2, 40, "the message to come back after the link failure")
+        took = time.monotonic() - started
+        wait_for(lambda: stack.depth(url) == (0, 0), 10, "the message to be deleted after the retry")
+    assert sqs.failed == 1
+    assert took < 25, f"took {took:.1f} s"
+
+
+def test_worker_refuses_an_image_larger_than_its_memory_budget_and_thumbnails_the_rest(moto_url: str, tmp_path: Path) -> None:
+    """Issue 14 item 16: a job whose estimated decode memory exceeds worker.max_memory_mb could never run: it fails
+    as a bad item (marker, status, log naming the key) with a reason that says how to fix it; a small one next to
+    it is thumbnailed. The budget (32 MB) is shared by the worker's jobs."""
+    stack = make_stack(moto_url, tmp_path, {"worker": {"max_memory_mb": 32}})
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="mem/huge.png", Body=noise_png((4000, 3000)))
+    stack.s3.put_object(Bucket=stack.cfg.source.bucket, Key="mem/small.jpg", Body=jpeg((800, 600)))
+    worker = stack.worker()
+    assert worker.budget.limit == 32 * (1 << 20)
+    with pytest.raises(ItemError) as caught:
+        worker.process("mem/huge.png")
+    assert "4000x3000" in str(caught.value) and "worker.max_memory_mb" in str(caught.value)
+    assert worker.process("mem/small.jpg") == "thumbnailed"
+    failures = stack.status.snapshot()["failures"]
+    assert [f["name"] for f in failures] == ["mem/huge.png"], failures
+    assert "worker.max_memory_mb" in failures[0]["reason"]
+    assert stack.thumb_keys() == {"mem/small.jpg", worker.layout.failure_key("mem/huge.png")}
+    assert worker.budget.in_use == 0
+
+
+def test_a_drain_without_heartbeat_receives_with_the_full_visibility(stack: Stack, plain_queue: tuple[str, str]) -> None:
+    """sync's drain() runs no heartbeat to extend a short receive visibility: its messages must be hidden for the
+    whole visibility_timeout, or a slow job's message would go to a second consumer while it runs."""
+    url, dlq = plain_queue
+    started = threading.Event()
+    stack.sqs.send_message(QueueUrl=url, MessageBody="slow in a drain")
+    consumer = QueueConsumer(
+        name="drain-test",
+        sqs=stack.sqs,
+        queue_url=url,
+        dlq_url=dlq,
+        handle=lambda m: (started.set(), time.sleep(4)),
+        describe=lambda m: str(m.get("MessageId")),
+        concurrency=1,
+        visibility_timeout=60,
+        wait_seconds=1,
+        status=stack.status,
+        start_visibility=1,
+    )
+    drainer = threading.Thread(target=consumer.drain, kwargs={"deadline": time.monotonic() + 30}, name="drain-test")
+    drainer.start()
+    try:
+        wait_for(started.is_set, 20, "the drain's job to start")
+        time.sleep(1.5)  # past the short visibility
+        stolen = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1, VisibilityTimeout=1)
+        assert stolen.get("Messages", []) == [], "a second consumer received a message whose drain job was running"
+    finally:
+        drainer.join(30)
+        consumer.join(timeout=10)
+    assert consumer.outcome.ok == 1

@@ -253,3 +253,16 @@ def test_endpoint_sharing_steps_aside_for_an_unfamiliar_client() -> None:
     from agent.cloud.endpoint_cache import share_endpoint_resolution
 
     assert share_endpoint_resolution(object()) is False
+
+
+def test_long_polls_have_their_own_client_that_gives_up_soon_after_the_wait() -> None:
+    """Issue 14 item 3: a long poll on a silent connection was abandoned after read_timeout times max_attempts
+    (5 x 60 s by default); it must be abandoned a few seconds after its wait, once, and the loop retries."""
+    b = backend(read_timeout=60, max_attempts=5)
+    receiver = b.receiver(20)
+    assert receiver is b.receiver(20)
+    assert receiver is not b.sqs
+    assert receiver.meta.config.read_timeout == 20 + clients.RECEIVE_MARGIN
+    assert receiver.meta.config.retries["total_max_attempts"] == 1
+    assert b.sqs.meta.config.read_timeout == 60
+    assert b.sqs.meta.config.retries["total_max_attempts"] == 5

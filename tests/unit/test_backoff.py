@@ -1,0 +1,40 @@
+"""The one retry delay policy: exponential, capped, jittered, and back to the first step after a success."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agent.backoff import Backoff
+
+
+def test_steps_grow_to_the_cap_within_the_jitter() -> None:
+    b = Backoff(first=0.5, cap=4.0, jitter=0.5, rng=random.Random(1))
+    delays = [b.next() for _ in range(8)]
+    steps = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    for delay, step in zip(delays, steps, strict=True):
+        assert step * 0.5 <= delay <= step
+    assert b.failures == 8
+
+
+def test_reset_starts_again_from_the_first_step() -> None:
+    b = Backoff(first=1.0, cap=30.0, jitter=0.0)
+    for _ in range(10):
+        b.next()
+    assert b.step() == 30.0
+    b.reset()
+    assert b.step() == 1.0
+    assert b.next() == 1.0
+
+
+def test_a_long_outage_does_not_overflow() -> None:
+    b = Backoff(first=0.5, cap=5.0, jitter=0.0)
+    b.failures = 10_000
+    assert b.next() == 5.0
+
+
+@pytest.mark.parametrize("kwargs", [{"first": 0}, {"first": 5, "cap": 1}, {"factor": 0.5}, {"jitter": 1.0}])
+def test_nonsense_is_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Backoff(**kwargs)
