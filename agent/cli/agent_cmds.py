@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from agent.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK
+from agent.text import printable
 
 
 def register(sub: Any) -> None:
@@ -143,12 +144,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{result.pulled} pulled, {len(result.failures)} failed"
         )
         for name, reason in sorted(result.failures.items()):
-            print(f"  FAILED {name}: {reason}")
+            print(f"  FAILED {printable(name)}: {printable(reason)}")
         why = " (interrupted)" if result.interrupted else " (timed out)" if result.timed_out else ""
         if result.unfinished:
             print(f"  {len(result.unfinished)} unfinished{why}:")
             for name in sorted(result.unfinished):
-                print(f"  UNFINISHED {name}")
+                print(f"  UNFINISHED {printable(name)}")
         elif why:
             print(f"  {why.strip(' ()')}")
     if result.interrupted:

@@ -20,6 +20,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.events import parse_body
 from agent.errors import ThumbdropError
+from agent.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def describe(msg: dict[str, Any], queue: str, max_receives: int) -> DeadLetter:
     if not reason:
         reason = f"exceeded max_receives ({seen} receives; limit {max_receives})"
     sent = (msg.get("Attributes") or {}).get("SentTimestamp")
-    return DeadLetter(queue, str(msg.get("MessageId")), item, reason, seen, int(sent) / 1000 if sent else None)
+    # A key may hold a newline: one message, one line of 'dlq list'.
+    return DeadLetter(
+        queue, str(msg.get("MessageId")), printable(item), printable(reason), seen, int(sent) / 1000 if sent else None
+    )
 
 
 def list_dead_letters(

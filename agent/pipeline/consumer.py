@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.cloud.errors import call
-from agent.errors import BadMessageError, ItemError, ThumbdropError
+from agent.errors import BadMessageError, IncompleteSourceError, ItemError, ThumbdropError
 from agent.pipeline.pools import shutdown_within
 from agent.state.status import Status
 
@@ -244,6 +244,8 @@ class QueueConsumer:
         self.outcome.retried += 1
         receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
+        if isinstance(exc, IncompleteSourceError):
+            delay = min(900, max(1, int(exc.retry_after)))  # the handler knows when another look makes sense
         log.warning("%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
@@ -26,7 +27,7 @@ from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, safe_local_path
+from agent.pipeline.keys import Layout, is_probe, safe_local_path
 from agent.state.journal import Journal
 from agent.state.status import Status
 
@@ -62,6 +63,9 @@ class ThumbnailPuller:
                 self._report_failure(event.key, failed_rel)
                 continue
             rel = self.layout.rel_of_thumb_key(event.key)
+            if rel is None and is_probe(event.key):
+                log.debug("ignored event for %s (a 'thumbdrop doctor' probe)", event.key)
+                continue
             if rel is None:
                 log.info("ignored event for %s (outside thumbnails.prefix)", event.key)
                 self.status.count("ignored")
@@ -115,6 +119,11 @@ class ThumbnailPuller:
             self.status.end("pulling")
         self.status.done("pull", time.monotonic() - started, int(resp.get("ContentLength") or 0))
         self.status.pulled(str(path))
+        source = (resp.get("Metadata") or {}).get("source-key")
+        if source:
+            # A thumbnail of this source exists now: a failure of an older version of it (relayed from its
+            # marker, perhaps from a worker elsewhere) is over.
+            self.status.resolved(unquote(source), "worker")
         if self.journal is not None:
             self.journal.record_pull(str(path), key, str(resp.get("ETag", "")).strip('"'), int(resp.get("ContentLength") or 0))
         log.info("pulled %s -> %s", key, path)

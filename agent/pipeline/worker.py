@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,15 +28,19 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
-from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
+from agent.errors import ImageError, IncompleteSourceError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
+from agent.imaging.guards import maybe_incomplete
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta
+from agent.pipeline.keys import Layout, ascii_meta, is_probe
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+# How long a truncated or empty source may be the first part of a file still being written: within this time of
+# its upload it is tried again later (a newer version replaces it meanwhile), not reported.
+INCOMPLETE_GRACE = 60.0
 
 
 def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[datetime, str]]:
@@ -108,6 +112,9 @@ class ThumbnailWorker:
             if not event.created:
                 continue
             rel = self.layout.rel_of_source_key(event.key)
+            if rel is None and is_probe(event.key):
+                log.debug("ignored event for %s (a 'thumbdrop doctor' probe)", event.key)
+                continue
             if rel is None:
                 log.info("ignored event for %s (outside source.prefix or our own output)", event.key)
                 self.status.count("ignored")
@@ -240,6 +247,17 @@ class ThumbnailWorker:
             try:
                 thumbs = make_thumbnails(src, self.spec, work)
             except ItemError as exc:
+                if self._superseded(key, etag):
+                    # A failure of an older version is nobody's concern: the new one's own event thumbnails it.
+                    log.info("skipped %s: replaced by a newer version while it was thumbnailed", key)
+                    return "superseded"
+                wait = self._arriving_for(head, str(exc))
+                if wait is not None:
+                    raise IncompleteSourceError(
+                        f"{key} looks cut short ({exc}); it was uploaded moments ago and may still be arriving: "
+                        f"trying again in {wait:.0f} s",
+                        retry_after=wait,
+                    ) from None
                 self._mark_failed(rel, key, etag, sha, str(exc))
                 self.status.fail(key, str(exc), "worker")
                 log.error("failed %s: %s", key, exc)
@@ -267,6 +285,29 @@ class ThumbnailWorker:
         self.status.resolved(key, "worker")
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
         return "thumbnailed"
+
+    def _superseded(self, key: str, etag: str) -> bool:
+        """The source now holds other content than the version that failed (or is gone)."""
+        try:
+            head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
+        except ObjectGoneError:
+            return True
+        except ThumbdropError:
+            return False  # cannot tell: report what we know
+        return str(head["ETag"]).strip('"') != etag
+
+    def _arriving_for(self, head: Mapping[str, Any], reason: str) -> float | None:
+        """Seconds to wait before trying a source again that looks cut short and is younger than INCOMPLETE_GRACE
+        (a slow writer's first chunks: the uploader sends each settled version), else None: report it now."""
+        if not maybe_incomplete(reason):
+            return None
+        modified = head.get("LastModified")
+        if not isinstance(modified, datetime):
+            return None
+        age = time.time() - modified.timestamp()
+        if age >= INCOMPLETE_GRACE:
+            return None
+        return max(5.0, INCOMPLETE_GRACE - age)
 
     def _done_already(self, rel: str, etag: str) -> bool:
         for tkey in self.layout.thumb_keys(rel):

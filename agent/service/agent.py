@@ -43,6 +43,7 @@ class Agent:
         self.paused = threading.Event()
         self.journal = Journal(state_dir / "journal.sqlite3")
         self.status.on_failure = self._record_failure
+        self.status.on_resolved = self._forget_failure
         self.uploader: Uploader | None = None
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
@@ -56,9 +57,10 @@ class Agent:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
-        # First: a second agent on the same state dir (journal) is refused before it touches anything.
+        # First: a second agent on the same state dir (journal) is refused before it touches anything (or logs
+        # that it starts: the refusal is the only line it writes).
         self.control.start()
+        log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
         if "puller" in self.roles:
             # Made now, not at the first pull: a newcomer opening it right after the start finds it there.
             try:
@@ -212,17 +214,29 @@ class Agent:
         except sqlite3.Error as exc:
             log.debug("could not record the failure of %s: %s", name, exc)
 
+    def _forget_failure(self, name: str, _role: str) -> None:
+        try:
+            self.journal.clear_failure(name)
+        except sqlite3.Error as exc:
+            log.debug("could not clear the failure of %s: %s", name, exc)
+
     def pause(self) -> None:
+        was = self.paused.is_set()
         self.paused.set()
         if self.uploader is not None:
             self.uploader.paused.set()
         self.status.set_state("paused")
+        if not was:
+            log.info("paused: uploads and pulls wait until 'thumbdrop resume'")
 
     def resume(self) -> None:
+        was = self.paused.is_set()
         self.paused.clear()
         if self.uploader is not None:
             self.uploader.paused.clear()
         self.status.set_state("running")
+        if was:
+            log.info("resumed: uploads and pulls go on")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Drain in-flight work and join every thread, within ``timeout``."""
