@@ -244,9 +244,11 @@ class QueueConsumer:
         self.outcome.retried += 1
         receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
+        level = logging.WARNING
         if isinstance(exc, IncompleteSourceError):
             delay = min(900, max(1, int(exc.retry_after)))  # the handler knows when another look makes sense
-        log.warning("%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
+            level = logging.INFO  # not a failure (yet): most likely a newer version is on its way
+        log.log(level, "%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)
         try:

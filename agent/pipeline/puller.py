@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -87,9 +88,10 @@ class ThumbnailPuller:
             resp = call(f"read {key}", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=key)
             marker = json.loads(resp["Body"].read(65536))
             reason = str(marker.get("reason", "unknown reason"))
+            version = str(marker.get("source_sha256") or "") or None
         except (ThumbdropError, ValueError, AttributeError):
             return  # cleared meanwhile, or not ours: nothing to report
-        self.status.fail(self.layout.source_key(rel), reason, "worker", once=True)
+        self.status.fail(self.layout.source_key(rel), reason, "worker", once=True, version=version)
 
     # --- one thumbnail --------------------------------------------------------------
 
@@ -197,6 +199,37 @@ class ThumbnailPuller:
                         os.unlink(os.path.join(dirpath, name))
                         removed += 1
         return removed
+
+
+def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool]:
+    """For the pull dead-letter queue: whether a message's every thumbnail is now in the local folder as it is in
+    the bucket (pulled by a later event or a reconcile), so the message is stale."""
+    layout = Layout.of(cfg)
+    root = Path(cfg.local.thumbnails_dir)
+    s3 = backend.s3
+
+    def done(msg: dict[str, Any]) -> bool:
+        try:
+            events = [e for e in parse_body(str(msg.get("Body", ""))) if e.created]
+        except ItemError:
+            return False
+        if not events:
+            return False
+        for event in events:
+            rel = layout.rel_of_thumb_key(event.key) if event.bucket == cfg.thumbnails.bucket else None
+            if rel is None:
+                return False
+            try:
+                path = safe_local_path(root, rel)
+                head = call(f"read {event.key}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=event.key)
+            except ItemError:
+                return False
+            stamp = _timestamp(head.get("LastModified"))
+            if not _matches(path, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'), stamp):
+                return False
+        return True
+
+    return done
 
 
 def _matches(path: Path, size: int | None, etag: str | None, mtime: float | None) -> bool:

@@ -335,6 +335,14 @@ class Uploader:
         if remote is not None and cached and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
             if cached.key == key and remote == (cached.size, cached.etag):
                 return "unchanged"
+        if cached and cached.key == key and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            # The worker refused these very bytes before (the embedded backend forgets its buckets and markers
+            # at every restart): the same content gets the same verdict. A changed file is tried again.
+            reason = self.journal.known_bad(printable(key), cached.sha256)
+            if reason is not None:
+                self.status.remember(key, reason, "worker")
+                log.debug("not uploaded again: %s failed before with the same content (%s)", printable(str(path)), reason)
+                return "known-bad"
         try:
             hashes = self._hash(path, st.st_size, etag=remote is not None)
         except FileNotFoundError:
@@ -677,8 +685,9 @@ class _Handler(FileSystemEventHandler):
             return
         if self.up.local_file(path) is not None:
             self.up.status.count("seen")
-            # created (O_CREAT) or modified: written to, open until the close-write; attrib and moved: not.
-            self.up.touch(path, written=kind in ("created", "modified"))
+            # Only a write (IN_MODIFY) says a writer has the file open: "created" is also what a file renamed in from
+            # outside the watch looks like (IN_MOVED_TO), and a rename has no close to wait for.
+            self.up.touch(path, written=kind == "modified")
 
 
 def reports_close_write(observer: Any) -> bool:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
-from agent.errors import ImageError, IncompleteSourceError, ItemError, ObjectGoneError, ThumbdropError
+from agent.errors import BadMessageError, ImageError, IncompleteSourceError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
 from agent.imaging.guards import maybe_incomplete
 from agent.pipeline.bandwidth import limiter_for, throttle
@@ -77,6 +77,46 @@ def spec_of(cfg: Config) -> ThumbnailSpec:
         max_pixels=t.max_pixels,
         engine=t.engine,
     )
+
+
+def has_thumbnails(s3: Any, cfg: Config, layout: Layout, rel: str, etag: str) -> bool:
+    """Every size of this source's thumbnails is in the bucket, made from the content with ``etag``."""
+    for tkey in layout.thumb_keys(rel):
+        try:
+            head = call(f"read {tkey}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=tkey)
+        except ObjectGoneError:
+            return False
+        if head.get("Metadata", {}).get("source-etag") != etag:
+            return False
+    return True
+
+
+def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool]:
+    """For the events dead-letter queue: whether a message's every source now has thumbnails of its current
+    content (a newer version went through after this one failed), so the message is stale."""
+    layout = Layout.of(cfg)
+    s3 = backend.s3
+
+    def done(msg: dict[str, Any]) -> bool:
+        try:
+            events = [e for e in parse_body(str(msg.get("Body", ""))) if e.created]
+        except BadMessageError:
+            return False
+        if not events:
+            return False
+        for event in events:
+            rel = layout.rel_of_source_key(event.key) if event.bucket == cfg.source.bucket else None
+            if rel is None:
+                return False
+            try:
+                head = call(f"read {event.key}", s3.head_object, Bucket=cfg.source.bucket, Key=event.key)
+            except ObjectGoneError:
+                return False  # deleted: nothing went through; the message tells what failed
+            if not has_thumbnails(s3, cfg, layout, rel, str(head["ETag"]).strip('"')):
+                return False
+        return True
+
+    return done
 
 
 class ThumbnailWorker:
@@ -254,12 +294,11 @@ class ThumbnailWorker:
                 wait = self._arriving_for(head, str(exc))
                 if wait is not None:
                     raise IncompleteSourceError(
-                        f"{key} looks cut short ({exc}); it was uploaded moments ago and may still be arriving: "
-                        f"trying again in {wait:.0f} s",
+                        f"{key} looks cut short ({exc}) but was uploaded moments ago: it may still be arriving",
                         retry_after=wait,
                     ) from None
                 self._mark_failed(rel, key, etag, sha, str(exc))
-                self.status.fail(key, str(exc), "worker")
+                self.status.fail(key, str(exc), "worker", version=sha or None)
                 log.error("failed %s: %s", key, exc)
                 raise
             by_size = {t.size: t for t in thumbs}
@@ -310,14 +349,7 @@ class ThumbnailWorker:
         return max(5.0, INCOMPLETE_GRACE - age)
 
     def _done_already(self, rel: str, etag: str) -> bool:
-        for tkey in self.layout.thumb_keys(rel):
-            try:
-                head = call(f"read {tkey}", self.s3.head_object, Bucket=self.cfg.thumbnails.bucket, Key=tkey)
-            except ObjectGoneError:
-                return False
-            if head.get("Metadata", {}).get("source-etag") != etag:
-                return False
-        return True
+        return has_thumbnails(self.s3, self.cfg, self.layout, rel, etag)
 
     def _known_failure(self, rel: str, etag: str) -> str | None:
         try:

@@ -208,9 +208,9 @@ class Agent:
             if self.stop_event.wait(1.0):
                 return
 
-    def _record_failure(self, name: str, reason: str, role: str) -> None:
+    def _record_failure(self, name: str, reason: str, role: str, version: str | None) -> None:
         try:
-            self.journal.record_failure(name, role, reason)
+            self.journal.record_failure(name, role, reason, sha256=version)
         except sqlite3.Error as exc:
             log.debug("could not record the failure of %s: %s", name, exc)
 

@@ -52,8 +52,9 @@ class Status:
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)
         self.backend = ""
-        # Called with (name, reason, role) on every failure: the agent records them in the journal.
-        self.on_failure: Callable[[str, str, str], None] | None = None
+        # Called with (name, reason, role, sha256 of the content when known) on every failure: the agent records
+        # them in the journal.
+        self.on_failure: Callable[[str, str, str, str | None], None] | None = None
         # Called with (name, role) when an item that failed went through after all: the journal forgets it.
         self.on_resolved: Callable[[str, str], None] | None = None
         # counts["failed"] is what still fails: a failure of an item that later went through (a newer version of
@@ -70,9 +71,10 @@ class Status:
         with self._lock:
             self.counts[name] += n
 
-    def fail(self, name: str, reason: str, role: str, *, once: bool = False) -> None:
+    def fail(self, name: str, reason: str, role: str, *, once: bool = False, version: str | None = None) -> None:
         """Record a failure. ``once``: not again if ``name`` is already listed with this reason (the puller
         relays a worker's failure marker, which this same agent's worker has usually reported already).
+        ``version``: the sha256 of the content that failed, when known (the journal keeps the verdict with it).
 
         Names and reasons are kept escaped (``printable``): a name that is not UTF-8 must not break the
         journal, the status file or the log line that follows, and a newline must not split a line.
@@ -86,7 +88,14 @@ class Status:
             self._unresolved[(name, role)] = self._unresolved.get((name, role), 0) + 1
             self.failures.append(Failure(name, reason, role, time.time()))
         if self.on_failure is not None:
-            self.on_failure(name, reason, role)
+            self.on_failure(name, reason, role, version)
+
+    def remember(self, name: str, reason: str, role: str) -> None:
+        """List a failure known from before (the journal), without counting or reporting it again."""
+        name, reason = printable(name), printable(reason)
+        with self._lock:
+            if not any(f.name == name and f.role == role for f in self.failures):
+                self.failures.append(Failure(name, reason, role, time.time()))
 
     def resolved(self, name: str, role: str) -> None:
         """``name`` went through ``role`` after all (a fixed file, a passing cause): drop that role's failures of

@@ -51,7 +51,7 @@ def test_names_are_kept_escaped_so_the_journal_and_the_log_line_after_them_work(
     line never ran; a newline split the status line."""
     journal = Journal(tmp_path / "journal.sqlite3")
     status = Status(["uploader"])
-    status.on_failure = lambda name, reason, role: journal.record_failure(name, role, reason)
+    status.on_failure = lambda name, reason, role, _version: journal.record_failure(name, role, reason)
     try:
         status.fail("/in/caf\udce9.jpg", "cannot read /in/caf\udce9.jpg", "uploader")
         status.fail("/in/two\nlines.jpg", "bad", "uploader")
