@@ -332,3 +332,17 @@ def test_retrying_with_real_backoff_is_bounded() -> None:
     fn = Flaky(1, client_error("SlowDown", 503))
     assert retrying("get object", fn, attempts=2) == "done"
     assert fn.calls == 2
+
+
+def test_an_html_error_page_becomes_one_line_with_its_title() -> None:
+    """moto answers an API it lacks (StartMessageMoveTask) with a whole HTML page; the log got all of it."""
+    page = (
+        "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n"
+        "<p>The server encountered an internal error and was unable to complete your request.</p>\n"
+    )
+    exc = convert(client_error("", 500, page), "start moving td-events-dlq back")
+    assert exc.message == (
+        "the backend answered 500 while trying to start moving td-events-dlq back: an HTML error page (500 Internal Server Error)"
+    )
+    long = convert(client_error("Weird", 400, "line one\nline two " + "x" * 400), "list the source bucket")
+    assert "\n" not in long.message and "line one line two" in long.message and long.message.endswith("...")
