@@ -39,8 +39,9 @@ from agent.state.status import Status
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 # How long a truncated or empty source may be the first part of a file still being written: within this time of
-# its upload it is tried again later (a newer version replaces it meanwhile), not reported.
-INCOMPLETE_GRACE = 60.0
+# its upload it is tried again once, at the end of it (a newer version has replaced it by then), not reported. It
+# covers a writer's pause between chunks plus settle and upload time where no close event tells (macOS, Windows).
+INCOMPLETE_GRACE = 20.0
 
 
 def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[datetime, str]]:
@@ -134,6 +135,7 @@ class ThumbnailWorker:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         self._busy_lock = threading.Lock()
         self._busy: dict[str, list[Any]] = {}  # source rel -> [its lock, threads using it]
+        self.incomplete_grace = INCOMPLETE_GRACE
 
     def close(self) -> None:
         """After its jobs are done: remove this process's (by now empty) temp folder."""
@@ -336,7 +338,7 @@ class ThumbnailWorker:
         return str(head["ETag"]).strip('"') != etag
 
     def _arriving_for(self, head: Mapping[str, Any], reason: str) -> float | None:
-        """Seconds to wait before trying a source again that looks cut short and is younger than INCOMPLETE_GRACE
+        """Seconds to wait before trying a source again that looks cut short and is younger than incomplete_grace
         (a slow writer's first chunks: the uploader sends each settled version), else None: report it now."""
         if not maybe_incomplete(reason):
             return None
@@ -344,9 +346,9 @@ class ThumbnailWorker:
         if not isinstance(modified, datetime):
             return None
         age = time.time() - modified.timestamp()
-        if age >= INCOMPLETE_GRACE:
+        if age >= self.incomplete_grace:
             return None
-        return max(5.0, INCOMPLETE_GRACE - age)
+        return max(5.0, self.incomplete_grace - age)
 
     def _done_already(self, rel: str, etag: str) -> bool:
         return has_thumbnails(self.s3, self.cfg, self.layout, rel, etag)

@@ -173,6 +173,8 @@ class Sync:
     def _thumbnail(self, scope: set[str]) -> None:
         urls = queue_urls(self.cfg, self.backend)
         worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+        # sync uploads only settled files and reports what it finds: a truncated file is reported, not waited for.
+        worker.incomplete_grace = 0.0
         local_worker = "worker" in self.cfg.roles
         while True:
             todo = self._missing_thumbnails(worker, scope)

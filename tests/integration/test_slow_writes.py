@@ -6,6 +6,7 @@ A real watchdog observer and real files written with real pauses; the waits poll
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.dlq import DeadLetter, list_dead_letters
 from agent.config.loader import parse_config
 from agent.config.model import Config
+from agent.pipeline.consumer import REASON_ATTR
 from agent.pipeline.uploader import reports_close_write
 from agent.pipeline.worker import done_since
 from agent.service.agent import Agent
@@ -290,3 +292,39 @@ def test_pause_and_resume_are_logged_and_a_refused_second_agent_does_not_say_it_
             second.start()
         second.journal.close()
         assert not any("starting" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_sync_and_dlq_list_show_a_name_with_a_newline_on_one_line(
+    tmp_path: Path, moto_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = config_data(tmp_path, moto_url)
+    cfg_file = tmp_path / "thumbdrop.yaml"
+    cfg_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    # moto refuses keys with a newline (S3 takes them): the upload fails, which is what this test needs, a failure
+    # named by a name with a newline in it.
+    drop(tmp_path / "inbox" / "bad\nname.jpg", small_jpeg())
+    capsys.readouterr()
+    assert main(["-q", "--config", str(cfg_file), "sync", "--timeout", "120"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  FAILED ") and "inbox/bad\\nname.jpg: " in lines[1], lines
+    assert main(["-q", "--config", str(cfg_file), "sync", "--json", "--timeout", "120"]) == 1
+    names = [f["name"] for f in json.loads(capsys.readouterr().out)["failures"]]
+    assert names == [f"{tmp_path}/inbox/bad\\nname.jpg"]
+
+    cfg = config(tmp_path, moto_url)
+    backend = Backend(cfg.backend, endpoint_url=moto_url, local=False)
+    urls = queue_urls(cfg, backend)
+    assert urls.events_dlq is not None
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": cfg.source.bucket}, "object": {"key": "two%0Alines.jpg"}},
+    }
+    backend.sqs.send_message(
+        QueueUrl=urls.events_dlq,
+        MessageBody=json.dumps({"Records": [record]}),
+        MessageAttributes={REASON_ATTR: {"DataType": "String", "StringValue": "not an image\n(second line)"}},
+    )
+    assert main(["-q", "--config", str(cfg_file), "dlq", "list", "--queue", "events"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "thumbdrop-events-dlq: 1 dead-lettered message(s)", lines
+    assert len(lines) == 2 and lines[1].endswith("two\\nlines.jpg  not an image\\n(second line)"), lines

@@ -252,7 +252,8 @@ def file_cases() -> list[FileCase]:
 
 def failure_for(failures: dict[str, str], case: FileCase, inbox: Path) -> str | None:
     """The reported reason for a case: failures are named by local path, source key or thumbnail key."""
-    names = {case.rel, case.thumb_rel, str(inbox / case.rel)}
+    raw = {case.rel, case.thumb_rel, str(inbox / case.rel)}
+    names = raw | {printable(n) for n in raw}  # names are reported escaped (\xe9, \n)
     for name, reason in failures.items():
         if name in names:
             return reason
