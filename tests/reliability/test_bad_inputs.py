@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.text import printable
 from tests.reliability.conftest import (
     EVENTS_DLQ,
     EVENTS_QUEUE,
