@@ -252,10 +252,12 @@ def test_a_known_bad_file_is_not_uploaded_and_reported_again_after_the_backend_c
 
 
 def test_a_name_that_is_not_utf8_is_logged_and_listed_escaped(
-    tmp_path: Path, moto_url: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, moto_url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The journal's UnicodeEncodeError escaped from status.fail(), so the log line after it never ran."""
     cfg = config(tmp_path, moto_url)
+    cfg_file = tmp_path / "thumbdrop.yaml"
+    cfg_file.write_text(yaml.safe_dump(config_data(tmp_path, moto_url)), encoding="utf-8")
     with running_agent(cfg, moto_url) as agent, caplog.at_level(logging.INFO, logger="agent"):
         inbox = os.fsencode(tmp_path / "inbox")
         with open(inbox + b"/caf\xe9.jpg", "wb") as f:
@@ -269,6 +271,11 @@ def test_a_name_that_is_not_utf8_is_logged_and_listed_escaped(
         assert [f["name"] for f in snap["failures"]] == [f"{tmp_path}/inbox/caf\\xe9.jpg"]
         assert "not valid UTF-8" in snap["failures"][0]["reason"]
         assert [row[0] for row in agent.journal.failures()] == [f"{tmp_path}/inbox/caf\\xe9.jpg"]
+        capsys.readouterr()
+        assert main(["-q", "--config", str(cfg_file), "status"]) == 0
+        out = capsys.readouterr().out
+        shown = [line for line in out.splitlines() if "caf" in line]
+        assert len(shown) == 1 and shown[0].endswith(f"{tmp_path}/inbox/caf\\xe9.jpg: {snap['failures'][0]['reason']}"), out
     assert not any("\udce9" in r.getMessage() for r in caplog.records)
 
 
