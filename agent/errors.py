@@ -121,6 +121,16 @@ class OfflineError(TransientError):
     title = "Backend offline"
 
 
+class IncompleteSourceError(TransientError):
+    """A fresh source that looks cut short: probably still arriving (a newer version follows); try it later."""
+
+    title = "Source still arriving"
+
+    def __init__(self, message: str, *, retry_after: float, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after  # seconds: the consumer postpones the message this long
+
+
 # --- per item ----------------------------------------------------------------
 
 

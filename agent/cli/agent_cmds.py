@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from agent.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK
+from agent.text import printable
 
 
 def register(sub: Any) -> None:
@@ -155,7 +156,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         f"{result.pulled} pulled, {len(result.failures)} failed"
     )
     for name, reason in sorted(result.failures.items()):
-        print(f"  FAILED {name}: {reason}")
+        print(f"  FAILED {printable(name)}: {printable(reason)}")
     why = " (interrupted)" if result.interrupted else " (timed out)" if result.timed_out else ""
     if result.unfinished:
         print(f"  {len(result.unfinished)} unfinished{why}:")
@@ -163,7 +164,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         # A sync stopped early on a big folder would otherwise bury its summary under thousands of names.
         shown = names[:UNFINISHED_SHOWN] if why else names
         for name in shown:
-            print(f"  UNFINISHED {name}")
+            print(f"  UNFINISHED {printable(name)}")
         if len(names) > len(shown):
             print(f"  ... and {len(names) - len(shown)} more ('thumbdrop sync --json' lists them all)")
     elif why:

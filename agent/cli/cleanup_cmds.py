@@ -196,16 +196,30 @@ def _dlqs(cfg: Any, backend: Any, which: str) -> list[tuple[str, str, str | None
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from agent.cli.main import load
     from agent.cloud.dlq import list_dead_letters
+    from agent.pipeline.puller import done_since as puller_done_since
+    from agent.pipeline.worker import done_since as worker_done_since
     from agent.service.runtime import open_backend
 
     cfg = load(args)
     out: dict[str, Any] = {}
+    removed: dict[str, list[Any]] = {}
     with open_backend(cfg, start=False) as backend:
-        for _kind, name, url, _src in _dlqs(cfg, backend, args.queue):
+        # A message about an item that went through since (a newer version of the file) is stale: it goes.
+        done = {"events": worker_done_since(cfg, backend), "pull": puller_done_since(cfg, backend)}
+        for kind, name, url, _src in _dlqs(cfg, backend, args.queue):
             if url is None:
                 out[name] = None
                 continue
-            out[name] = list_dead_letters(backend.sqs, url, queue=name, max_receives=cfg.queues.max_receives, limit=args.limit)
+            removed[name] = []
+            out[name] = list_dead_letters(
+                backend.sqs,
+                url,
+                queue=name,
+                max_receives=cfg.queues.max_receives,
+                limit=args.limit,
+                done=done[kind],
+                removed=removed[name],
+            )
     if args.json:
         print(json.dumps({n: [d.as_dict() for d in v] if v is not None else None for n, v in out.items()}, indent=2))
         return EXIT_OK
@@ -213,7 +227,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         if letters is None:
             print(f"{name}: missing (run 'thumbdrop setup')")
             continue
-        print(f"{name}: {len(letters)} dead-lettered message(s)")
+        gone = len(removed.get(name, []))
+        print(f"{name}: {len(letters)} dead-lettered message(s)" + (f"; {gone} about items done since removed" if gone else ""))
         width = min(60, max((len(d.item) for d in letters), default=0))
         for d in letters:
             when = datetime.fromtimestamp(d.sent_at).strftime("%Y-%m-%d %H:%M:%S") if d.sent_at else "-"

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from agent.errors import EXIT_BACKEND, EXIT_OK, ThumbdropError
+from agent.text import printable
 
 DEPTH_TIMEOUT = 8.0  # seconds for the queue depths; the rest of status is local
 
@@ -114,5 +115,5 @@ def cmd_status(args: argparse.Namespace) -> int:
     if running and agent.get("failures"):
         print("recent failures:")
         for f in agent["failures"][-10:]:
-            print(f"  {_ago(f['at'])} {f['name']}: {f['reason']}")
+            print(f"  {_ago(f['at'])} {printable(str(f['name']))}: {printable(str(f['reason']))}")
     return code

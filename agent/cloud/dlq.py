@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.events import parse_body
 from agent.errors import ThumbdropError
+from agent.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +68,28 @@ def describe(msg: dict[str, Any], queue: str, max_receives: int) -> DeadLetter:
     if not reason:
         reason = f"exceeded max_receives ({seen} receives; limit {max_receives})"
     sent = (msg.get("Attributes") or {}).get("SentTimestamp")
-    return DeadLetter(queue, str(msg.get("MessageId")), item, reason, seen, int(sent) / 1000 if sent else None)
+    # A key may hold a newline: one message, one line of 'dlq list'.
+    return DeadLetter(
+        queue, str(msg.get("MessageId")), printable(item), printable(reason), seen, int(sent) / 1000 if sent else None
+    )
 
 
 def list_dead_letters(
-    sqs: Any, url: str, *, queue: str, max_receives: int, limit: int = 1000, peek_seconds: int = PEEK_SECONDS
+    sqs: Any,
+    url: str,
+    *,
+    queue: str,
+    max_receives: int,
+    limit: int = 1000,
+    peek_seconds: int = PEEK_SECONDS,
+    done: Callable[[dict[str, Any]], bool] | None = None,
+    removed: list[DeadLetter] | None = None,
 ) -> list[DeadLetter]:
-    """Up to ``limit`` messages of a dead-letter queue, left on it (visible again) afterwards."""
+    """Up to ``limit`` messages of a dead-letter queue, left on it (visible again) afterwards.
+
+    ``done``: says of a message that its item went through since (a newer version of the file was thumbnailed):
+    such a message is stale, deleted instead of listed, and appended to ``removed``.
+    """
     held: list[dict[str, Any]] = []
     out: dict[str, DeadLetter] = {}
     try:
@@ -90,15 +107,45 @@ def list_dead_letters(
             messages = resp.get("Messages", [])
             if not messages:
                 break
-            held.extend(messages)
             fresh = [m for m in messages if m["MessageId"] not in out]
+            stale = [m for m in fresh if done is not None and _is_done(done, m)]
+            gone = _delete(sqs, url, queue, stale)
+            held.extend(m for m in messages if m["MessageId"] not in gone)
             for m in fresh:
-                out[m["MessageId"]] = describe(m, queue, max_receives)
+                entry = describe(m, queue, max_receives)
+                if m["MessageId"] in gone:
+                    if removed is not None:
+                        removed.append(entry)
+                else:
+                    out[m["MessageId"]] = entry
             if not fresh:
                 break  # the peek outlasted its timeout: everything is listed once
     finally:
         release(sqs, url, held)
     return list(out.values())
+
+
+def _is_done(done: Callable[[dict[str, Any]], bool], msg: dict[str, Any]) -> bool:
+    try:
+        return done(msg)
+    except ThumbdropError as exc:  # cannot tell now: list it, as before
+        log.debug("could not tell whether dead-letter message %s is stale: %s", msg.get("MessageId"), exc)
+        return False
+
+
+def _delete(sqs: Any, url: str, queue: str, messages: list[dict[str, Any]]) -> set[str]:
+    """Delete messages (received just now); returns the ids of those deleted."""
+    deleted: set[str] = set()
+    for i in range(0, len(messages), 10):
+        chunk = messages[i : i + 10]
+        entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)]
+        try:
+            out = call(f"remove stale messages from {queue}", sqs.delete_message_batch, QueueUrl=url, Entries=entries)
+        except ThumbdropError as exc:
+            log.warning("could not remove %d stale dead-letter message(s) from %s: %s", len(entries), queue, exc)
+            continue
+        deleted.update(chunk[int(ok["Id"])]["MessageId"] for ok in out.get("Successful", []))
+    return deleted
 
 
 def release(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:

@@ -160,7 +160,7 @@ def _first(patterns: tuple[re.Pattern[str], ...], text: str) -> str:
 def _convert_client_error(exc: bx.ClientError, action: str, region: str | None = None) -> ThumbdropError:
     err: dict[str, Any] = dict(exc.response.get("Error", {}))
     code = str(err.get("Code", ""))
-    message = str(err.get("Message", "")) or code
+    message = _one_line(str(err.get("Message", ""))) or code
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code in TRANSIENT_CODES or status >= 500 or status == 429:
         return TransientError(f"the backend answered {code or status} while trying to {action}: {message}")
@@ -201,6 +201,18 @@ def _convert_client_error(exc: bx.ClientError, action: str, region: str | None =
     if code in GONE_OBJECT_CODES or status == 404:
         return ObjectGoneError(f"object not found while trying to {action}")
     return BackendError(f"the backend refused to {action}: {code}: {message}")
+
+
+def _one_line(message: str) -> str:
+    """A backend's error message fit for one log line: an HTML error page (moto's 500 for an API it lacks,
+    a proxy's) becomes its title; anything else is folded onto one line and cut at 300 characters."""
+    low = message.lstrip()[:200].lower()
+    if low.startswith(("<!doctype html", "<html")) or "<html" in low:
+        title = re.search(r"<title[^>]*>(.*?)</title>", message, re.IGNORECASE | re.DOTALL)
+        text = " ".join(title.group(1).split()) if title else ""
+        return f"an HTML error page ({text})" if text else "an HTML error page"
+    text = " ".join(message.split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _skew_text(err: dict[str, Any]) -> str:

@@ -79,6 +79,11 @@ def is_environment_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno is not None
 
 
+def maybe_incomplete(reason: str) -> bool:
+    """Whether a failure with this reason could be a file caught while it was still being written."""
+    return reason.startswith((TRUNCATED, "empty file")) or "may be truncated" in reason
+
+
 def decode_failure(exc: BaseException) -> ImageError:
     """Turn a decoder's exception into a user-facing reason."""
     text = str(exc).strip()

@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.backoff import Backoff
 from agent.cloud.errors import call, is_transient
-from agent.errors import BadMessageError, ItemError, OfflineError, ResourceMissingError, ThumbdropError
+from agent.errors import BadMessageError, IncompleteSourceError, ItemError, OfflineError, ResourceMissingError, ThumbdropError
 from agent.pipeline.pools import shutdown_within
 from agent.state.status import Status
 
@@ -285,12 +285,16 @@ class QueueConsumer:
     def _retry_later(self, msg: Message, exc: BaseException) -> None:
         self.outcome.retried += 1
         receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        if isinstance(exc, OfflineError) or (is_transient(exc) and self.status.offline_since is not None):
+        level = logging.WARNING
+        if isinstance(exc, IncompleteSourceError):
+            delay = min(900, max(1, int(exc.retry_after)))  # the handler knows when another look makes sense
+            level = logging.INFO  # not a failure (yet): most likely a newer version is on its way
+        elif isinstance(exc, OfflineError) or (is_transient(exc) and self.status.offline_since is not None):
             # The link failed, not this message: it is due again as soon as the link is back.
             delay = int(LINK_RETRY_SECONDS * random.uniform(0.8, 1.2))
         else:
             delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
-        log.warning("%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
+        log.log(level, "%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)
             self._started.discard(msg["MessageId"])

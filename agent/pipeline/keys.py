@@ -15,6 +15,7 @@ from urllib.parse import quote
 from agent.config.model import Config
 from agent.errors import UnsafeKeyError
 from agent.imaging.spec import FORMAT_EXTENSIONS
+from agent.text import printable as printable  # re-exported: the pipeline names it from here
 
 FAILED_DIR = ".thumbdrop-failed/"  # failure markers, under thumbnails.prefix
 PROBE_MARK = ".thumbdrop-doctor-"  # doctor's short-lived permission probes: never thumbnailed, never pulled
@@ -158,21 +159,6 @@ def unsafe_reason(rel: str) -> str | None:
     if len(rel.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         return f"is longer than {MAX_PATH_BYTES} bytes"
     return None
-
-
-def printable(text: str) -> str:
-    """``text`` safe for one log or status line: control characters and undecodable bytes escaped (``\\n``, ``\\xe9``)."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if "\udc80" <= ch <= "\udcff":  # a byte os.fsdecode could not decode (surrogateescape)
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif ch.isprintable() or ch == " ":
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
 
 
 def ascii_meta(value: str) -> str:

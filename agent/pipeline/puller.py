@@ -15,10 +15,12 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
@@ -26,7 +28,7 @@ from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, safe_local_path
+from agent.pipeline.keys import Layout, is_probe, safe_local_path
 from agent.state.journal import Journal
 from agent.state.processes import pid_alive
 from agent.state.status import Status
@@ -67,6 +69,9 @@ class ThumbnailPuller:
                 self._report_failure(event.key, failed_rel)
                 continue
             rel = self.layout.rel_of_thumb_key(event.key)
+            if rel is None and is_probe(event.key):
+                log.debug("ignored event for %s (a 'thumbdrop doctor' probe)", event.key)
+                continue
             if rel is None:
                 log.info("ignored event for %s (outside thumbnails.prefix)", event.key)
                 self.status.count("ignored")
@@ -88,9 +93,10 @@ class ThumbnailPuller:
             resp = call(f"read {key}", self.s3.get_object, Bucket=self.cfg.thumbnails.bucket, Key=key)
             marker = json.loads(resp["Body"].read(65536))
             reason = str(marker.get("reason", "unknown reason"))
+            version = str(marker.get("source_sha256") or "") or None
         except (ThumbdropError, ValueError, AttributeError):
             return  # cleared meanwhile, or not ours: nothing to report
-        self.status.fail(self.layout.source_key(rel), reason, "worker", once=True)
+        self.status.fail(self.layout.source_key(rel), reason, "worker", once=True, version=version)
 
     # --- one thumbnail --------------------------------------------------------------
 
@@ -120,6 +126,11 @@ class ThumbnailPuller:
             self.status.end("pulling")
         self.status.done("pull", time.monotonic() - started, int(resp.get("ContentLength") or 0))
         self.status.pulled(str(path))
+        source = (resp.get("Metadata") or {}).get("source-key")
+        if source:
+            # A thumbnail of this source exists now: a failure of an older version of it (relayed from its
+            # marker, perhaps from a worker elsewhere) is over.
+            self.status.resolved(unquote(source), "worker")
         if self.journal is not None:
             self.journal.record_pull(str(path), key, str(resp.get("ETag", "")).strip('"'), int(resp.get("ContentLength") or 0))
         log.info("pulled %s -> %s", key, path)
@@ -211,6 +222,37 @@ def abandoned_temp_file(path: str, name: str, now: float) -> bool:
     if sep and pid_text.isdigit() and not pid_alive(int(pid_text)):
         return True
     return idle > (STALE_TEMP_LIVE_PID_SECONDS if sep and pid_text.isdigit() else STALE_TEMP_SECONDS)
+
+
+def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool]:
+    """For the pull dead-letter queue: whether a message's every thumbnail is now in the local folder as it is in
+    the bucket (pulled by a later event or a reconcile), so the message is stale."""
+    layout = Layout.of(cfg)
+    root = Path(cfg.local.thumbnails_dir)
+    s3 = backend.s3
+
+    def done(msg: dict[str, Any]) -> bool:
+        try:
+            events = [e for e in parse_body(str(msg.get("Body", ""))) if e.created]
+        except ItemError:
+            return False
+        if not events:
+            return False
+        for event in events:
+            rel = layout.rel_of_thumb_key(event.key) if event.bucket == cfg.thumbnails.bucket else None
+            if rel is None:
+                return False
+            try:
+                path = safe_local_path(root, rel)
+                head = call(f"read {event.key}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=event.key)
+            except ItemError:
+                return False
+            stamp = _timestamp(head.get("LastModified"))
+            if not _matches(path, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'), stamp):
+                return False
+        return True
+
+    return done
 
 
 def _matches(path: Path, size: int | None, etag: str | None, mtime: float | None) -> bool:

@@ -2,7 +2,26 @@
 
 The watchdog handler only filters and hands paths to the settler; the settler
 thread uploads a file once its size and mtime have been still for
-``watch.settle_seconds``; uploads run on a bounded pool with one shared client.
+``watch.settle_seconds`` and, where the platform tells (inotify on Linux), once
+the program writing it has closed it; uploads run on a bounded pool with one
+shared client.
+
+What each platform can know about a file still being written:
+- Linux, inotify (the default observer there): every write gives IN_MODIFY and
+  the writer's close gives IN_CLOSE_WRITE, which watchdog reports as ``closed``.
+  A file written to since its last close-write is still open: it waits, however
+  long its writer pauses between chunks (up to OPEN_WAIT_CAP since its last
+  write, for a writer that never closes or a missed event). A writer that
+  closes and reopens (scp/SMB/FTP resuming, appending in chunks) is covered by
+  the settle time after each close only.
+- macOS (FSEvents), Windows (ReadDirectoryChangesW), BSD (kqueue) and the
+  polling observer report no close: only the settle time applies.
+- Network file systems (NFS, SMB/CIFS mounts): inotify sees only writes made
+  through this host; a writer on another host produces no events at all, so such
+  files are found by the rescan and uploaded once their timestamps have been
+  quiet for the settle time.
+- /proc/*/fd is not used: reading it costs a walk of every process, shows other
+  users' processes only to root, and sees nothing of other hosts or containers.
 ``reconcile`` compares each folder with one listing of the bucket (never a HEAD
 per file) and uploads what is missing or different; it runs at start and on
 every rescan, so files that arrived while the agent was stopped, or whose
@@ -46,6 +65,9 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 # How often the settle loop checks that each watch folder is still the one its inotify watch is on.
 ROOT_CHECK_SECONDS = 2.0
+# The longest a file written to but not closed again waits after its last write: a writer that keeps a file open
+# without writing (or a close event lost to an inotify queue overflow) must not hold it back for ever.
+OPEN_WAIT_CAP = 300.0
 
 
 class NameFilter:
@@ -125,6 +147,10 @@ class Uploader:
         # A bucket that is gone (the backend came back empty): the agent sets up again or says what to run.
         self.on_missing: Callable[[ThumbdropError], None] | None = None
         self._dirs_to_scan: set[Path] = set()
+        # path -> when it was last written to, for files not closed since (only where close events exist).
+        self._open_for_write: dict[Path, float] = {}
+        self.close_events = False  # set by start_watching when the observer reports close-write (inotify)
+        self.open_wait_cap = OPEN_WAIT_CAP
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
 
@@ -320,6 +346,9 @@ class Uploader:
             raise ItemError(f"cannot read {path}: {exc.strerror}") from None
         if st is None:
             return "postponed"  # stopping while it was still being written: the next start takes it
+        if self.still_open(path):
+            self.touch(path)  # a program still writes it: the settle loop sends it once it is closed
+            return "writing"
         if not path.is_file():
             return "gone"
         if self._thumbnailed_locally(lf.rel, st):
@@ -329,6 +358,14 @@ class Uploader:
         if remote is not None and cached and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
             if cached.key == key and remote == (cached.size, cached.etag):
                 return "unchanged"
+        if cached and cached.key == key and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            # The worker refused these very bytes before (the embedded backend forgets its buckets and markers
+            # at every restart): the same content gets the same verdict. A changed file is tried again.
+            reason = self.journal.known_bad(printable(key), cached.sha256)
+            if reason is not None:
+                self.status.remember(key, reason, "worker")
+                log.debug("not uploaded again: %s failed before with the same content (%s)", printable(str(path)), reason)
+                return "known-bad"
         try:
             hashes = self._hash(path, st.st_size, etag=remote is not None)
         except FileNotFoundError:
@@ -452,14 +489,43 @@ class Uploader:
 
     # --- watching -------------------------------------------------------------------------
 
-    def touch(self, path: Path) -> None:
-        """Something happened to ``path``: (re)start its settle clock."""
+    def touch(self, path: Path, *, written: bool = False) -> None:
+        """Something happened to ``path``: (re)start its settle clock. ``written``: its content was written
+        (IN_MODIFY), so with close events it counts as open until its writer closes it."""
+        now = time.monotonic()
         with self._lock:
-            self._pending[path] = (-1, -1, time.monotonic())
+            self._pending[path] = (-1, -1, now)
+            if written and self.close_events:
+                self._open_for_write[path] = now
+
+    def closed(self, path: Path) -> None:
+        """The writer closed ``path`` (IN_CLOSE_WRITE): the settle time runs from now (it may reopen it)."""
+        with self._lock:
+            self._open_for_write.pop(path, None)
+        self.touch(path)
+
+    def still_open(self, path: Path, now: float | None = None) -> bool:
+        """Written to and not closed since (inotify only), within ``open_wait_cap`` of its last write."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            since = self._open_for_write.get(path)
+            if since is None:
+                return False
+            if now - since < self.open_wait_cap:
+                return True
+            del self._open_for_write[path]
+        if not path.is_symlink():  # a symlink (or a hard link) gets no close event: no need to say so
+            log.info(
+                "%s: still open for writing after %.0f s without a write; uploading it as it is",
+                printable(str(path)),
+                now - since,
+            )
+        return False
 
     def forget(self, path: Path) -> None:
         with self._lock:
             self._pending.pop(path, None)
+            self._open_for_write.pop(path, None)
 
     def touch_tree(self, folder: Path) -> None:
         """A folder appeared (created or moved in): its files produce no events of their own."""
@@ -486,6 +552,7 @@ class Uploader:
                 else:
                     self._report_missing(folder)
             observer = Observer()
+            self.close_events = reports_close_write(observer)
             observer.name = f"watch-{root.name}"
             self._watches.append(self._schedule(observer, root))
             self._roots_seen.append(_identity(root))
@@ -584,14 +651,17 @@ class Uploader:
                 if seen[0] == -1:
                     # The settle clock starts at the event, not at this tick.
                     self._pending[path] = (*sig, seen[2])
-                    if now - seen[2] >= settle:
-                        del self._pending[path]
-                        ready.append(path)
+                    settled = now - seen[2] >= settle
                 elif seen[:2] != sig:
                     self._pending[path] = (*sig, now)
-                elif now - seen[2] >= settle:
-                    del self._pending[path]
-                    ready.append(path)
+                    settled = False
+                else:
+                    settled = now - seen[2] >= settle
+            if settled and not self.still_open(path, now):
+                with self._lock:
+                    if self._pending.get(path, (0, 0, 0.0))[:2] == sig:
+                        del self._pending[path]
+                        ready.append(path)
         for path in ready:
             lf = self.local_file(path)
             if lf is not None:
@@ -651,6 +721,13 @@ class _Handler(FileSystemEventHandler):
         if kind == "deleted":
             self.up.forget(Path(os.fsdecode(event.src_path)))
             return
+        if kind == "closed":
+            path = Path(os.fsdecode(event.src_path))
+            if self.up.local_file(path) is not None:
+                self.up.closed(path)
+            return
+        if kind == "moved" and not event.is_directory:
+            self.up.forget(Path(os.fsdecode(event.src_path)))
         target = event.dest_path if kind == "moved" else event.src_path
         path = Path(os.fsdecode(target))
         if event.is_directory:
@@ -660,7 +737,18 @@ class _Handler(FileSystemEventHandler):
             return
         if self.up.local_file(path) is not None:
             self.up.status.count("seen")
-            self.up.touch(path)
+            # Only a write (IN_MODIFY) says a writer has the file open: "created" is also what a file renamed in from
+            # outside the watch looks like (IN_MOVED_TO), and a rename has no close to wait for.
+            self.up.touch(path, written=kind == "modified")
+
+
+def reports_close_write(observer: Any) -> bool:
+    """Whether ``observer`` tells a file's close after writing apart from its other changes: inotify does
+    (watchdog's ``closed``), once attribute changes have their own event (``attrib``, watchdog 5+) and no
+    longer look like writes. FSEvents, Windows, kqueue and polling do not report closes at all."""
+    from watchdog import events
+
+    return type(observer).__name__.startswith("Inotify") and hasattr(events, "FileAttribEvent")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,17 +28,22 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
-from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
+from agent.errors import BadMessageError, ImageError, IncompleteSourceError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec
+from agent.imaging.guards import maybe_incomplete
 from agent.imaging.memory import MIB
 from agent.pipeline.admission import MemoryBudget, default_memory_mb, make_admitted
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta
+from agent.pipeline.keys import Layout, ascii_meta, is_probe
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+# How long a truncated or empty source may be the first part of a file still being written: within this time of
+# its upload it is tried again once, at the end of it (a newer version has replaced it by then), not reported. It
+# covers a writer's pause between chunks plus settle and upload time where no close event tells (macOS, Windows).
+INCOMPLETE_GRACE = 20.0
 
 
 def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[datetime, str]]:
@@ -77,6 +82,46 @@ def spec_of(cfg: Config) -> ThumbnailSpec:
     )
 
 
+def has_thumbnails(s3: Any, cfg: Config, layout: Layout, rel: str, etag: str) -> bool:
+    """Every size of this source's thumbnails is in the bucket, made from the content with ``etag``."""
+    for tkey in layout.thumb_keys(rel):
+        try:
+            head = call(f"read {tkey}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=tkey)
+        except ObjectGoneError:
+            return False
+        if head.get("Metadata", {}).get("source-etag") != etag:
+            return False
+    return True
+
+
+def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool]:
+    """For the events dead-letter queue: whether a message's every source now has thumbnails of its current
+    content (a newer version went through after this one failed), so the message is stale."""
+    layout = Layout.of(cfg)
+    s3 = backend.s3
+
+    def done(msg: dict[str, Any]) -> bool:
+        try:
+            events = [e for e in parse_body(str(msg.get("Body", ""))) if e.created]
+        except BadMessageError:
+            return False
+        if not events:
+            return False
+        for event in events:
+            rel = layout.rel_of_source_key(event.key) if event.bucket == cfg.source.bucket else None
+            if rel is None:
+                return False
+            try:
+                head = call(f"read {event.key}", s3.head_object, Bucket=cfg.source.bucket, Key=event.key)
+            except ObjectGoneError:
+                return False  # deleted: nothing went through; the message tells what failed
+            if not has_thumbnails(s3, cfg, layout, rel, str(head["ETag"]).strip('"')):
+                return False
+        return True
+
+    return done
+
+
 class ThumbnailWorker:
     def __init__(self, cfg: Config, backend: Backend, status: Status, tmp_root: Path) -> None:
         self.cfg = cfg
@@ -94,6 +139,7 @@ class ThumbnailWorker:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         self._busy_lock = threading.Lock()
         self._busy: dict[str, list[Any]] = {}  # source rel -> [its lock, threads using it]
+        self.incomplete_grace = INCOMPLETE_GRACE
 
     def close(self) -> None:
         """After its jobs are done: remove this process's (by now empty) temp folder."""
@@ -112,6 +158,9 @@ class ThumbnailWorker:
             if not event.created:
                 continue
             rel = self.layout.rel_of_source_key(event.key)
+            if rel is None and is_probe(event.key):
+                log.debug("ignored event for %s (a 'thumbdrop doctor' probe)", event.key)
+                continue
             if rel is None:
                 log.info("ignored event for %s (outside source.prefix or our own output)", event.key)
                 self.status.count("ignored")
@@ -244,8 +293,18 @@ class ThumbnailWorker:
             try:
                 thumbs = make_admitted(self.budget, src, self.spec, work, key)
             except ItemError as exc:
+                if self._superseded(key, etag):
+                    # A failure of an older version is nobody's concern: the new one's own event thumbnails it.
+                    log.info("skipped %s: replaced by a newer version while it was thumbnailed", key)
+                    return "superseded"
+                wait = self._arriving_for(head, str(exc))
+                if wait is not None:
+                    raise IncompleteSourceError(
+                        f"{key} looks cut short ({exc}) but was uploaded moments ago: it may still be arriving",
+                        retry_after=wait,
+                    ) from None
                 self._mark_failed(rel, key, etag, sha, str(exc))
-                self.status.fail(key, str(exc), "worker")
+                self.status.fail(key, str(exc), "worker", version=sha or None)
                 log.error("failed %s: %s", key, exc)
                 raise
             by_size = {t.size: t for t in thumbs}
@@ -272,15 +331,31 @@ class ThumbnailWorker:
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
         return "thumbnailed"
 
+    def _superseded(self, key: str, etag: str) -> bool:
+        """The source now holds other content than the version that failed (or is gone)."""
+        try:
+            head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
+        except ObjectGoneError:
+            return True
+        except ThumbdropError:
+            return False  # cannot tell: report what we know
+        return str(head["ETag"]).strip('"') != etag
+
+    def _arriving_for(self, head: Mapping[str, Any], reason: str) -> float | None:
+        """Seconds to wait before trying a source again that looks cut short and is younger than incomplete_grace
+        (a slow writer's first chunks: the uploader sends each settled version), else None: report it now."""
+        if not maybe_incomplete(reason):
+            return None
+        modified = head.get("LastModified")
+        if not isinstance(modified, datetime):
+            return None
+        age = time.time() - modified.timestamp()
+        if age >= self.incomplete_grace:
+            return None
+        return max(5.0, self.incomplete_grace - age)
+
     def _done_already(self, rel: str, etag: str) -> bool:
-        for tkey in self.layout.thumb_keys(rel):
-            try:
-                head = call(f"read {tkey}", self.s3.head_object, Bucket=self.cfg.thumbnails.bucket, Key=tkey)
-            except ObjectGoneError:
-                return False
-            if head.get("Metadata", {}).get("source-etag") != etag:
-                return False
-        return True
+        return has_thumbnails(self.s3, self.cfg, self.layout, rel, etag)
 
     def _known_failure(self, rel: str, etag: str) -> str | None:
         try:

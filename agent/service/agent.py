@@ -49,6 +49,7 @@ class Agent:
         self.paused = threading.Event()
         self.journal = Journal(state_dir / "journal.sqlite3")
         self.status.on_failure = self._record_failure
+        self.status.on_resolved = self._forget_failure
         self.uploader: Uploader | None = None
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
@@ -69,9 +70,10 @@ class Agent:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
-        # First: a second agent on the same state dir (journal) is refused before it touches anything.
+        # First: a second agent on the same state dir (journal) is refused before it touches anything (or logs
+        # that it starts: the refusal is the only line it writes).
         self.control.start()
+        log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
         if (self.state_dir / PAUSE_FILE).exists():
             self.paused.set()
             log.info("paused since an earlier run: uploads and pulls wait for 'thumbdrop resume'")
@@ -300,24 +302,36 @@ class Agent:
             if self.stop_event.wait(1.0):
                 return
 
-    def _record_failure(self, name: str, reason: str, role: str) -> None:
+    def _record_failure(self, name: str, reason: str, role: str, version: str | None) -> None:
         try:
-            self.journal.record_failure(name, role, reason)
+            self.journal.record_failure(name, role, reason, sha256=version)
         except sqlite3.Error as exc:
             log.debug("could not record the failure of %s: %s", name, exc)
 
+    def _forget_failure(self, name: str, _role: str) -> None:
+        try:
+            self.journal.clear_failure(name)
+        except sqlite3.Error as exc:
+            log.debug("could not clear the failure of %s: %s", name, exc)
+
     def pause(self) -> None:
+        was = self.paused.is_set()
         self.paused.set()
         if self.uploader is not None:
             self.uploader.paused.set()
         self.status.set_state("paused")
         self._remember_pause(True)
+        if not was:
+            log.info("paused: uploads and pulls wait until 'thumbdrop resume'")
 
     def resume(self) -> None:
+        was = self.paused.is_set()
         self.paused.clear()
         if self.uploader is not None:
             self.uploader.paused.clear()
         self.status.set_state("running")
+        if was:
+            log.info("resumed: uploads and pulls go on")
         self._remember_pause(False)
 
     def _remember_pause(self, paused: bool) -> None:

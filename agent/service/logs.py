@@ -17,6 +17,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
+from agent.text import printable
+
 FORMATS = ("text", "json")
 LOG_FILE_BYTES = 5 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
@@ -45,6 +47,18 @@ class _Redact(logging.Filter):
         for s in self.secrets:
             text = text.replace(s, "***")
         return text
+
+
+class _OneLine(logging.Filter):
+    """A message is one line, in any format: a newline or an undecodable byte in a name (a file, a bucket key)
+    is shown escaped (``\\n``, ``\\xff``) as everywhere else, never as a split line or ``\\udcff``. Tracebacks
+    are added by the formatter after this and keep their lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.isprintable():
+            record.msg, record.args = printable(msg), None
+        return True
 
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into JSON.
@@ -130,6 +144,7 @@ def setup_logging(verbosity: int, *, fmt: str = "text") -> None:
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt, journal=stderr_is_journal()))
+    handler.addFilter(_OneLine())
     handler.addFilter(_Redact())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -149,6 +164,7 @@ def log_to_file(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(formatter(_format, file=True))
+    handler.addFilter(_OneLine())
     handler.addFilter(_Redact())
     handler._thumbdrop_source = source  # type: ignore[attr-defined]  # lets use_config_log_file find its own
     root = logging.getLogger()

@@ -164,7 +164,8 @@ class _Collector:
         snap = status.snapshot()
         files = CounterMetricFamily("thumbdrop_files", "Files and objects handled, by outcome.", labels=["event"])
         for event, n in snap["counts"].items():
-            files.add_metric([event], n)
+            # counts["failed"] drops when a failed item goes through later; a counter must never step back.
+            files.add_metric([event], snap.get("failed_total", n) if event == "failed" else n)
         yield files
         moved = CounterMetricFamily("thumbdrop_bytes", "Bytes moved, by activity.", labels=["activity"])
         last = GaugeMetricFamily(

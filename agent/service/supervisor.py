@@ -238,6 +238,6 @@ def _carry_counts(old: Agent, new: Agent) -> None:
     s.counts.update(before["counts"])
     s.bytes.update(before["bytes"])
     s.last_success.update(before["last_success"])
-    s.failures.extend(old.status.failures)
+    s.adopt(old.status)
     s.recent_thumbnails.extend(before["recent_thumbnails"])
     s.started_at = before["started_at"]

@@ -27,7 +27,7 @@ from agent.cloud.errors import call
 from agent.config.model import Config
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.consumer import QueueConsumer
-from agent.pipeline.keys import Layout
+from agent.pipeline.keys import Layout, printable
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.uploader import Uploader
 from agent.pipeline.worker import ThumbnailWorker
@@ -110,6 +110,12 @@ class Sync:
             self.result.failures.setdefault(f.name, f.reason)
         if self.result.timed_out or self.result.interrupted:
             self._list_unfinished(scope)
+        # One name per item, shown as everywhere else: the status keeps names escaped, the steps here raw keys.
+        failures: dict[str, str] = {}
+        for name, reason in self.result.failures.items():
+            failures.setdefault(printable(name), printable(reason))
+        self.result.failures = failures
+        self.result.unfinished = sorted({printable(n) for n in self.result.unfinished} - set(failures))
         return self.result
 
     def _list_unfinished(self, scope: set[str]) -> None:
@@ -120,7 +126,7 @@ class Sync:
         root = Path(self.cfg.local.thumbnails_dir)
         for rel in sorted(scope):
             key = self.layout.source_key(rel)
-            if key in listed:
+            if key in listed or printable(key) in listed:
                 continue
             if "puller" in self.cfg.roles and all(_is_file(root / self.layout.thumb_rel(rel, s)) for s in self.layout.sizes):
                 continue
@@ -132,7 +138,8 @@ class Sync:
         journal = Journal(self.state_dir / "journal.sqlite3")
         uploader = Uploader(self.cfg, self.backend, self.status, journal)
         try:
-            scope = {lf.rel for lf in uploader.scan()}
+            paths = {lf.rel: lf.path for lf in uploader.scan()}
+            scope = set(paths)
             self.result.files = len(scope)
             uploader.abort_stale_multipart(ours_too=False)  # an agent running meanwhile may own recent ones
             futures = uploader.reconcile()
@@ -154,22 +161,20 @@ class Sync:
             if self._late():
                 uploader.stop_event.set()  # uploads still settling give up; in-flight requests finish
             uploader.pool.shutdown(wait=not self._late(), cancel_futures=True)
-            for f in self.status.failures:
-                scope.discard(self._rel_of_local(uploader, f.name))
+            # The status names a file escaped (printable): compare it that way, or a name that is not UTF-8 stays in scope.
+            refused = {f.name for f in self.status.failures}
+            scope = {rel for rel in scope if printable(str(paths[rel])) not in refused}
         finally:
             journal.close()
         return scope
-
-    @staticmethod
-    def _rel_of_local(uploader: Uploader, name: str) -> str:
-        lf = uploader.local_file(Path(name))
-        return lf.rel if lf else name
 
     # --- 2. thumbnails -------------------------------------------------------------------------
 
     def _thumbnail(self, scope: set[str]) -> None:
         urls = queue_urls(self.cfg, self.backend)
         worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+        # sync uploads only settled files and reports what it finds: a truncated file is reported, not waited for.
+        worker.incomplete_grace = 0.0
         local_worker = "worker" in self.cfg.roles
         while True:
             todo = self._missing_thumbnails(worker, scope)

@@ -82,6 +82,9 @@ class Journal:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
         db.execute("SELECT count(*) FROM uploads").fetchone()  # fails on a corrupt file
+        columns = {row[1] for row in db.execute("PRAGMA table_info(failures)")}
+        if "sha256" not in columns:  # a journal from before failures were tied to a version of the file
+            db.execute("ALTER TABLE failures ADD COLUMN sha256 TEXT")
         return db
 
     def upload(self, path: str) -> UploadRecord | None:
@@ -138,19 +141,29 @@ class Journal:
             row = self._db.execute("SELECT key, etag, size FROM pulls WHERE path = ?", (path,)).fetchone()
         return (str(row[0]), str(row[1]), int(row[2])) if row else None
 
-    def record_failure(self, name: str, role: str, reason: str) -> int:
-        """Remember a failure; returns how many times this item has failed so far."""
+    def record_failure(self, name: str, role: str, reason: str, *, sha256: str | None = None) -> int:
+        """Remember a failure; returns how many times this item has failed so far. ``sha256``: the content that
+        failed, when known (the worker's verdict on those bytes)."""
         now = time.time()
         with self._lock:
             if self._closed:
                 return 0
             self._db.execute(
-                "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "reason = excluded.reason, role = excluded.role, attempts = attempts + 1, last_at = excluded.last_at",
-                (name, role, reason, now, now),
+                "INSERT INTO failures (name, role, reason, attempts, first_at, last_at, sha256) VALUES (?, ?, ?, 1, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET reason = excluded.reason, role = excluded.role, "
+                "attempts = attempts + 1, last_at = excluded.last_at, sha256 = excluded.sha256",
+                (name, role, reason, now, now, sha256),
             )
             row = self._db.execute("SELECT attempts FROM failures WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 1
+
+    def known_bad(self, name: str, sha256: str) -> str | None:
+        """The reason the worker refused exactly this content of ``name`` (a source key), if it did."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT reason FROM failures WHERE name = ? AND role = 'worker' AND sha256 = ?", (name, sha256)
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def clear_failure(self, name: str) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.state.processes import pid_alive
+from agent.text import printable
 
 STATUS_FILE = "status.json"
 
@@ -52,8 +53,15 @@ class Status:
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)
         self.backend = ""
-        # Called with (name, reason, role) on every failure: the agent records them in the journal.
-        self.on_failure: Callable[[str, str, str], None] | None = None
+        # Called with (name, reason, role, sha256 of the content when known) on every failure: the agent records
+        # them in the journal.
+        self.on_failure: Callable[[str, str, str, str | None], None] | None = None
+        # Called with (name, role) when an item that failed went through after all: the journal forgets it.
+        self.on_resolved: Callable[[str, str], None] | None = None
+        # counts["failed"] is what still fails: a failure of an item that later went through (a newer version of
+        # the file, a passing cause) is taken back out. failed_total never steps back (the metrics' counter).
+        self.failed_total = 0
+        self._unresolved: dict[tuple[str, str], int] = {}  # (name, role) -> failures counted for it
         # Per activity (upload, thumbnail, pull): bytes moved and when one last succeeded, for metrics.
         self.bytes: dict[str, int] = {}
         self.last_success: dict[str, float] = {}
@@ -69,26 +77,56 @@ class Status:
         with self._lock:
             self.counts[name] += n
 
-    def fail(self, name: str, reason: str, role: str, *, once: bool = False) -> None:
+    def fail(self, name: str, reason: str, role: str, *, once: bool = False, version: str | None = None) -> None:
         """Record a failure. ``once``: not again if ``name`` is already listed with this reason (the puller
-        relays a worker's failure marker, which this same agent's worker has usually reported already)."""
+        relays a worker's failure marker, which this same agent's worker has usually reported already).
+        ``version``: the sha256 of the content that failed, when known (the journal keeps the verdict with it).
+
+        Names and reasons are kept escaped (``printable``): a name that is not UTF-8 must not break the
+        journal, the status file or the log line that follows, and a newline must not split a line.
+        """
+        name, reason = printable(name), printable(reason)
         with self._lock:
             if once and any(f.name == name and f.reason == reason for f in self.failures):
                 return
             self.counts["failed"] += 1
+            self.failed_total += 1
+            self._unresolved[(name, role)] = self._unresolved.get((name, role), 0) + 1
             self.failures.append(Failure(name, reason, role, time.time()))
         if self.on_failure is not None:
-            self.on_failure(name, reason, role)
+            self.on_failure(name, reason, role, version)
+
+    def remember(self, name: str, reason: str, role: str) -> None:
+        """List a failure known from before (the journal), without counting or reporting it again."""
+        name, reason = printable(name), printable(reason)
+        with self._lock:
+            if not any(f.name == name and f.role == role for f in self.failures):
+                self.failures.append(Failure(name, reason, role, time.time()))
 
     def resolved(self, name: str, role: str) -> None:
         """``name`` went through ``role`` after all (a fixed file, a passing cause): drop that role's failures of
         it from the recent list. Per role, because names of different roles can coincide (a source key and the
-        thumbnail key the puller refused)."""
+        thumbnail key the puller refused). Its failures are taken out of the failed count too."""
+        name = printable(name)
         with self._lock:
-            if any(f.name == name and f.role == role for f in self.failures):
+            counted = self._unresolved.pop((name, role), 0)
+            self.counts["failed"] -= counted
+            listed = any(f.name == name and f.role == role for f in self.failures)
+            if listed:
                 kept = [f for f in self.failures if not (f.name == name and f.role == role)]
                 self.failures.clear()
                 self.failures.extend(kept)
+        if (counted or listed) and self.on_resolved is not None:
+            self.on_resolved(name, role)
+
+    def adopt(self, older: Status) -> None:
+        """Take over the failures of the agent this one replaces (a reload): they can still be resolved here."""
+        with older._lock:
+            failures, unresolved, total = list(older.failures), dict(older._unresolved), older.failed_total
+        with self._lock:
+            self.failures.extend(failures)
+            self._unresolved.update(unresolved)
+            self.failed_total = total
 
     def folder_missing(self, folder: str, detail: str) -> None:
         with self._lock:
@@ -117,7 +155,7 @@ class Status:
     def pulled(self, path: str) -> None:
         with self._lock:
             self.counts["pulled"] += 1
-            self.recent_thumbnails.append(path)
+            self.recent_thumbnails.append(printable(path))
 
     def offline(self, reason: str, *, quiet: bool = False) -> None:
         """The backend cannot be used now; ``quiet``: the caller says why in its own words."""
@@ -160,6 +198,7 @@ class Status:
                 "offline_reason": self.offline_reason,
                 "fatal": self.fatal,
                 "counts": dict(self.counts),
+                "failed_total": self.failed_total,
                 "active": dict(self.active),
                 "pending_local": self.pending_local,
                 "failures": [f.as_dict() for f in self.failures],

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.text import printable
 from tests.reliability.conftest import (
     EVENTS_DLQ,
     EVENTS_QUEUE,
@@ -252,7 +253,8 @@ def file_cases() -> list[FileCase]:
 
 def failure_for(failures: dict[str, str], case: FileCase, inbox: Path) -> str | None:
     """The reported reason for a case: failures are named by local path, source key or thumbnail key."""
-    names = {case.rel, case.thumb_rel, str(inbox / case.rel)}
+    raw = {case.rel, case.thumb_rel, str(inbox / case.rel)}
+    names = raw | {printable(n) for n in raw}  # names are reported escaped (\xe9, \n)
     for name, reason in failures.items():
         if name in names:
             return reason
@@ -654,14 +656,14 @@ def test_hostile_queue_messages_are_refused_and_the_agent_keeps_working(rel: Rel
             ok = bool(dl_reason) and re.search(case.reason, dl_reason or "", re.IGNORECASE) is not None
             outcome = f"dead-lettered: {str(dl_reason)[:90]}"
             if case.expect == "refused":
-                in_status = case.status_name in failures
+                in_status = printable(case.status_name) in failures  # status names are escaped (\x00, \n)
                 ok = ok and in_status
                 outcome += "; in status" if in_status else "; NOT IN STATUS"
         rows.append((case, ok, outcome))
         print_row(case.name, case.expect, outcome, ok)
     real_rows = []
     for key in real_keys:
-        in_status = key in failures
+        in_status = printable(key) in failures
         dl = [m for m in dead.get(PULL_DLQ, []) if key in record_keys(m)]
         ok = in_status and bool(dl)
         outcome = ("refused and dead-lettered" if dl else "NOT DEAD-LETTERED") + (

@@ -444,3 +444,17 @@ def test_an_aws_address_built_from_a_wrong_region_names_it() -> None:
     assert exc.hint == "check the network, and that backend.region (eu-wset-1) is an AWS region that exists"
     other = convert(bx.EndpointConnectionError(endpoint_url="http://minio.lan:9000/"), "x", region="garage")
     assert other.hint == "check backend.endpoint_url and the network"
+
+
+def test_an_html_error_page_becomes_one_line_with_its_title() -> None:
+    """moto answers an API it lacks (StartMessageMoveTask) with a whole HTML page; the log got all of it."""
+    page = (
+        "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n"
+        "<p>The server encountered an internal error and was unable to complete your request.</p>\n"
+    )
+    exc = convert(client_error("", 500, page), "start moving td-events-dlq back")
+    assert exc.message == (
+        "the backend answered 500 while trying to start moving td-events-dlq back: an HTML error page (500 Internal Server Error)"
+    )
+    long = convert(client_error("Weird", 400, "line one\nline two " + "x" * 400), "list the source bucket")
+    assert "\n" not in long.message and "line one line two" in long.message and long.message.endswith("...")

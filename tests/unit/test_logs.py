@@ -179,3 +179,17 @@ def test_log_file_follows_a_reload_and_the_command_line_wins(tmp_path: Path) -> 
     logs.log_to_file(str(tmp_path / "cli.log"))  # 'run --log-file' (the tray's detached agent)
     assert logs.use_config_log_file("config.log", tmp_path) == tmp_path / "cli.log"
     assert not (tmp_path / "config.log").exists()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_name_with_a_newline_or_an_undecodable_byte_stays_on_one_line(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names are shown as everywhere else (\\xff, \\n), never as a split line or \\udcff, in every format."""
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    setup_logging(0, fmt=fmt)
+    logging.getLogger("agent.test").error("failed %s: %s", "inbox/two\nlines caf\udce9.jpg", "not an image")
+    out = buf.getvalue()
+    assert out.count("\n") == 1, out
+    line = json.loads(out)["message"] if fmt == "json" else out
+    assert "failed inbox/two\\nlines caf\\xe9.jpg: not an image" in line
+    assert "udce9" not in out

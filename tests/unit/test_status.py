@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pytest
 
+from agent.state.journal import Journal
 from agent.state.status import Status
 
 
@@ -25,16 +28,44 @@ def test_the_same_item_failing_for_a_new_reason_is_listed_again() -> None:
     assert [f.reason for f in status.failures] == ["truncated image data", "not an image"]
 
 
-def test_resolved_drops_the_item_from_recent_failures_but_keeps_the_count() -> None:
+def test_resolved_drops_the_item_from_recent_failures_and_the_failed_count() -> None:
     status = Status(["uploader", "worker"])
+    resolved: list[tuple[str, str]] = []
+    status.on_resolved = lambda name, role: resolved.append((name, role))
+    status.fail("a.jpg", "truncated image data", "worker")  # an older version of a.jpg
     status.fail("a.jpg", "truncated image data", "worker")
     status.fail("b.jpg", "empty file (0 bytes)", "worker")
     status.fail("a.jpg", "refused key", "puller")  # the same name in another role's namespace
-    status.resolved("a.jpg", "worker")
+    status.resolved("a.jpg", "worker")  # the newer version went through
     assert [(f.name, f.role) for f in status.failures] == [("b.jpg", "worker"), ("a.jpg", "puller")]
-    assert status.counts["failed"] == 3  # a counter of events, like uploaded and thumbnailed
+    assert status.counts["failed"] == 2  # what still fails: b.jpg, and a.jpg's thumbnail on the puller side
+    assert status.snapshot()["failed_total"] == 4  # the metrics' counter never steps back
+    assert resolved == [("a.jpg", "worker")]
     status.resolved("never-failed.jpg", "worker")
     assert [f.name for f in status.failures] == ["b.jpg", "a.jpg"]
+    assert status.counts["failed"] == 2 and resolved == [("a.jpg", "worker")]
+
+
+def test_names_are_kept_escaped_so_the_journal_and_the_log_line_after_them_work(tmp_path: Path) -> None:
+    """A name that is not UTF-8 (a surrogate from os.fsdecode) made SQLite raise out of fail(), so the caller's log
+    line never ran; a newline split the status line."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    status = Status(["uploader"])
+    status.on_failure = lambda name, reason, role, _version: journal.record_failure(name, role, reason)
+    try:
+        status.fail("/in/caf\udce9.jpg", "cannot read /in/caf\udce9.jpg", "uploader")
+        status.fail("/in/two\nlines.jpg", "bad", "uploader")
+        status.pulled("/thumbs/caf\udce9.jpg.jpg")
+        names = [f.name for f in status.failures]
+        assert names == ["/in/caf\\xe9.jpg", "/in/two\\nlines.jpg"]
+        assert status.failures[0].reason == "cannot read /in/caf\\xe9.jpg"
+        assert [row[0] for row in journal.failures()] == ["/in/two\\nlines.jpg", "/in/caf\\xe9.jpg"]
+        assert status.snapshot()["recent_thumbnails"] == ["/thumbs/caf\\xe9.jpg.jpg"]
+        json.dumps(status.snapshot(), ensure_ascii=False).encode("utf-8")  # the status file is valid UTF-8
+        status.resolved("/in/caf\udce9.jpg", "uploader")  # resolved by its raw name, as the uploader calls it
+        assert [f.name for f in status.failures] == ["/in/two\\nlines.jpg"]
+    finally:
+        journal.close()
 
 
 def test_going_offline_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
