@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.cloud.clients import Backend
 from agent.config.model import Config
@@ -52,6 +53,7 @@ class Agent:
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
         self._wake = threading.Event()
         self.control = ControlServer(state_dir, self)
+        self.gallery: Any = None  # agent.gallery.server.Gallery when gallery.enabled
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -59,6 +61,8 @@ class Agent:
         log.info("thumbdrop agent starting: roles %s on %s", ", ".join(self.roles), self.backend.describe())
         # First: a second agent on the same state dir (journal) is refused before it touches anything.
         self.control.start()
+        if self.cfg.gallery.enabled:
+            self._start_gallery()
         if "puller" in self.roles:
             # Made now, not at the first pull: a newcomer opening it right after the start finds it there.
             try:
@@ -84,6 +88,18 @@ class Agent:
             self._spawn(cleaner.run, "cleaner")  # joined with the others in stop()
         self._spawn(self._bootstrap, "agent-bootstrap")
         self._spawn(self._publish_loop, "agent-status")
+
+    def _start_gallery(self) -> None:
+        """The gallery talks to this agent through the control socket, like the CLI and the tray."""
+        from agent.gallery.server import Gallery
+
+        gallery = Gallery(self.cfg, self.state_dir)
+        try:
+            gallery.start()
+        except OSError as exc:
+            log.warning("no gallery (%s): the agent runs on without it; 'thumbdrop gallery' can serve it alone", exc)
+            return
+        self.gallery = gallery
 
     def _spawn(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
@@ -242,6 +258,9 @@ class Agent:
             t.join(max(0.1, deadline - time.monotonic()))
         if self.worker is not None:
             self.worker.close()
+        if self.gallery is not None:
+            self.gallery.stop()
+            self.gallery.join(max(0.5, deadline - time.monotonic()))
         # Last: clients see "stopping" while the agent drains.
         self.control.stop()
         self.control.join(max(0.1, deadline - time.monotonic()))

@@ -39,6 +39,9 @@ class Status:
 
     def __init__(self, roles: list[str]) -> None:
         self._lock = threading.Lock()
+        # Every change bumps ``version`` and wakes ``wait_change`` (the control socket's status long-poll).
+        self._changed = threading.Condition(self._lock)
+        self.version = 0
         self.roles = list(roles)
         self.state = "starting"  # starting, running, paused, stopping, stopped, error
         self.started_at = time.time()
@@ -47,7 +50,7 @@ class Status:
         self.fatal: str | None = None
         self.counts = dict.fromkeys(self.COUNTERS, 0)
         self.active: dict[str, int] = {"uploading": 0, "thumbnailing": 0, "pulling": 0}
-        self.pending_local = 0
+        self._pending_local = 0
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)
         self.backend = ""
@@ -59,9 +62,31 @@ class Status:
         # Called with (activity, seconds, bytes) for every upload/thumbnail/pull done: the metrics' histograms.
         self.on_done: Callable[[str, float, int], None] | None = None
 
+    def _bump(self) -> None:
+        """Under the lock: one more change."""
+        self.version += 1
+        self._changed.notify_all()
+
+    @property
+    def pending_local(self) -> int:
+        return self._pending_local
+
+    @pending_local.setter
+    def pending_local(self, value: int) -> None:
+        with self._lock:
+            if value != self._pending_local:
+                self._pending_local = value
+                self._bump()
+
+    def wait_change(self, after: int, timeout: float) -> None:
+        """Return once ``version`` is past ``after``, or after ``timeout`` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version > after, timeout)
+
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counts[name] += n
+            self._bump()
 
     def fail(self, name: str, reason: str, role: str, *, once: bool = False) -> None:
         """Record a failure. ``once``: not again if ``name`` is already listed with this reason (the puller
@@ -71,6 +96,7 @@ class Status:
                 return
             self.counts["failed"] += 1
             self.failures.append(Failure(name, reason, role, time.time()))
+            self._bump()
         if self.on_failure is not None:
             self.on_failure(name, reason, role)
 
@@ -83,14 +109,17 @@ class Status:
                 kept = [f for f in self.failures if not (f.name == name and f.role == role)]
                 self.failures.clear()
                 self.failures.extend(kept)
+                self._bump()
 
     def begin(self, activity: str) -> None:
         with self._lock:
             self.active[activity] += 1
+            self._bump()
 
     def end(self, activity: str) -> None:
         with self._lock:
             self.active[activity] -= 1
+            self._bump()
 
     def done(self, activity: str, seconds: float, nbytes: int = 0) -> None:
         """One upload/thumbnail/pull finished in ``seconds``, moving ``nbytes``."""
@@ -104,6 +133,7 @@ class Status:
         with self._lock:
             self.counts["pulled"] += 1
             self.recent_thumbnails.append(path)
+            self._bump()
 
     def offline(self, reason: str) -> None:
         with self._lock:
@@ -111,6 +141,7 @@ class Status:
             if went:
                 self.offline_since = time.time()
             self.offline_reason = reason
+            self._bump()
         if went:  # once per outage: each role's own retries log at their own pace
             log.warning("backend unreachable: %s; work is kept locally and resumes when it is back", reason)
 
@@ -118,6 +149,7 @@ class Status:
         with self._lock:
             since, self.offline_since = self.offline_since, None
             self.offline_reason = ""
+            self._bump()
         if since is not None:
             log.info("backend reachable again after %.0f s", time.time() - since)
 
@@ -126,11 +158,13 @@ class Status:
             self.state = state
             if fatal:
                 self.fatal = fatal
+            self._bump()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "pid": os.getpid(),
+                "version": self.version,
                 "state": self.state,
                 "roles": self.roles,
                 "started_at": self.started_at,
@@ -141,7 +175,7 @@ class Status:
                 "fatal": self.fatal,
                 "counts": dict(self.counts),
                 "active": dict(self.active),
-                "pending_local": self.pending_local,
+                "pending_local": self._pending_local,
                 "failures": [f.as_dict() for f in self.failures],
                 "recent_thumbnails": list(self.recent_thumbnails),
                 "bytes": dict(self.bytes),
