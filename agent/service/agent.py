@@ -260,10 +260,11 @@ class Agent:
             self.worker.close()
         if self.gallery is not None:
             self.gallery.stop()
-            self.gallery.join(max(0.5, deadline - time.monotonic()))
         # Last: clients see "stopping" while the agent drains.
         self.control.stop()
         self.control.join(max(0.1, deadline - time.monotonic()))
+        if self.gallery is not None:  # after the control socket: that ends the gallery's long poll at once
+            self.gallery.join(max(0.5, deadline - time.monotonic()))
         if self.status.state != "error":
             self.status.set_state("stopped")
         try:
