@@ -52,7 +52,8 @@ PAGE_LIMIT = 500
 MAX_BODY = 64 * 1024
 POLL_WAIT = 3.0  # seconds of one status long poll on the control socket (also how long stop() may wait for it)
 RECONNECT = 2.0  # seconds between attempts to reach an agent that is not running
-QUEUES_EVERY = 10.0  # seconds between queue depth reads (each is a few SQS calls)
+QUEUES_EVERY = 10.0  # seconds between queue depth reads (each is a few SQS calls), while a page is open
+QUEUES_RETRY = 2.0  # sooner while the queues are not there yet (the agent is still setting up)
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 STATIC = ("app.js", "app.css")
 
@@ -69,6 +70,12 @@ class Hub:
         self._seq = 0
         self.status: dict[str, Any] = offline_status("connecting to the agent…")
         self.closed = False
+        self.listeners = 0  # open pages: queue depths are read only while someone looks
+
+    def listen(self, delta: int) -> None:
+        with self._cond:
+            self.listeners += delta
+            self._cond.notify_all()
 
     def publish(self, event: str, data: dict[str, Any]) -> None:
         with self._cond:
@@ -186,7 +193,11 @@ class AgentLink:
             self.hub.publish("refresh", {})
 
     def _refresh_queues(self) -> None:
-        if time.monotonic() - self._queues_at < QUEUES_EVERY:
+        if self.hub.listeners == 0:
+            self._queues_at = 0.0  # the next page to open gets them at once
+            return
+        complete = bool(self._queues) and all(isinstance(q, dict) for q in self._queues.values())
+        if time.monotonic() - self._queues_at < (QUEUES_EVERY if complete else QUEUES_RETRY):
             return
         self._queues_at = time.monotonic()
         try:
@@ -476,6 +487,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         seq = hub.seq()
+        hub.listen(+1)
         try:
             self._emit("status", hub.status, "retry: 2000\n")
             while not self.app.stopping.is_set() and not hub.closed:
@@ -489,6 +501,8 @@ class Handler(BaseHTTPRequestHandler):
                     self._emit(event, data)
         except OSError:
             return  # the page went away
+        finally:
+            hub.listen(-1)
 
     def _emit(self, event: str, data: dict[str, Any], prefix: str = "") -> None:
         self.wfile.write(f"{prefix}event: {event}\ndata: {json.dumps(data)}\n\n".encode())
