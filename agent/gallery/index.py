@@ -26,6 +26,8 @@ GRID_TYPES = (".jpg", ".jpeg", ".png", ".webp", ".avif")  # what the worker writ
 SHOWN_ORIGINALS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".avif", ".bmp")  # what a browser can show
 PREVIEW = ".mp4"
 FRESH_SECONDS = 2.0  # a listing at most this old is reused (a pulled thumbnail invalidates it at once)
+FULL_SECONDS = 60.0  # folders unchanged (no file added, removed or replaced): a full rescan at most this often
+ITEM_SECONDS = 60.0  # an unchanged file's item (its original, larger sizes, preview) is looked up again after this
 EXIF_IFD = 0x8769
 DATETIME_ORIGINAL = 0x9003
 DATETIME = 0x0132
@@ -113,7 +115,10 @@ class Index:
         self._lock = threading.Lock()
         self._items: list[Item] = []
         self._built = 0.0
+        self._full = 0.0
+        self._dirs: dict[str, int] = {}  # folder -> mtime_ns at the last scan
         self._dates: dict[tuple[str, int, int], float | None] = {}
+        self._cache: dict[tuple[str, int, int], tuple[Item, float]] = {}
 
     # --- where things are -----------------------------------------------------------------
 
@@ -210,7 +215,7 @@ class Index:
             if not rel.lower().endswith(GRID_TYPES):
                 return None
             with self._lock:
-                self._built = 0.0  # the next listing includes it
+                self._built = self._full = 0.0  # the next listing includes it
                 return self._item(rel, grid, st)
         return None
 
@@ -218,20 +223,42 @@ class Index:
 
     def invalidate(self) -> None:
         with self._lock:
-            self._built = 0.0
+            self._built = self._full = 0.0
 
     def items(self) -> list[Item]:
         with self._lock:
-            if time.monotonic() - self._built > FRESH_SECONDS:
-                self._items = self._scan()
-                self._built = time.monotonic()
+            now = time.monotonic()
+            if now - self._built <= FRESH_SECONDS:
+                return self._items
+            # The puller renames every file into place, so a new or replaced thumbnail changes its folder's mtime.
+            if self._built and now - self._full < FULL_SECONDS and not self._dirs_changed():
+                self._built = now
+                return self._items
+            self._items = self._scan()
+            self._built = self._full = time.monotonic()
             return self._items
+
+    def _dirs_changed(self) -> bool:
+        for path, mtime in self._dirs.items():
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
 
     def _scan(self) -> list[Item]:
         root = self.grid_root
         out: list[Item] = []
+        seen: set[tuple[str, int, int]] = set()
+        now = time.monotonic()
+        self._dirs = {}
         for dirpath, dirnames, filenames in os.walk(root):
             base = Path(dirpath)
+            try:
+                self._dirs[dirpath] = os.stat(dirpath).st_mtime_ns
+            except OSError:
+                continue
             if base == self.root and len(self.sizes) > 1:
                 dirnames[:] = []  # the size folders are walked as grid roots, not as content
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -245,9 +272,15 @@ class Index:
                 except OSError:
                     continue
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-                out.append(self._item(rel, path, st))
+                key = (rel, st.st_mtime_ns, st.st_size)
+                hit = self._cache.get(key)
+                if hit is None or now - hit[1] > ITEM_SECONDS:
+                    hit = self._cache[key] = (self._item(rel, path, st), now)
+                seen.add(key)
+                out.append(hit[0])
         out.sort(key=lambda i: (-i.taken, i.rel))
-        # Forget the dates of files that are gone.
+        # Forget the items and dates of files that are gone.
+        self._cache = {k: v for k, v in self._cache.items() if k in seen}
         alive = {str(self.grid_root / i.rel) for i in out}
         self._dates = {k: v for k, v in self._dates.items() if k[0] in alive or not k[0].startswith(str(self.root))}
         return out

@@ -238,6 +238,15 @@ class GalleryHTTPServer(ThreadingHTTPServer):
             self.open.add(request)
         t.start()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A page closed mid-answer is normal (navigation, a closed tab); anything else is logged in full."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.debug("gallery: a client went away: %s", sys.exc_info()[1])
+            return
+        log.exception("gallery: request from %s failed", client_address)
+
     def shutdown_request(self, request: Any) -> None:
         with self._lock:
             self.open.discard(request)
@@ -271,6 +280,7 @@ class Gallery:
         self.guard: Guard | None = None
         self.httpd: GalleryHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._warm: threading.Thread | None = None
         self.stopping = threading.Event()
 
     @property
@@ -298,6 +308,9 @@ class Gallery:
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="gallery-http", daemon=True
         )
         self._thread.start()
+        # The first look at a big folder reads every file's date: do it now rather than in the first page's request.
+        self._warm = threading.Thread(target=self.index.items, name="gallery-index", daemon=True)
+        self._warm.start()
         self.link.start()
         log.info("gallery at %s ('thumbdrop open' opens it)", self.url)
 
@@ -316,6 +329,8 @@ class Gallery:
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
         self.link.join(max(0.1, deadline - time.monotonic()))
+        if self._warm is not None:
+            self._warm.join(max(0.1, deadline - time.monotonic()))
         if self.httpd is not None:
             for t in list(self.httpd.threads):
                 t.join(max(0.1, deadline - time.monotonic()))
