@@ -10,7 +10,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from functools import partial
@@ -18,7 +21,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.e2e.browser import ARTIFACTS, REBIND_HOST, screenshot
-from tests.e2e.conftest import E2EEnv, make_image
+from tests.e2e.conftest import REPO, E2EEnv, make_image
 from tests.support import wait_for
 
 GALLERY = {"gallery": {"enabled": True, "port": 0}}
@@ -67,6 +70,9 @@ def test_the_gallery_shows_the_thumbnails_live_and_drives_the_agent(e2e: E2EEnv,
     agent = e2e.start_agent()
     agent.wait_ready()
     wait_for(lambda: all((e2e.thumbs / n).is_file() for n in names), 90, "the thumbnails", agent.diagnose)
+    # A video's poster and its preview, as the worker makes them for clip.mov.
+    make_image(e2e.thumbs / "clip.mov.jpg", (256, 144), color=(90, 90, 90))
+    (e2e.thumbs / "clip.mov.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")
     url = open_url(e2e)
     base = url.split("?", 1)[0]
     token = url.split("token=", 1)[1]
@@ -78,9 +84,9 @@ def test_the_gallery_shows_the_thumbnails_live_and_drives_the_agent(e2e: E2EEnv,
     assert not tiles(browser)
     # With it: in, and the token is gone from the address bar.
     browser.get(url)
-    wait_for(lambda: len(tiles(browser)) == 4, 60, "4 thumbnails in the top folder", agent.diagnose)
+    wait_for(lambda: len(tiles(browser)) == 5, 60, "5 thumbnails in the top folder", agent.diagnose)
     assert token not in browser.current_url and token not in browser.page_source
-    assert sorted(tiles(browser)) == ["a0.jpg", "a1.jpg", "a2.jpg", "a3.jpg"]
+    assert sorted(tiles(browser)) == ["a0.jpg", "a1.jpg", "a2.jpg", "a3.jpg", "clip.mov.jpg"]
     assert [f.get_attribute("data-path") for f in browser.find_elements("css selector", ".folder")] == ["trip"]
     assert browser.find_elements("css selector", "#grid h2.group")  # grouped by capture date
     wait_for(lambda: browser.find_element("id", "state").text.lower() in ("idle", "working"), 60, "a live status")
@@ -97,12 +103,12 @@ def test_the_gallery_shows_the_thumbnails_live_and_drives_the_agent(e2e: E2EEnv,
     wait_for(lambda: tiles(browser) == ["trip/beach.jpg"], 30, "the search to look in subfolders")
     search.clear()
     search.send_keys(" ")  # an input event with an empty query
-    wait_for(lambda: len(tiles(browser)) == 4, 30, "the search to clear")
+    wait_for(lambda: len(tiles(browser)) == 5, 30, "the search to clear")
     click(browser, '.folder[data-path="trip"]')
     wait_for(lambda: tiles(browser) == ["trip/beach.jpg"], 30, "the folder to open")
     assert [c.text for c in browser.find_elements("css selector", "#crumbs a")] == ["All", "trip"]
     click(browser, '#crumbs a[data-path=""]')
-    wait_for(lambda: len(tiles(browser)) == 4, 30, "back to the top folder")
+    wait_for(lambda: len(tiles(browser)) == 5, 30, "back to the top folder")
 
     # A thumbnail pulled during the test appears without a reload.
     make_image(e2e.inbox / "fresh.jpg", (640, 480), color=(10, 200, 200))
@@ -125,6 +131,15 @@ def test_the_gallery_shows_the_thumbnails_live_and_drives_the_agent(e2e: E2EEnv,
     screenshot(browser, "large-view")
     click(browser, "#viewer-close")
     wait_for(lambda: not browser.find_element("id", "viewer").is_displayed(), 30, "the large view to close")
+    # A video poster opens its preview (keyboard this time).
+    browser.find_element("css selector", '.tile[data-path="clip.mov.jpg"]').send_keys("\n")
+    video = browser.find_element("id", "viewer-video")
+    wait_for(lambda: video.is_displayed(), 30, "the video preview")
+    assert str(video.get_attribute("src")).endswith("/file/t/clip.mov.mp4")
+    assert str(video.get_attribute("poster")).endswith("/file/t/clip.mov.jpg")
+    assert not browser.find_element("id", "viewer-img").is_displayed()
+    browser.find_element("tag name", "body").send_keys("\ue00c")  # Escape
+    wait_for(lambda: not browser.find_element("id", "viewer").is_displayed(), 30, "Escape to close the large view")
 
     # Pause from the page: the agent pauses, and 'thumbdrop status' agrees; then resume.
     click(browser, "#pause")
@@ -151,13 +166,12 @@ def test_a_failed_item_shows_its_reason_and_retry_brings_it(e2e: E2EEnv, browser
     click(browser, "#failed-toggle")
     row = '#failed-list li[data-role="puller"]'
     wait_for(lambda: browser.find_elements("css selector", row), 90, "the failure in the page", agent.diagnose)
-    item = browser.find_element("css selector", row)
-    assert "blocked/pic.jpg" in str(item.get_attribute("data-name"))
-    assert "in the way" in item.find_element("css selector", ".reason").text
+    assert "blocked/pic.jpg" in str(browser.find_element("css selector", row).get_attribute("data-name"))
+    assert "in the way" in browser.find_element("css selector", f"{row} .reason").text
     screenshot(browser, "failed-items", browser.find_element("id", "failed"))
 
     (e2e.thumbs / "blocked").unlink()  # the user fixes the cause, then retries
-    item.find_element("css selector", ".retry").click()
+    click(browser, f"{row} .retry")
     wait_for(lambda: (e2e.thumbs / "blocked" / "pic.jpg").is_file(), 60, "the retried pull", agent.diagnose)
     wait_for(lambda: not browser.find_elements("css selector", row), 30, "the failure to leave the list")
     wait_for(lambda: browser.find_elements("css selector", '.folder[data-path="blocked"]'), 30, "its folder in the page")
@@ -166,6 +180,35 @@ def test_a_failed_item_shows_its_reason_and_retry_brings_it(e2e: E2EEnv, browser
 class _Attacker(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
+
+
+def test_thumbdrop_gallery_serves_the_folders_without_an_agent(e2e: E2EEnv, browser: Any) -> None:
+    make_image(e2e.thumbs / "trip" / "old.jpg", (256, 192))
+    log = e2e.root / "gallery.log"
+    argv = [sys.executable, "-m", "agent", "--config", str(e2e.config_path), "gallery", "--port", "0"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=e2e.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: b"gallery at http://127.0.0.1:" in log.read_bytes() or proc.poll() is not None, 60, "the gallery")
+        assert proc.poll() is None, log.read_text()
+        second = e2e.cli("gallery", "--port", "0")
+        assert second.rc == 2 and "already serving" in second.stderr, second
+        printed = e2e.cli("open", "--print")
+        assert printed.rc == 0, printed
+        browser.get(printed.stdout.strip())
+        wait_for(lambda: browser.find_elements("css selector", '.folder[data-path="trip"]'), 60, "the folder in the page")
+        wait_for(lambda: "No agent" in browser.find_element("id", "line").text, 60, "the page to say there is no agent")
+        assert browser.find_element("id", "state").text.lower() == "offline"
+        assert not browser.find_element("id", "pause").is_enabled()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert not (e2e.state / "gallery.json").exists()
+    gone = e2e.cli("open", "--print")
+    assert gone.rc == 3 and "gallery.enabled" in gone.stderr.replace("gallery: {enabled", "gallery.enabled"), gone
 
 
 def test_attacks_from_a_browser_are_refused(e2e: E2EEnv, browser: Any) -> None:

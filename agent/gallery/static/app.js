@@ -44,9 +44,10 @@ async function post(path, body = {}) {
 
 function tile(item) {
   const img = el("img", { src: item.thumb, alt: item.name, loading: "lazy", decoding: "async" });
-  const fig = el("figure", { class: "tile" + (item.video ? " video" : ""), dataset: { path: item.path }, title: item.path },
-    img, el("figcaption", {}, item.name));
+  const fig = el("figure", { class: "tile" + (item.video ? " video" : ""), dataset: { path: item.path }, title: item.path,
+    tabindex: "0", role: "button" }, img, el("figcaption", {}, item.name));
   fig.addEventListener("click", () => openViewer(item));
+  fig.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openViewer(item); } });
   return fig;
 }
 
@@ -176,6 +177,8 @@ function openViewer(item) {
     video.hidden = true;
     video.removeAttribute("src");
     img.hidden = false;
+    // The original may have been moved or deleted since the listing: fall back to the thumbnail.
+    img.onerror = () => { img.onerror = null; img.src = item.thumb; };
     img.src = item.large;
     img.alt = item.name;
   }
@@ -212,6 +215,10 @@ function renderStatus(s) {
   const failures = s.failures || [];
   $("failed-count").textContent = failures.length;
   $("retry-all").disabled = !s.agent;
+  // Rebuilt only when the list changes: a status update must not swap a button under the pointer.
+  const key = JSON.stringify(failures);
+  if (key === renderStatus.failures) return;
+  renderStatus.failures = key;
   $("failed-list").replaceChildren(...failures.slice().reverse().map((f) =>
     el("li", { dataset: { name: f.name, role: f.role } },
       el("span", { class: "fname" }, f.name),
