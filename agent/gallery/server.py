@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -56,6 +57,7 @@ QUEUES_EVERY = 10.0  # seconds between queue depth reads (each is a few SQS call
 QUEUES_RETRY = 2.0  # sooner while the queues are not there yet (the agent is still setting up)
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 STATIC = ("app.js", "app.css")
+FILE_CHUNK = 256 * 1024
 
 
 # --- the live feed ------------------------------------------------------------------------------------
@@ -369,16 +371,17 @@ class Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8", headers: dict[str, str] | None = None
     ) -> None:
-        self.send_response(status)
-        for k, v in SECURITY_HEADERS.items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
+        self._head(status, ctype, len(body), headers)
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _head(self, status: int, ctype: str, length: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
 
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
@@ -485,11 +488,14 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, "no such picture (only files under the thumbnails or a watch folder are shown)")
             return
         try:
-            data = path.read_bytes()
+            f = path.open("rb")
         except OSError as exc:
             self._error(HTTPStatus.NOT_FOUND, f"cannot read {path.name}: {exc.strerror or exc}")
             return
-        self._send(HTTPStatus.OK, data, ctype, headers={"Cache-Control": "private, max-age=60"})
+        with f:  # streamed: an original in a watch folder may be tens of megabytes
+            self._head(HTTPStatus.OK, ctype, os.fstat(f.fileno()).st_size, {"Cache-Control": "private, max-age=60"})
+            if self.command != "HEAD":
+                shutil.copyfileobj(f, self.wfile, FILE_CHUNK)
 
     def _events(self) -> None:
         """Server-Sent Events: 'status' now and on every change, 'thumbnail' per new one, 'refresh'."""
