@@ -152,7 +152,6 @@ class AgentLink:
     def _run(self) -> None:
         version: int | None = None
         pulled: int | None = None
-        recent: list[str] = []
         while not self.stop_event.is_set():
             try:
                 args: dict[str, Any] = {} if version is None else {"after": version, "wait": POLL_WAIT}
@@ -170,6 +169,8 @@ class AgentLink:
             if not isinstance(snap, dict):
                 self.stop_event.wait(RECONNECT)
                 continue
+            if pulled is not None and int((snap.get("counts") or {}).get("pulled") or 0) < pulled:
+                pulled = None  # another agent (a reload): its counters start again from 0
             new_version = snap.get("version") if isinstance(snap.get("version"), int) else None
             if new_version is None:  # an agent without the long poll: poll once a second
                 self.stop_event.wait(1.0)
@@ -178,10 +179,9 @@ class AgentLink:
             now_recent = [str(p) for p in snap.get("recent_thumbnails") or []]
             if pulled is not None and now_pulled > pulled:
                 self._announce(now_pulled - pulled, now_recent)
-            pulled, recent = now_pulled, now_recent
+            pulled = now_pulled
             self._refresh_queues()
             self.hub.publish("status", page_status(snap, self._queues))
-        del recent
 
     def _announce(self, delta: int, recent: list[str]) -> None:
         """New thumbnails: each to the page as an item; a 'refresh' when more came than the status lists."""
@@ -365,6 +365,9 @@ class Handler(BaseHTTPRequestHandler):
         assert self.app.guard is not None
         return self.app.guard
 
+    def version_string(self) -> str:
+        return self.server_version  # no Python version on the wire
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("gallery %s: " + format, self.address_string(), *args)
 
@@ -501,6 +504,9 @@ class Handler(BaseHTTPRequestHandler):
         """Server-Sent Events: 'status' now and on every change, 'thumbnail' per new one, 'refresh'."""
         hub = self.app.hub
         self.close_connection = True
+        if self.command == "HEAD":
+            self._head(HTTPStatus.OK, "text/event-stream; charset=utf-8", 0)
+            return
         self.send_response(HTTPStatus.OK)
         for k, v in SECURITY_HEADERS.items():
             self.send_header(k, v)

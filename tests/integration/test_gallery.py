@@ -427,3 +427,13 @@ def test_a_taken_port_falls_back_to_a_free_one(tmp_path: Path) -> None:
         finally:
             gallery.stop()
             gallery.join(10)
+
+
+def test_head_requests_and_the_server_header(served: Served) -> None:
+    cookie, _ = served.login()
+    status, headers, body = served.request("HEAD", "/api/events", cookie=cookie)  # answered, not streamed forever
+    assert status == 200 and body == b""
+    assert "python" not in headers["server"].lower()
+    jpeg(Path(served.gallery.cfg.local.thumbnails_dir) / "a.jpg")
+    status, headers, body = served.request("HEAD", "/file/t/a.jpg", cookie=cookie)
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
