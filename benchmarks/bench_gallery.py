@@ -20,6 +20,9 @@ Each run (alternating gallery / listing, R times) opens a fresh tab with the HTT
 * first screen: every image inside the viewport decoded (for the listing: its FCP, it has no images);
 * bytes transferred by then (navigation + resource entries' ``transferSize``; the SSE stream counts its headers).
 
+Then, once: a scroll through the whole gallery, one viewport per animation frame (a fast flick), until all N
+tiles are in the page: how long it takes, and the gaps between frames (p95, max: the jank).
+
 Printed: medians per page and the verdict ratios gallery / listing for FCP and bytes; plus the gallery index's
 cold scan of the folder (stat + EXIF of every file) and a warm /api/list page, timed in-process.
 Needs Debian's chromium + chromium-driver and selenium (``bash .ci/install-gallery-deps.sh``).
@@ -73,6 +76,33 @@ function check() {
   }
 }
 check();
+"""
+
+
+SCROLL_JS = """
+const done = arguments[arguments.length - 1];
+const gaps = [];
+const start = performance.now();
+let last = start;
+function step() {
+  const now = performance.now();
+  gaps.push(now - last);
+  last = now;
+  window.scrollBy(0, innerHeight);
+  const total = Number(document.body.dataset.total);
+  const loaded = document.querySelectorAll("#grid .tile").length;
+  if (loaded >= total && innerHeight + scrollY >= document.body.scrollHeight - 2) {
+    const sorted = gaps.slice().sort((a, b) => a - b);
+    done({ms: now - start, frames: gaps.length, max_gap: sorted[sorted.length - 1],
+          p95_gap: sorted[Math.floor(sorted.length * 0.95)], tiles: loaded,
+          nodes: document.getElementsByTagName("*").length});
+  } else if (now - start > 120000) {
+    done(null);
+  } else {
+    requestAnimationFrame(step);
+  }
+}
+requestAnimationFrame(step);
 """
 
 
@@ -209,6 +239,18 @@ def main() -> int:
                     file=sys.stderr,
                 )
 
+        # Scrolling: one viewport per animation frame (a fast flick) from the top to the last of the N tiles.
+        driver.get(pages["gallery"][0])
+        driver.execute_async_script(FIRST_SCREEN_JS, True)
+        scroll = driver.execute_async_script(SCROLL_JS)
+        if scroll is None:
+            raise RuntimeError("scrolling to the last thumbnail took more than 120 s")
+        print(
+            f"scroll   gallery  {scroll['tiles']} tiles in {scroll['ms']:.0f} ms over {scroll['frames']} frames; frame gap "
+            f"p95 {scroll['p95_gap']:.1f} ms, max {scroll['max_gap']:.1f} ms; {scroll['nodes']} DOM nodes",
+            file=sys.stderr,
+        )
+
         def med(name: str, key: str) -> float:
             return float(statistics.median(float(x[key]) for x in runs[name]))
 
@@ -223,6 +265,7 @@ def main() -> int:
                 for key in ("fcp", "screen", "bytes", "requests", "images")
             },
         }
+        summary.update({f"scroll_{k}": round(float(v), 1) for k, v in scroll.items()})
         summary["ratio_fcp_gallery_over_listing"] = round(med("gallery", "fcp") / med("listing", "fcp"), 3)
         summary["ratio_bytes_gallery_over_listing"] = round(med("gallery", "bytes") / med("listing", "bytes"), 3)
         summary["ratio_screen_gallery_over_naive"] = round(med("gallery", "screen") / med("naive", "screen"), 3)

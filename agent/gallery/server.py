@@ -353,6 +353,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "thumbdrop-gallery"
     sys_version = ""
     timeout = 30  # an idle keep-alive connection is closed after this
+    # Headers and body go out as separate writes: with Nagle's algorithm each keep-alive answer would wait ~40 ms
+    # for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     # --- plumbing ---------------------------------------------------------------------------------
 
