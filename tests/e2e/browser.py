@@ -44,9 +44,9 @@ def need_browser() -> None:
 
 
 @pytest.fixture()
-def browser() -> Iterator[Any]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     need_browser()
-    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must never fetch a browser or a driver
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must never fetch a browser or a driver
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -281,4 +280,3 @@ def test_attacks_from_a_browser_are_refused(e2e: E2EEnv, browser: Any) -> None:
         server.server_close()
         thread.join(10)
     assert agent_state(e2e) == "running"
-    assert os.environ.get("SE_OFFLINE") == "true"
