@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent import __version__
-from agent.cli import agent_cmds, cleanup_cmds, ops_cmds, provision_cmds, status_cmd, tray_cmds
+from agent.cli import agent_cmds, cleanup_cmds, gallery_cmds, ops_cmds, provision_cmds, status_cmd, tray_cmds
 from agent.config import find_config_path, load_config
 from agent.config.model import Config
 from agent.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, ThumbdropError
@@ -19,7 +19,7 @@ from agent.service.logs import FORMATS as LOG_FORMATS
 from agent.service.logs import setup_logging
 
 log = logging.getLogger("agent.cli")
-GROUPS = (agent_cmds, provision_cmds, status_cmd, tray_cmds, cleanup_cmds, ops_cmds)
+GROUPS = (agent_cmds, provision_cmds, status_cmd, tray_cmds, gallery_cmds, cleanup_cmds, ops_cmds)
 
 
 def build_parser(groups: Sequence[Any] = GROUPS) -> argparse.ArgumentParser:

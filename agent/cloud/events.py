@@ -88,3 +88,17 @@ def describe_message(msg: dict[str, Any]) -> str:
         return ", ".join(e.key for e in parse_body(msg["Body"])) or "test event"
     except BadMessageError:
         return f"message {msg.get('MessageId', '?')}"
+
+
+def s3_event_body(bucket: str, key: str) -> str:
+    """An ``ObjectCreated`` notification for ``key``, as S3 would send it (key URL-encoded, '+' for space):
+    how one item is handed to a queue's consumer again (a retry)."""
+    from urllib.parse import quote_plus
+
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/")}},
+    }
+    return json.dumps({"Records": [record]})

@@ -371,6 +371,23 @@ class MetricsConfig:
 
 
 @dataclass
+class GalleryConfig:
+    enabled: bool = opt(
+        False,
+        "Serve the gallery (your thumbnails and the agent's live status in a browser) on 127.0.0.1 while the agent "
+        "runs; 'thumbdrop open' or the tray's 'Open gallery' opens it.",
+        True,
+    )
+    port: int = opt(
+        8765,
+        "Port on 127.0.0.1 for the gallery; if it is taken a free one is used ('thumbdrop open' finds it); 0 always "
+        "picks a free one.",
+        8800,
+        between(0, 65535),
+    )
+
+
+@dataclass
 class Config:
     backend: BackendConfig = field(default_factory=BackendConfig, metadata={"doc": "Where the cloud side lives."})
     source: SourceConfig = field(default_factory=SourceConfig, metadata={"doc": "The bucket originals go to."})
@@ -388,6 +405,9 @@ class Config:
     cleanup: CleanupConfig = field(default_factory=CleanupConfig, metadata={"doc": "Cleanup policy."})
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics for fleets."})
     tray: TrayConfig = field(default_factory=TrayConfig, metadata={"doc": "The tray icon ('thumbdrop tray')."})
+    gallery: GalleryConfig = field(
+        default_factory=GalleryConfig, metadata={"doc": "The gallery page ('thumbdrop open', 'thumbdrop gallery')."}
+    )
 
     # Where the config came from ("built-in defaults" or a path); not a schema key.
     origin: str = field(default="built-in defaults", metadata={"internal": True})

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.backoff import Backoff
 from agent.cloud.clients import Backend
@@ -66,6 +67,7 @@ class Agent:
         self._last_good_round = float("-inf")
         self.status.on_back.append(self._backend_back)
         self.control = ControlServer(state_dir, self)
+        self.gallery: Any = None  # agent.gallery.server.Gallery when gallery.enabled
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -77,6 +79,8 @@ class Agent:
         if (self.state_dir / PAUSE_FILE).exists():
             self.paused.set()
             log.info("paused since an earlier run: uploads and pulls wait for 'thumbdrop resume'")
+        if self.cfg.gallery.enabled:
+            self._start_gallery()
         if "puller" in self.roles:
             # Made now, not at the first pull: a newcomer opening it right after the start finds it there.
             try:
@@ -105,6 +109,18 @@ class Agent:
             self._spawn(cleaner.run, "cleaner")  # joined with the others in stop()
         self._spawn(self._bootstrap, "agent-bootstrap")
         self._spawn(self._publish_loop, "agent-status")
+
+    def _start_gallery(self) -> None:
+        """The gallery talks to this agent through the control socket, like the CLI and the tray."""
+        from agent.gallery.server import Gallery
+
+        gallery = Gallery(self.cfg, self.state_dir)
+        try:
+            gallery.start()
+        except OSError as exc:
+            log.warning("no gallery (%s): the agent runs on without it; 'thumbdrop gallery' can serve it alone", exc)
+            return
+        self.gallery = gallery
 
     def _spawn(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
@@ -363,9 +379,13 @@ class Agent:
             t.join(max(0.1, deadline - time.monotonic()))
         if self.worker is not None:
             self.worker.close()
+        if self.gallery is not None:
+            self.gallery.stop()
         # Last: clients see "stopping" while the agent drains.
         self.control.stop()
         self.control.join(max(0.1, deadline - time.monotonic()))
+        if self.gallery is not None:  # after the control socket: that ends the gallery's long poll at once
+            self.gallery.join(max(0.5, deadline - time.monotonic()))
         if self.status.state != "error":
             self.status.set_state("stopped")
         try:

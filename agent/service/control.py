@@ -34,7 +34,9 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 # AF_UNIX paths longer than this do not fit sockaddr_un (108 bytes with the NUL, less on BSDs).
 _MAX_SUN_PATH = 100
-COMMANDS = ("info", "status", "pause", "resume", "sync-now", "cleanup-now", "dlq-redrive", "stop")
+COMMANDS = ("info", "status", "queues", "pause", "resume", "sync-now", "retry", "cleanup-now", "dlq-redrive", "stop")
+# ``status`` with ``after``: a long poll, answered once the status changes or after ``wait`` seconds (at most this).
+MAX_STATUS_WAIT = 20.0
 
 
 class Controllable(Protocol):
@@ -285,16 +287,30 @@ class ControlServer:
         t = self.target
         return {
             "info": lambda _a: self.info(),
-            "status": lambda _a: t.status.snapshot(),
+            "status": lambda a: self.status(a),
+            "queues": lambda _a: queue_depths(t.cfg, t.backend),
             "pause": lambda _a: _then(self._running(t.pause), lambda: t.status.snapshot()["state"]),
             "resume": lambda _a: _then(self._running(t.resume), lambda: t.status.snapshot()["state"]),
             "sync-now": lambda _a: _then(self._running(t.sync_now), lambda: {"triggered": True}),
+            "retry": lambda a: _then(self._running(lambda: None), lambda: retry_item(t, a)),
             "cleanup-now": lambda a: _then(
                 self._running(lambda: None), lambda: cleanup_now(t, dry_run=bool(a.get("dry_run", True)))
             ),
             "dlq-redrive": lambda _a: _then(self._running(lambda: None), lambda: redrive_dead_letters(t)),
             "stop": lambda _a: _then(t.request_stop, lambda: {"stopping": True}),
         }
+
+    def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The snapshot; with ``after`` (a ``version`` seen before), wait up to ``wait`` s for a newer one."""
+        after = args.get("after")
+        if after is not None:
+            if not isinstance(after, int) or isinstance(after, bool):
+                raise CommandError("bad-request", "status: 'after' must be an integer (a status version)")
+            wait = args.get("wait", 10.0)
+            if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
+                raise CommandError("bad-request", "status: 'wait' must be a number of seconds >= 0")
+            self.target.status.wait_change(after, min(float(wait), MAX_STATUS_WAIT, self.connection_timeout / 2))
+        return self.target.status.snapshot()
 
     def _running(self, action: Callable[[], None]) -> Callable[[], None]:
         """``action``, refused once the agent is stopping (a pause then would hide "stopping" from status)."""
@@ -395,6 +411,70 @@ def _uploaded_from(target: Controllable) -> Callable[[str], str | None] | None:
         return rec.key if rec is not None else None
 
     return lookup
+
+
+def queue_depths(cfg: Config, backend: Any) -> dict[str, Any]:
+    """Waiting, in-flight and dead-lettered messages per queue (None: the queue is missing)."""
+    from agent.service.runtime import queue_depths as depths
+
+    return dict(depths(cfg, backend))
+
+
+def retry_item(target: Controllable, args: dict[str, Any]) -> dict[str, Any]:
+    """Try one failed item again, by the role that failed it; it leaves the failures list (and comes back if it fails again)."""
+    from agent.cloud.errors import call
+    from agent.cloud.events import s3_event_body
+    from agent.pipeline.keys import Layout
+    from agent.service.runtime import queue_urls
+
+    name, role = args.get("name"), args.get("role")
+    if not isinstance(name, str) or not name or not isinstance(role, str):
+        raise CommandError("bad-request", 'retry needs {"name": ITEM, "role": ROLE} as listed in the status failures')
+    listed = [f for f in target.status.snapshot()["failures"] if f["name"] == name and f["role"] == role]
+    if not listed:
+        raise CommandError("not-found", f"{name} ({role}) is not in the failures list (retried already, or it went through)")
+    layout = Layout.of(target.cfg)
+    how: str
+    if role == "uploader":
+        uploader = getattr(target, "uploader", None)
+        if uploader is None:
+            raise CommandError("unavailable", "this agent does not run the uploader role")
+        uploader.touch(Path(name))  # uploaded again once it has settled, as if it had just changed
+        how = "queued for upload"
+    elif role == "puller":
+        rel = layout.rel_of_thumb_key(name)
+        puller = getattr(target, "puller", None)
+        if rel is None or puller is None:
+            raise CommandError("unavailable", f"{name} cannot be pulled by this agent (not a thumbnail key, or no puller role)")
+        target.status.resolved(name, role)
+        puller.reconcile(only_rels={rel})  # a failure again is listed again by the puller itself
+        return {"retried": name, "how": "pulled again"}
+    elif role == "worker":
+        rel = layout.rel_of_source_key(name)
+        if rel is None:
+            raise CommandError("unavailable", f"{name} is not a key under source.prefix")
+        # The marker makes the worker repeat its verdict for the same content; without it the image is decoded afresh.
+        with contextlib.suppress(ThumbdropError):
+            call(
+                f"clear the failure marker of {name}",
+                target.backend.s3.delete_object,
+                Bucket=target.cfg.thumbnails.bucket,
+                Key=layout.failure_key(rel),
+            )
+        urls = queue_urls(target.cfg, target.backend)
+        if urls.events is None:
+            raise CommandError("unavailable", "the events queue does not exist (run 'thumbdrop setup')")
+        call(
+            f"send {name} to the worker again",
+            target.backend.sqs.send_message,
+            QueueUrl=urls.events,
+            MessageBody=s3_event_body(target.cfg.source.bucket, name),
+        )
+        how = "sent to the worker again"
+    else:
+        raise CommandError("unavailable", f"items failed by the {role} cannot be retried one by one; use 'Retry all'")
+    target.status.resolved(name, role)
+    return {"retried": name, "how": how}
 
 
 def redrive_dead_letters(target: Controllable) -> dict[str, Any]:

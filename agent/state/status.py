@@ -40,6 +40,9 @@ class Status:
 
     def __init__(self, roles: list[str], *, one_shot: bool = False) -> None:
         self._lock = threading.Lock()
+        # Every change bumps ``version`` and wakes ``wait_change`` (the control socket's status long-poll).
+        self._changed = threading.Condition(self._lock)
+        self.version = 0
         self.roles = list(roles)
         self.one_shot = one_shot  # a command such as sync, which ends instead of waiting for the backend
         self.state = "starting"  # starting, running, paused, stopping, stopped, error
@@ -49,7 +52,7 @@ class Status:
         self.fatal: str | None = None
         self.counts = dict.fromkeys(self.COUNTERS, 0)
         self.active: dict[str, int] = {"uploading": 0, "thumbnailing": 0, "pulling": 0}
-        self.pending_local = 0
+        self._pending_local = 0
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)
         self.backend = ""
@@ -73,9 +76,31 @@ class Status:
         # role that is waiting out the outage, so work resumes at once instead of after each one's backoff.
         self.on_back: list[Callable[[], None]] = []
 
+    def _bump(self) -> None:
+        """Under the lock: one more change."""
+        self.version += 1
+        self._changed.notify_all()
+
+    @property
+    def pending_local(self) -> int:
+        return self._pending_local
+
+    @pending_local.setter
+    def pending_local(self, value: int) -> None:
+        with self._lock:
+            if value != self._pending_local:
+                self._pending_local = value
+                self._bump()
+
+    def wait_change(self, after: int, timeout: float) -> None:
+        """Return once ``version`` is past ``after``, or after ``timeout`` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version > after, timeout)
+
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counts[name] += n
+            self._bump()
 
     def fail(self, name: str, reason: str, role: str, *, once: bool = False, version: str | None = None) -> None:
         """Record a failure. ``once``: not again if ``name`` is already listed with this reason (the puller
@@ -93,6 +118,7 @@ class Status:
             self.failed_total += 1
             self._unresolved[(name, role)] = self._unresolved.get((name, role), 0) + 1
             self.failures.append(Failure(name, reason, role, time.time()))
+            self._bump()
         if self.on_failure is not None:
             self.on_failure(name, reason, role, version)
 
@@ -102,6 +128,7 @@ class Status:
         with self._lock:
             if not any(f.name == name and f.role == role for f in self.failures):
                 self.failures.append(Failure(name, reason, role, time.time()))
+                self._bump()
 
     def resolved(self, name: str, role: str) -> None:
         """``name`` went through ``role`` after all (a fixed file, a passing cause): drop that role's failures of
@@ -116,6 +143,8 @@ class Status:
                 kept = [f for f in self.failures if not (f.name == name and f.role == role)]
                 self.failures.clear()
                 self.failures.extend(kept)
+            if counted or listed:
+                self._bump()
         if (counted or listed) and self.on_resolved is not None:
             self.on_resolved(name, role)
 
@@ -127,22 +156,27 @@ class Status:
             self.failures.extend(failures)
             self._unresolved.update(unresolved)
             self.failed_total = total
+            self._bump()
 
     def folder_missing(self, folder: str, detail: str) -> None:
         with self._lock:
             self.missing_folders[folder] = detail
+            self._bump()
 
     def folder_back(self, folder: str) -> None:
         with self._lock:
-            self.missing_folders.pop(folder, None)
+            if self.missing_folders.pop(folder, None) is not None:
+                self._bump()
 
     def begin(self, activity: str) -> None:
         with self._lock:
             self.active[activity] += 1
+            self._bump()
 
     def end(self, activity: str) -> None:
         with self._lock:
             self.active[activity] -= 1
+            self._bump()
 
     def done(self, activity: str, seconds: float, nbytes: int = 0) -> None:
         """One upload/thumbnail/pull finished in ``seconds``, moving ``nbytes``."""
@@ -156,6 +190,7 @@ class Status:
         with self._lock:
             self.counts["pulled"] += 1
             self.recent_thumbnails.append(printable(path))
+            self._bump()
 
     def offline(self, reason: str, *, quiet: bool = False) -> None:
         """The backend cannot be used now; ``quiet``: the caller says why in its own words."""
@@ -164,6 +199,7 @@ class Status:
             if went:
                 self.offline_since = time.time()
             self.offline_reason = reason
+            self._bump()
         if went and not quiet:  # once per outage: each role's own retries log at their own pace
             if self.one_shot:
                 log.warning("backend unreachable: %s; what is not done when the command ends is listed as unfinished", reason)
@@ -174,6 +210,7 @@ class Status:
         with self._lock:
             since, self.offline_since = self.offline_since, None
             self.offline_reason = ""
+            self._bump()
         if since is not None:
             log.info("backend reachable again after %.0f s", time.time() - since)
             for hook in list(self.on_back):
@@ -184,11 +221,13 @@ class Status:
             self.state = state
             if fatal:
                 self.fatal = fatal
+            self._bump()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "pid": os.getpid(),
+                "version": self.version,
                 "state": self.state,
                 "roles": self.roles,
                 "started_at": self.started_at,
@@ -200,7 +239,7 @@ class Status:
                 "counts": dict(self.counts),
                 "failed_total": self.failed_total,
                 "active": dict(self.active),
-                "pending_local": self.pending_local,
+                "pending_local": self._pending_local,
                 "failures": [f.as_dict() for f in self.failures],
                 "missing_folders": [{"folder": k, "detail": v} for k, v in self.missing_folders.items()],
                 "recent_thumbnails": list(self.recent_thumbnails),

@@ -324,6 +324,19 @@ class TrayController:
     def open_thumbnails(self) -> None:
         self._submit("open thumbnails", lambda: self._open_dir(self.view().thumbnails_dir))
 
+    def open_gallery(self) -> None:
+        def act() -> None:
+            from agent.gallery.launch import GalleryNotRunningError, entry_url
+
+            try:
+                url = entry_url(self.state_dir)
+            except GalleryNotRunningError as exc:
+                self.notifier.now("thumbdrop: the gallery is off", exc.hint or exc.message)
+                return
+            self.opener.open(url)
+
+        self._submit("open gallery", act)
+
     def _open_dir(self, folder: str) -> None:
         path = Path(folder).expanduser()
         path.mkdir(parents=True, exist_ok=True)  # the puller creates it on first pull; open it even before

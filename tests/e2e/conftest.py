@@ -28,6 +28,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.e2e.browser import browser  # noqa: F401 - the headless Chromium fixture of the gallery tests
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -135,3 +136,26 @@ def test_an_unexpected_error_in_a_rescan_does_not_end_the_rescans(
     wait_for(lambda: len(rounds) >= 2, 20, "a second round after the failure")
     assert "reconcile round failed" in caplog.text
     assert [t for t in agent._threads if t.is_alive()], "the rescan thread died"
+
+
+def test_retry_sends_a_failed_image_to_the_worker_again(running: tuple[Agent, ControlClient], tmp_path: Path) -> None:
+    agent, client = running
+    bad = tmp_path / "inbox" / "bad.jpg"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"\xff\xd8 this is not a JPEG")
+
+    def worker_failure() -> dict[str, Any] | None:
+        return next((f for f in client.call("status")["failures"] if f["name"] == "bad.jpg" and f["role"] == "worker"), None)
+
+    first = wait_for(worker_failure, 60, "the worker's failure")
+    failed_before = client.call("status")["counts"]["failed"]
+    marker_key = ".thumbdrop-failed/bad.jpg.json"
+    marker_at = json.loads(agent.backend.s3.get_object(Bucket=agent.cfg.thumbnails.bucket, Key=marker_key)["Body"].read())["at"]
+
+    assert client.call("retry", name="bad.jpg", role="worker")["how"] == "sent to the worker again"
+    # The worker decodes it afresh (not its remembered verdict): the same reason comes back, with a new marker.
+    again = wait_for(lambda: (f := worker_failure()) and f["at"] > first["at"] and f, 60, "the worker to try it again")
+    assert again["reason"] == first["reason"]
+    assert client.call("status")["counts"]["failed"] > failed_before
+    marker = json.loads(agent.backend.s3.get_object(Bucket=agent.cfg.thumbnails.bucket, Key=marker_key)["Body"].read())
+    assert marker["at"] > marker_at

@@ -243,3 +243,45 @@ def test_a_socket_that_cannot_be_bound_is_not_fatal(tmp_path: Path, agent: FakeA
     assert any("no control socket" in r.getMessage() for r in records)
     with pytest.raises(AgentNotRunningError):
         ControlClient(nowhere).call("status")
+
+
+def test_status_long_poll_answers_on_a_change_or_after_the_wait(agent: FakeAgent) -> None:
+    import threading
+
+    with serving(agent):
+        client = ControlClient(agent.state_dir)
+        version = client.call("status")["version"]
+        started = time.monotonic()
+        assert client.call("status", after=version, wait=0.3)["version"] == version  # nothing changed: after the wait
+        assert time.monotonic() - started >= 0.25
+        later = threading.Timer(0.2, lambda: agent.status.pulled("/t/a.jpg"))
+        later.name = "test-change"
+        later.start()
+        try:
+            snap = client.call("status", after=version, wait=15)  # a change ends the wait long before 15 s
+        finally:
+            later.join()
+        assert snap["version"] > version and snap["recent_thumbnails"] == ["/t/a.jpg"]
+        with pytest.raises(ControlCommandError) as err:
+            client.call("status", after="x")
+        assert err.value.code == "bad-request"
+
+
+def test_pending_local_changes_bump_the_status_version() -> None:
+    status = Status(["uploader"])
+    before = status.version
+    status.pending_local = 3
+    assert status.version == before + 1 and status.snapshot()["pending_local"] == 3
+    status.pending_local = 3  # no change: no wake-up for the long polls
+    assert status.version == before + 1
+
+
+def test_retry_of_an_unlisted_item_is_refused(agent: FakeAgent) -> None:
+    with serving(agent):
+        client = ControlClient(agent.state_dir)
+        with pytest.raises(ControlCommandError) as err:
+            client.call("retry", name="a.jpg", role="worker")
+        assert err.value.code == "not-found"
+        with pytest.raises(ControlCommandError) as err:
+            client.call("retry")
+        assert err.value.code == "bad-request"
