@@ -117,7 +117,11 @@ def source_rels_of(layout: Layout, thumb_rel: str) -> list[str]:
 
     ``a.png.jpg`` comes from ``a.png`` or from ``a.png.jpg``; a name without one of
     the format's extensions, or outside a size folder when there are several, is no thumbnail.
+    A video's web preview (``clip.mov.mp4``, beside the poster) counts as one of its thumbnails.
     """
+    video = layout.source_of_preview(thumb_rel)
+    if video is not None:
+        return [video]
     rel = thumb_rel
     if len(layout.sizes) > 1:
         head, _, rel = rel.partition("/")

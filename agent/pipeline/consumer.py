@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class QueueConsumer:
         sqs: Any,
         queue_url: str,
         dlq_url: str | None,
-        handle: Callable[[Message], None],
+        handle: Callable[[Message], Future[Any] | None],
         describe: Callable[[Message], str],
         concurrency: int,
         visibility_timeout: int,
@@ -193,19 +193,37 @@ class QueueConsumer:
 
     def _run_job(self, msg: Message) -> None:
         try:
-            self.handle(msg)
-        except ItemError as exc:
-            self._dead_letter(msg, exc)
-        except ThumbdropError as exc:
-            self._retry_later(msg, exc)
-        except Exception as exc:  # a bug in a handler must not kill the loop; it is retried, then dead-lettered
-            log.exception("%s: unexpected error handling %s", self.name, self.describe(msg))
-            self._retry_later(msg, exc)
+            later = self.handle(msg)
+        except BaseException as exc:  # noqa: BLE001 - _settle sorts them; KeyboardInterrupt and co. re-raised there
+            self._settle(msg, exc)
         else:
-            self.outcome.ok += 1
-            self._done(msg)
+            if isinstance(later, Future):
+                # Work handed to another pool (a video preview): the job slot is free for the next message, while
+                # this one stays in flight (its visibility extended) until that work is done.
+                later.add_done_callback(lambda f: self._settle_future(msg, f))
+            else:
+                self._settle(msg, None)
         finally:
             self._slots.release()
+
+    def _settle_future(self, msg: Message, fut: Future[Any]) -> None:
+        if fut.cancelled():
+            return  # its pool shut down: left in flight, released by join, redelivered
+        self._settle(msg, fut.exception())
+
+    def _settle(self, msg: Message, exc: BaseException | None) -> None:
+        if exc is None:
+            self.outcome.ok += 1
+            self._done(msg)
+        elif isinstance(exc, ItemError):
+            self._dead_letter(msg, exc)
+        elif isinstance(exc, ThumbdropError):
+            self._retry_later(msg, exc)
+        elif isinstance(exc, Exception):  # a bug in a handler must not kill the loop; it is retried, then dead-lettered
+            log.error("%s: unexpected error handling %s", self.name, self.describe(msg), exc_info=exc)
+            self._retry_later(msg, exc)
+        else:
+            raise exc
 
     def _done(self, msg: Message) -> None:
         with self._lock:

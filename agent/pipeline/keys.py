@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from agent.config.model import Config
 from agent.errors import UnsafeKeyError
-from agent.imaging.spec import FORMAT_EXTENSIONS
+from agent.imaging.spec import FORMAT_EXTENSIONS, PREVIEW_EXTENSION, is_video, preview_name
 
 FAILED_DIR = ".thumbdrop-failed/"  # failure markers, under thumbnails.prefix
 PROBE_MARK = ".thumbdrop-doctor-"  # doctor's short-lived permission probes: never thumbnailed, never pulled
@@ -81,6 +81,19 @@ class Layout:
 
     def thumb_keys(self, rel: str) -> list[str]:
         return [self.thumb_key(rel, s) for s in self.sizes]
+
+    def preview_rel(self, rel: str) -> str:
+        """A video's web preview: ``clip.mov`` -> ``clip.mov.mp4``, beside its poster (outside size folders)."""
+        return preview_name(rel)
+
+    def preview_key(self, rel: str) -> str:
+        return self.thumb_prefix + self.preview_rel(rel)
+
+    def source_of_preview(self, rel: str) -> str | None:
+        """The source rel whose preview is ``rel`` (relative to thumbnails.prefix), or None."""
+        if rel.lower().endswith(PREVIEW_EXTENSION) and is_video(rel[: -len(PREVIEW_EXTENSION)]):
+            return rel[: -len(PREVIEW_EXTENSION)]
+        return None
 
     def rel_of_thumb_key(self, key: str) -> str | None:
         """Path below thumbnails_dir for a thumbnail key, or None when not ours (or a marker)."""

@@ -18,8 +18,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,20 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
-from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
+from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError, TransientError
 from agent.imaging import ThumbnailSpec, make_thumbnails
+from agent.imaging.spec import PREVIEW_CONTENT_TYPE, is_video
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta
+from agent.pipeline.pools import shutdown_within
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+MIB = 1 << 20
+# Kept free in the state dir beyond a video's own bytes (and its preview's): the journal and logs live there too.
+FREE_SPACE_RESERVE = 64 * MIB
 
 
 def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[datetime, str]]:
@@ -90,16 +96,26 @@ class ThumbnailWorker:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         self._busy_lock = threading.Lock()
         self._busy: dict[str, list[Any]] = {}  # source rel -> [its lock, threads using it]
+        self.video = cfg.video
+        self._warned_no_av = False
+        # Previews run in their own small pool, so a long encode never holds a thumbnail job slot; at most
+        # 3 x preview_jobs are accepted at once (the rest wait in the handler: back-pressure on the queue).
+        self._previews = PreviewPool(cfg.video.preview_jobs) if cfg.video.preview else None
 
     def close(self) -> None:
         """After its jobs are done: remove this process's (by now empty) temp folder."""
+        if self._previews is not None:
+            self._previews.close()
         with contextlib.suppress(OSError):
             self.tmp_root.rmdir()  # rmdir, not rmtree: a job still running keeps its files
 
     # --- queue side ---------------------------------------------------------------
 
-    def handle_message(self, msg: dict[str, Any]) -> None:
+    def handle_message(self, msg: dict[str, Any]) -> Future[None] | None:
+        """Handle one queue message. A video's preview may still be encoding on return: then the Future that
+        completes with it (the consumer keeps the message in flight and its visibility extended until then)."""
         errors: list[ItemError] = []
+        deferred: list[Future[None]] = []
         for event in parse_body(msg["Body"]):
             if event.bucket != self.cfg.source.bucket:
                 log.info("ignored event for bucket %s (not source.bucket)", event.bucket)
@@ -113,11 +129,12 @@ class ThumbnailWorker:
                 self.status.count("ignored")
                 continue
             try:
-                self.process(rel)
+                self.process(rel, deferred)
             except ItemError as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        return all_of(deferred) if deferred else None
 
     def describe(self, msg: dict[str, Any]) -> str:
         return describe_message(msg)
@@ -193,10 +210,14 @@ class ThumbnailWorker:
 
     # --- one object ---------------------------------------------------------------
 
-    def process(self, rel: str) -> str:
-        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'."""
+    def process(self, rel: str, deferred: list[Future[None]] | None = None) -> str:
+        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'.
+
+        A video's preview is encoded before this returns, unless ``deferred`` is given: then its Future is
+        appended there and it runs in the preview pool.
+        """
         with self._one_at_a_time(rel):
-            return self._process(rel)
+            return self._process(rel, deferred)
 
     @contextmanager
     def _one_at_a_time(self, rel: str) -> Iterator[None]:
@@ -214,7 +235,7 @@ class ThumbnailWorker:
                 if not entry[1]:
                     del self._busy[rel]
 
-    def _process(self, rel: str) -> str:
+    def _process(self, rel: str, deferred: list[Future[None]] | None = None) -> str:
         key = self.layout.source_key(rel)
         try:
             head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
@@ -223,7 +244,10 @@ class ThumbnailWorker:
             return "gone"
         etag = str(head["ETag"]).strip('"')
         sha = head.get("Metadata", {}).get("sha256", "")
-        if self._done_already(rel, etag):
+        video = is_video(rel)
+        want_preview = video and self._previews is not None and not self._preview_done(rel, etag)
+        posters_done = self._done_already(rel, etag)
+        if posters_done and not want_preview:
             self.status.count("skipped")
             log.debug("skipped %s: thumbnails exist for this content", key)
             return "skipped"
@@ -231,42 +255,155 @@ class ThumbnailWorker:
         if known:
             # A redelivered event for a file that already failed: same content, same verdict.
             raise ImageError(known)
+        if video:
+            self._require_video_support(rel, key, etag, sha)
+        size = int(head.get("ContentLength") or 0)
+        if video:
+            self._check_free_space(key, size * (2 if want_preview else 1))
         self.status.begin("thumbnailing")
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.tmp_root))
+        handed_over = False
         try:
             src = work / "source"
             self._download(key, etag, src)
-            try:
-                thumbs = make_thumbnails(src, self.spec, work)
-            except ItemError as exc:
-                self._mark_failed(rel, key, etag, sha, str(exc))
-                self.status.fail(key, str(exc), "worker")
-                log.error("failed %s: %s", key, exc)
-                raise
-            by_size = {t.size: t for t in thumbs}
-            for size in self.layout.sizes:
-                thumb = by_size[size]
-                throttle(self.limiter, os.path.getsize(thumb.path))
-                with open(thumb.path, "rb") as body:
-                    call(
-                        f"upload thumbnail of {key}",
-                        self.s3.put_object,
-                        Bucket=self.cfg.thumbnails.bucket,
-                        Key=self.layout.thumb_key(rel, size),
-                        Body=body,
-                        ContentType=thumb.content_type,
-                        Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
-                    )
-            self._clear_failed(rel)
+            if posters_done:
+                thumbs = []
+            else:
+                thumbs = self._thumbnail(rel, key, etag, sha, src, work)
+            if want_preview:
+                job = _PreviewJob(rel, key, etag, sha, src, work)
+                if deferred is None:
+                    self._preview(job)
+                else:
+                    deferred.append(self._submit_preview(job))
+                    handed_over = True  # the preview job removes the work folder when it is done
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if not handed_over:
+                shutil.rmtree(work, ignore_errors=True)
             self.status.end("thumbnailing")
-        self.status.done("thumbnail", time.monotonic() - started, int(head.get("ContentLength") or 0))
+        if not thumbs:
+            return "skipped"
+        self.status.done("thumbnail", time.monotonic() - started, size)
         self.status.count("thumbnailed")
         self.status.resolved(key, "worker")
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
         return "thumbnailed"
+
+    def _thumbnail(self, rel: str, key: str, etag: str, sha: str, src: Path, work: Path) -> list[Any]:
+        """Make and upload the thumbnails (a video's: of its poster frame) of the downloaded source ``src``."""
+        try:
+            if is_video(rel):
+                from agent.imaging.video import make_poster_thumbnails
+
+                thumbs = make_poster_thumbnails(src, self.spec, work, max_pixels=self.video.max_pixels)
+            else:
+                thumbs = make_thumbnails(src, self.spec, work)
+        except ItemError as exc:
+            self._mark_failed(rel, key, etag, sha, str(exc))
+            self.status.fail(key, str(exc), "worker")
+            log.error("failed %s: %s", key, exc)
+            raise
+        by_size = {t.size: t for t in thumbs}
+        for size in self.layout.sizes:
+            thumb = by_size[size]
+            throttle(self.limiter, os.path.getsize(thumb.path))
+            with open(thumb.path, "rb") as body:
+                call(
+                    f"upload thumbnail of {key}",
+                    self.s3.put_object,
+                    Bucket=self.cfg.thumbnails.bucket,
+                    Key=self.layout.thumb_key(rel, size),
+                    Body=body,
+                    ContentType=thumb.content_type,
+                    Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
+                )
+        self._clear_failed(rel)
+        return thumbs
+
+    # --- videos -----------------------------------------------------------------------------
+
+    def _require_video_support(self, rel: str, key: str, etag: str, sha: str) -> None:
+        """Without PyAV a video fails with the install hint (said once in the log), under a failure marker that
+        a worker with PyAV ignores."""
+        from agent.imaging import video
+
+        if video.available():
+            return
+        reason = f"not thumbnailed: {video.INSTALL_HINT}"
+        if not self._warned_no_av:
+            self._warned_no_av = True
+            log.error("%s (first video: %s); videos fail until it is installed", video.INSTALL_HINT, key)
+        self._mark_failed(rel, key, etag, sha, reason, needs="video")
+        self.status.fail(key, reason, "worker", once=True)
+        raise ImageError(reason)
+
+    def _check_free_space(self, key: str, need: int) -> None:
+        """A video is streamed to the state dir: refuse (and retry later) rather than fill the disk."""
+        try:
+            free = shutil.disk_usage(self.tmp_root).free
+        except OSError:
+            return
+        if free < need + FREE_SPACE_RESERVE:
+            raise TransientError(
+                f"not enough free space in {self.tmp_root} for {key}: {need // MIB} MiB needed "
+                f"(+{FREE_SPACE_RESERVE // MIB} MiB reserve), {free // MIB} MiB free",
+                hint="free some space there or point local.state_dir at a larger disk; the video is retried later",
+            )
+
+    def _preview_done(self, rel: str, etag: str) -> bool:
+        pkey = self.layout.preview_key(rel)
+        try:
+            head = call(f"read {pkey}", self.s3.head_object, Bucket=self.cfg.thumbnails.bucket, Key=pkey)
+        except ObjectGoneError:
+            return False
+        return bool(head.get("Metadata", {}).get("source-etag") == etag)
+
+    def _submit_preview(self, job: _PreviewJob) -> Future[None]:
+        assert self._previews is not None
+
+        def run() -> None:
+            try:
+                self._preview(job)
+            finally:
+                shutil.rmtree(job.work, ignore_errors=True)
+
+        return self._previews.submit(run)
+
+    def _preview(self, job: _PreviewJob) -> None:
+        """Encode (or remux) and upload the web preview; a refusal or a bad file marks the source failed."""
+        from agent.imaging.video import VideoSpec, make_preview
+
+        v = self.video
+        spec = VideoSpec(True, v.preview_height, v.crf, v.max_seconds, v.max_pixels)
+        self.status.begin("transcoding")
+        started = time.monotonic()
+        try:
+            try:
+                made = make_preview(job.src, job.work / "preview.mp4", spec)
+            except ItemError as exc:
+                self._mark_failed(job.rel, job.key, job.etag, job.sha, str(exc))
+                self.status.fail(job.key, str(exc), "worker")
+                log.error("no preview of %s: %s", job.key, exc)
+                raise
+            nbytes = os.path.getsize(made.path)
+            throttle(self.limiter, nbytes)
+            with open(made.path, "rb") as body:
+                call(
+                    f"upload the preview of {job.key}",
+                    self.s3.put_object,
+                    Bucket=self.cfg.thumbnails.bucket,
+                    Key=self.layout.preview_key(job.rel),
+                    Body=body,
+                    ContentType=PREVIEW_CONTENT_TYPE,
+                    Metadata={"source-key": ascii_meta(job.key), "source-etag": job.etag, "source-sha256": job.sha},
+                )
+        finally:
+            self.status.end("transcoding")
+        self.status.done("preview", time.monotonic() - started, nbytes)
+        self.status.count("previewed")
+        how = "remuxed" if made.remuxed else f"encoded at {made.width}x{made.height}"
+        log.info("preview of %s %s (%.1f s)", job.key, how, time.monotonic() - started)
 
     def _done_already(self, rel: str, etag: str) -> bool:
         for tkey in self.layout.thumb_keys(rel):
@@ -287,6 +424,8 @@ class ThumbnailWorker:
         except (ObjectGoneError, ValueError):
             return None
         if isinstance(marker, dict) and marker.get("source_etag") == etag:
+            if marker.get("needs") == "video" and _has_av():
+                return None  # failed only for want of PyAV, which is installed now
             return str(marker.get("reason", "failed before"))
         return None
 
@@ -305,8 +444,10 @@ class ThumbnailWorker:
         finally:
             body.close()
 
-    def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str) -> None:
+    def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str, *, needs: str = "") -> None:
         marker = {"source_key": key, "source_etag": etag, "source_sha256": sha, "reason": reason, "at": time.time()}
+        if needs:
+            marker["needs"] = needs  # not the file's fault: a worker that has it tries again
         try:
             call(
                 f"record the failure of {key}",
@@ -329,3 +470,68 @@ class ThumbnailWorker:
             )
         except ThumbdropError as exc:
             log.debug("could not clear failure marker of %s: %s", rel, exc)
+
+
+def _has_av() -> bool:
+    from agent.imaging import video
+
+    return video.available()
+
+
+@dataclass(frozen=True)
+class _PreviewJob:
+    rel: str
+    key: str
+    etag: str
+    sha: str
+    src: Path  # the downloaded source, inside ``work``
+    work: Path  # the job's temp folder: removed when the preview is done, whatever happens
+
+
+class PreviewPool:
+    """A bounded pool for video previews: ``jobs`` encode at once, at most 3 x ``jobs`` accepted."""
+
+    def __init__(self, jobs: int) -> None:
+        self._pool = ThreadPoolExecutor(jobs, thread_name_prefix="worker-preview")
+        self._room = threading.BoundedSemaphore(3 * jobs)
+
+    def submit(self, fn: Any) -> Future[None]:
+        self._room.acquire()
+        try:
+            fut: Future[None] = self._pool.submit(fn)
+        except BaseException:
+            self._room.release()
+            raise
+        fut.add_done_callback(lambda _f: self._room.release())
+        return fut
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Queued previews are dropped (their messages come back and are redone); running ones get ``timeout``."""
+        shutdown_within(self._pool, time.monotonic() + timeout, cancel_futures=True)
+
+
+def all_of(futures: list[Future[None]]) -> Future[None]:
+    """One Future for several: done when all are, with the first failure."""
+    if len(futures) == 1:
+        return futures[0]
+    combined: Future[None] = Future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_f: Future[None]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        if any(f.cancelled() for f in futures):
+            combined.cancel()
+            combined.set_running_or_notify_cancel()
+        elif errors:
+            combined.set_exception(errors[0])
+        else:
+            combined.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(one_done)
+    return combined

@@ -116,12 +116,19 @@ def handle(event: Mapping[str, Any], context: Any = None, *, env: Mapping[str, s
     raise ValueError("not an SQS, SNS or S3 event: expected Records[] with eventSource aws:sqs, s3 or Sns")
 
 
+def _handle(worker: ThumbnailWorker, msg: dict[str, Any]) -> None:
+    """One message, all of it: a video preview handed to the preview pool is waited for (the invocation is the job)."""
+    later = worker.handle_message(msg)
+    if later is not None:
+        later.result()
+
+
 def _sqs(worker: ThumbnailWorker, records: list[Mapping[str, Any]]) -> dict[str, Any]:
     failures = []
     for rec in records:
         msg = {"Body": rec.get("body", ""), "MessageId": rec.get("messageId", "?")}
         try:
-            worker.handle_message(msg)
+            _handle(worker, msg)
         except ThumbdropError as exc:
             log.warning("%s (%s): %s", worker.describe(msg), exc.kind, exc)
             failures.append({"itemIdentifier": msg["MessageId"]})
@@ -138,7 +145,7 @@ def _direct(worker: ThumbnailWorker, bodies: list[str]) -> dict[str, Any]:
     for body in bodies:
         msg = {"Body": body, "MessageId": "direct"}
         try:
-            worker.handle_message(msg)
+            _handle(worker, msg)
         except ThumbdropError as exc:
             log.warning("%s (%s): %s", worker.describe(msg), exc.kind, exc)
             failed.append({"item": worker.describe(msg), "reason": str(exc), "kind": exc.kind})
