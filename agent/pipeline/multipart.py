@@ -27,6 +27,9 @@ from agent.state.journal import Journal, MultipartRecord
 log = logging.getLogger(__name__)
 MAX_PARTS = 10_000  # S3's limit: a larger file gets larger parts
 PARTS_IN_FLIGHT = 4
+# Under backend.max_bandwidth the cap, not latency, sets the pace: parts in parallel would only share it, and a
+# crash would lose all of them half-sent. One at a time loses at most one part.
+PARTS_IN_FLIGHT_CAPPED = 1
 
 
 @dataclass(frozen=True)
@@ -170,10 +173,11 @@ class ResumableUpload:
         sent: dict[int, str] = {}
         if not numbers:
             return sent
-        with ThreadPoolExecutor(min(PARTS_IN_FLIGHT, len(numbers)), thread_name_prefix="uploader-part") as pool:
+        in_flight = PARTS_IN_FLIGHT_CAPPED if self.limiter is not None else PARTS_IN_FLIGHT
+        with ThreadPoolExecutor(min(in_flight, len(numbers)), thread_name_prefix="uploader-part") as pool:
             pending: set[Future[tuple[int, str]]] = set()
             for n in numbers:
-                while len(pending) >= PARTS_IN_FLIGHT:
+                while len(pending) >= in_flight:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     self._collect(finished, sent, pending)
                 pending.add(pool.submit(self._send_part, src, rec, n))
