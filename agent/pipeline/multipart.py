@@ -67,7 +67,12 @@ class ResumableUpload:
         if rec is None:
             rec = self._start(src, extra)
         done = self._confirmed_parts(rec, src)
-        if done is None:  # S3 forgot the upload: start again from nothing
+        if done is None:
+            # S3 no longer knows the upload: completed (killed before the journal heard of it), or aborted.
+            finished = self._already_there(src)
+            if finished is not None:
+                log.info("the upload of %s was finished by an earlier run", src.path)
+                return finished
             rec = self._start(src, extra)
             done = {}
         count = part_count(src.size, rec.part_size)
@@ -152,7 +157,7 @@ class ResumableUpload:
                     for p in page.get("Parts", []):
                         listed[int(p["PartNumber"])] = (str(p["ETag"]).strip('"'), int(p["Size"]))
         except ObjectGoneError:
-            log.info("S3 no longer knows the unfinished upload of %s (aborted or expired): starting again", src.path)
+            log.info("S3 no longer knows the unfinished upload of %s (finished, aborted or expired)", src.path)
             self.journal.forget_multipart(rec.path)
             return None
         good: dict[int, str] = {}
@@ -165,6 +170,16 @@ class ResumableUpload:
                 if n not in journaled:
                     self.journal.record_part(rec.upload_id, n, etag)
         return good
+
+    def _already_there(self, src: Source) -> str | None:
+        """The ETag of the object if it holds this very content (same size and sha256 metadata), else None."""
+        try:
+            head = call(f"read {src.key}", self.s3.head_object, Bucket=self.bucket, Key=src.key)
+        except ObjectGoneError:
+            return None
+        if int(head.get("ContentLength", -1)) == src.size and head.get("Metadata", {}).get("sha256") == src.sha256:
+            return str(head["ETag"]).strip('"')
+        return None
 
     # --- sending ------------------------------------------------------------------------------
 

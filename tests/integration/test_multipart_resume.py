@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ class Counting:
         self._s3 = s3
         self.parts: list[int] = []
         self.fail_after = fail_after
+        self._lock = threading.Lock()  # parts go up from several threads
 
     def upload_part(self, **kw: Any) -> Any:
-        if self.fail_after is not None and len(self.parts) >= self.fail_after:
-            raise TransientError("link down (test)")
-        self.parts.append(kw["PartNumber"])
+        with self._lock:
+            if self.fail_after is not None and len(self.parts) >= self.fail_after:
+                raise TransientError("link down (test)")
+            self.parts.append(kw["PartNumber"])
         return self._s3.upload_part(**kw)
 
     def __getattr__(self, name: str) -> Any:
@@ -135,5 +138,22 @@ def test_a_stale_upload_id_starts_fresh(s3: Any, tmp_path: Path) -> None:
     put(again, journal, path)
     assert sorted(again.parts) == [1, 2, 3]
     assert stored(s3) == path.read_bytes()
+    assert journal.multipart(str(path)) is None
+    journal.close()
+
+
+def test_an_upload_finished_before_the_journal_heard_of_it_is_not_sent_again(s3: Any, tmp_path: Path) -> None:
+    """Killed between CompleteMultipartUpload and the journal update: S3 forgot the UploadId, the object is there."""
+    path = big_file(tmp_path / "big.bin", 2 * PART + 3)
+    journal = Journal(tmp_path / "j.sqlite3")
+    put(s3, journal, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    st = path.stat()
+    from agent.state.journal import MultipartRecord
+
+    journal.start_multipart(MultipartRecord(str(path), "big.bin", "gone-upload-id", PART, st.st_size, st.st_mtime_ns, sha))
+    again = Counting(s3)
+    assert put(again, journal, path).endswith("-3")
+    assert again.parts == []
     assert journal.multipart(str(path)) is None
     journal.close()
