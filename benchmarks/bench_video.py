@@ -32,6 +32,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -45,28 +46,38 @@ from agent.imaging.video import VideoSpec, make_poster_thumbnails, make_preview,
 av.logging.set_level(av.logging.ERROR)
 
 
-def generate(path: Path, codec: str, size: tuple[int, int], seconds: float, *, fps: int = 30, **kw: object) -> Path:
+def generate(
+    path: Path,
+    codec: str,
+    size: tuple[int, int],
+    seconds: float,
+    *,
+    fps: int = 30,
+    options: dict[str, str] | None = None,
+    rotation: int = 0,
+    audio: bool = False,
+) -> Path:
     width, height = size
     rng = np.random.default_rng(1)
     noise = rng.integers(0, 48, (height // 4, width // 4, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
     base = np.zeros((height, width, 3), np.uint8)
     base[:, :, 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
     base[:, :, 1] = np.linspace(0, 200, height, dtype=np.uint8)[:, None]
-    with av.open(str(path), "w", format=kw.get("fmt")) as out:  # type: ignore[arg-type]
+    with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        stream.options = dict(kw.get("options", {}))  # type: ignore[call-overload]
-        if kw.get("rotation"):
-            stream.set_display_rotation(int(kw["rotation"]))  # type: ignore[call-overload]
-        audio = out.add_stream("aac", rate=48000) if kw.get("audio") else None
+        stream.options = dict(options or {})
+        if rotation:
+            stream.set_display_rotation(rotation)
+        astream = out.add_stream("aac", rate=48000) if audio else None
         for n in range(int(seconds * fps)):
             frame_data = base + np.roll(noise, n * 7, axis=1)
             frame = av.VideoFrame.from_ndarray(frame_data, format="rgb24")
             frame.pts, frame.time_base = n, Fraction(1, fps)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
-        if audio is not None:
+        if astream is not None:
             samples = int(48000 * seconds)
             tone = (0.1 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 48000)).astype(np.float32)[None, :]
             for start in range(0, samples, 1024):
@@ -74,8 +85,8 @@ def generate(path: Path, codec: str, size: tuple[int, int], seconds: float, *, f
                     np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp", layout="mono"
                 )
                 chunk.sample_rate, chunk.pts = 48000, start
-                out.mux(audio.encode(chunk))
-            out.mux(audio.encode(None))
+                out.mux(astream.encode(chunk))
+            out.mux(astream.encode(None))
     return path
 
 
@@ -127,7 +138,7 @@ def main() -> int:
     print(f"PyAV {av.__version__} (FFmpeg libavcodec {av.library_versions['libavcodec']}); CLI: ", end="")
     print(subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0])
     fast = {"preset": "ultrafast", "crf": "18"}
-    specs = {
+    specs: dict[str, tuple[str, tuple[int, int], float, dict[str, Any]]] = {
         "h264-1080p.mp4": ("libx264", (1920, 1080), secs, {"options": fast, "audio": True}),
         "hevc-1080p.mov": ("libx265", (1920, 1080), secs / 2, {"options": {**fast, "x265-params": "log-level=error"}}),
         "vp9-720p.webm": ("libvpx-vp9", (1280, 720), secs / 2, {"options": {"deadline": "realtime", "cpu-used": "8"}}),
@@ -147,12 +158,10 @@ def main() -> int:
     for name, clip in clips.items():
         info = probe(clip)
         out = work / "out"
-        ours = median_time(lambda c=clip: make_poster_thumbnails(c, spec, out, max_pixels=10**9), args.repeats)
-        ss = f"{info.duration * 0.10:.3f}"
-        vf = "scale=256:256:force_original_aspect_ratio=decrease"
-        cli = median_time(
-            lambda c=clip: ffmpeg("-ss", ss, "-i", str(c), "-frames:v", "1", "-vf", vf, str(work / "p.jpg")), args.repeats
-        )
+        ours = median_time(lambda c=clip, o=out: make_poster_thumbnails(c, spec, o, max_pixels=10**9), args.repeats)
+        cli_poster = ["-ss", f"{info.duration * 0.10:.3f}", "-i", str(clip), "-frames:v", "1"]
+        cli_poster += ["-vf", "scale=256:256:force_original_aspect_ratio=decrease", str(work / "p.jpg")]
+        cli = median_time(lambda a=cli_poster: ffmpeg(*a), args.repeats)
         mb = clip.stat().st_size / 1e6
         print(f"   {name:28} {mb:6.1f}MB {ours * 1000:8.0f}ms {cli * 1000:9.0f}ms")
 
