@@ -204,6 +204,13 @@ def thumbnails_done(layout: Layout, snap: Snapshot, rel: str, source: Obj) -> bo
         if local is not None and local.mtime >= made_after:
             continue
         return False
+    if layout.wants_preview(rel):
+        # The preview is made after the poster, from the original: never delete the original before it exists.
+        prel = layout.preview_rel(rel)
+        remote = snap.thumbs.get(layout.thumb_prefix + prel)
+        local = snap.local_thumbs.get(prel)
+        fresh_remote = remote is not None and remote.modified.timestamp() >= made_after
+        return fresh_remote or (local is not None and local.mtime >= made_after)
     return True
 
 

@@ -39,13 +39,22 @@ class Layout:
     fmt: str
     folder_names: tuple[str, ...]  # empty when there is one watch folder
     shared_bucket: bool = False  # source and thumbnails in one bucket (disjoint prefixes)
+    previews: bool = False  # video.preview: a video is done once its web preview exists too
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
         folders = cfg.watch.folders
         names = tuple(Path(f).name for f in folders) if len(folders) > 1 else ()
         shared = cfg.source.bucket == cfg.thumbnails.bucket
-        return cls(cfg.source.prefix, cfg.thumbnails.prefix, tuple(cfg.thumbnails.sizes), cfg.thumbnails.format, names, shared)
+        return cls(
+            cfg.source.prefix,
+            cfg.thumbnails.prefix,
+            tuple(cfg.thumbnails.sizes),
+            cfg.thumbnails.format,
+            names,
+            shared,
+            cfg.video.preview,
+        )
 
     # --- source side --------------------------------------------------------
 
@@ -88,6 +97,9 @@ class Layout:
 
     def preview_key(self, rel: str) -> str:
         return self.thumb_prefix + self.preview_rel(rel)
+
+    def wants_preview(self, rel: str) -> bool:
+        return self.previews and is_video(rel)
 
     def source_of_preview(self, rel: str) -> str | None:
         """The source rel whose preview is ``rel`` (relative to thumbnails.prefix), or None."""

@@ -163,6 +163,9 @@ class ThumbnailWorker:
                 failed.add(rel)
                 continue
             times = [self._thumb_time(thumbs, rel, size) for size in self.layout.sizes]
+            if self.layout.wants_preview(rel):
+                listed = thumbs.get(self.layout.preview_key(rel))
+                times.append(listed[0] if listed is not None else _local_mtime(self.cfg, self.layout.preview_rel(rel)))
             if any(t is None for t in times):
                 missing.add(rel)
             elif any(t is not None and t < src_time for t in times) and not self._done_already(rel, src_etag):
@@ -470,6 +473,13 @@ class ThumbnailWorker:
             )
         except ThumbdropError as exc:
             log.debug("could not clear failure marker of %s: %s", rel, exc)
+
+
+def _local_mtime(cfg: Config, rel: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp((Path(cfg.local.thumbnails_dir) / rel).stat().st_mtime, tz=UTC)
+    except OSError:
+        return None
 
 
 def _has_av() -> bool:

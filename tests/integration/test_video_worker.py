@@ -49,6 +49,7 @@ def test_video_gets_poster_and_preview_and_its_temp_files_go(vstack: Stack) -> N
     assert not list((vstack.root / "work").rglob("*.*"))  # the downloaded source and the encode are gone
     # A redelivery is a cheap skip: both outputs carry this ETag.
     assert worker.process("trip/IMG_0001.MOV") == "skipped"
+    assert worker.pending() == (set(), set())
 
 
 def test_images_do_not_wait_behind_a_preview(vstack: Stack) -> None:
@@ -69,6 +70,7 @@ def test_images_do_not_wait_behind_a_preview(vstack: Stack) -> None:
         wait_for(lambda: "photo.jpg" in vstack.thumb_keys(), 30, "the image while the preview waits")
         assert "v.mp4.mp4" not in vstack.thumb_keys()
         assert consumer.outcome.ok == 1  # the image; the video's message is still in flight
+        assert worker.pending() == ({"v.mp4"}, set())  # a poster without its preview is not done
         release.set()
         wait_for(lambda: consumer.outcome.ok == 2, 60, "the preview")
     worker.close()

@@ -197,6 +197,21 @@ def test_names_and_cleanup_rules_know_previews() -> None:
     assert source_rels_of(layout, "d/notes.txt.mp4") == []
 
 
+def test_with_previews_on_an_original_is_kept_until_its_preview_exists() -> None:
+    from datetime import UTC, datetime
+
+    from agent.pipeline.cleaner import Obj, Snapshot, thumbnails_done
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    src = Obj("v.mov", 10, t)
+    snap = Snapshot(source={"v.mov": src}, thumbs={"v.mov.jpg": Obj("v.mov.jpg", 1, t)})
+    assert thumbnails_done(Layout("", "", (256,), "jpeg", ()), snap, "v.mov", src)
+    with_previews = Layout("", "", (256,), "jpeg", (), previews=True)
+    assert not thumbnails_done(with_previews, snap, "v.mov", src)  # was: deleted before its preview was made
+    snap.thumbs["v.mov.mp4"] = Obj("v.mov.mp4", 5, t)
+    assert thumbnails_done(with_previews, snap, "v.mov", src)
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
