@@ -398,6 +398,9 @@ def _transcode(source: Path, dest: Path, info: VideoInfo, width: int, height: in
                         raise ImageError(f"video runs past video.max_seconds ({spec.max_seconds:.0f} s): no preview made")
                     scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
                     scaled.pts, scaled.time_base = frame.pts - start, vin.time_base
+                    # The source's frame type would be forced on x264 (an all-intra MJPEG source gave an all-keyframe
+                    # preview, an ultrafast one no B-frames: twice the bytes at the same CRF): let x264 choose.
+                    scaled.pict_type = av.video.frame.PictureType.NONE
                     out.mux(vout.encode(scaled))
                 elif resampler is not None and aout is not None:
                     frame.pts = None

@@ -162,6 +162,15 @@ def test_other_codecs_are_encoded_to_h264(tmp_path: Path, codec: str, name: str)
     assert _moov_first(made.path)
 
 
+def test_preview_frame_types_are_the_encoders_choice(tmp_path: Path) -> None:
+    """Every frame of an MJPEG source is a keyframe; the preview must not inherit that (it doubled sizes)."""
+    clip = make_clip(tmp_path / "m.avi", "mjpeg", size=(96, 64), seconds=2.0)
+    made = video.make_preview(clip, tmp_path / "m.mp4", video.VideoSpec(preview=True))
+    with av.open(str(made.path)) as c:
+        keys = sum(1 for p in c.demux(c.streams.video[0]) if p.size and p.is_keyframe)
+    assert keys == 1  # was 24: one per source frame
+
+
 def test_preview_is_scaled_to_the_displayed_height_and_keeps_rotation(tmp_path: Path) -> None:
     """A portrait clip 240 px high on screen (stored 240x160 turned 90 degrees), limited to 144: 96x144 shown."""
     clip = make_clip(tmp_path / "p.mov", "mpeg4", size=(240, 160), rotation=90, audio=True)
