@@ -216,10 +216,16 @@ def deploy_steps(cfg: Config, *, events_queue_arn: str | None, function: str = "
             "THUMBDROP_THUMBNAILS_QUALITY": str(cfg.thumbnails.quality),
         }
     }
+    storage = ""
+    if cfg.video.preview:
+        env["Variables"]["THUMBDROP_VIDEO_PREVIEW"] = "true"
+        env["Variables"]["THUMBDROP_VIDEO_PREVIEW_HEIGHT"] = str(cfg.video.preview_height)
+        # A video and its preview are written to /tmp (512 MB by default): room for a few GB of source.
+        storage = " --ephemeral-storage Size=10240"
     return f"""\
 Worker on AWS Lambda ({region}), fed by the events queue {cfg.queues.events}:
 
-1. Build the deployment zip (Pillow wheels for the Lambda runtime):
+1. Build the deployment zip (Pillow and PyAV wheels for the Lambda runtime; about 43 MB, 131 MB unpacked):
      packaging/lambda/build.sh            # ARCH=arm64 for Graviton; writes dist/thumbdrop-lambda-x86_64.zip
 
 2. An execution role for the function with this policy (save as policy.json):
@@ -232,7 +238,7 @@ Worker on AWS Lambda ({region}), fed by the events queue {cfg.queues.events}:
 {_indent(json.dumps(env, indent=2), 5)}
      aws lambda create-function --function-name {function} --runtime python3.12 --handler handler.handler \\
        --zip-file fileb://dist/thumbdrop-lambda-x86_64.zip --role arn:{part}:iam::ACCOUNT_ID:role/{function} \\
-       --timeout {timeout} --memory-size 1024 --environment file://env.json --region {region}
+       --timeout {timeout} --memory-size 1024 --environment file://env.json --region {region}{storage}
    (SQS needs the queue's visibility timeout ({cfg.queues.visibility_timeout} s) at least 6x the function's timeout.)
 
 4. The SQS trigger, reporting partial batch failures so one bad image does not redeliver the batch:
