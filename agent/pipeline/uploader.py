@@ -626,6 +626,13 @@ _TYPES = {
     ".heic": "image/heic",
     ".heif": "image/heif",
     ".avif": "image/avif",
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".m4v": "video/x-m4v",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".avi": "video/x-msvideo",
+    ".3gp": "video/3gpp",
 }
 
 

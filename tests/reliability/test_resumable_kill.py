@@ -95,3 +95,6 @@ def test_sigkilled_big_upload_resends_only_parts_in_flight(moto_url: str, tmp_pa
     body = s3.get_object(Bucket="resume-kill", Key="big.mov")["Body"].read()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     assert s3.list_multipart_uploads(Bucket="resume-kill").get("Uploads", []) == []
+    head = s3.head_object(Bucket="resume-kill", Key="big.mov")
+    assert head["ContentType"] == "video/quicktime"
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
