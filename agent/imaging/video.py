@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +27,7 @@ from typing import Any, cast
 
 from PIL import Image
 
-from agent.errors import ImageError
+from agent.errors import ImageError, TransientError
 from agent.imaging import guards
 from agent.imaging.encode import for_format, write
 from agent.imaging.spec import (
@@ -325,21 +326,25 @@ def preview_size(info: VideoInfo, height: int) -> tuple[int, int]:
     return (dh, dw) if info.rotation in (90, 270) else (dw, dh)
 
 
-def make_preview(source: Path, dest: Path, spec: VideoSpec) -> Preview:
-    """Write the web preview of ``source`` to ``dest``. ImageError for a bad file or a refused job."""
+def make_preview(source: Path, dest: Path, spec: VideoSpec, *, stop: threading.Event | None = None) -> Preview:
+    """Write the web preview of ``source`` to ``dest``. ImageError for a bad file or a refused job;
+    TransientError when ``stop`` is set (shutdown) before it is done."""
     info = probe(source)
     refusal = preview_refusal(info, spec)
     if refusal:
         raise ImageError(refusal)
     try:
         if can_remux(info, spec):
-            _remux(source, dest)
+            _remux(source, dest, stop)
             return Preview(dest, *info.display_size, remuxed=True)
         width, height = preview_size(info, spec.preview_height)
-        _transcode(source, dest, info, width, height, spec)
+        _transcode(source, dest, info, width, height, spec, stop)
     except av.FFmpegError as exc:
         dest.unlink(missing_ok=True)
         raise _bad_file(exc) from exc
+    except TransientError:
+        dest.unlink(missing_ok=True)
+        raise
     out_w, out_h = (height, width) if info.rotation in (90, 270) else (width, height)
     return Preview(dest, out_w, out_h, remuxed=False)
 
@@ -347,7 +352,12 @@ def make_preview(source: Path, dest: Path, spec: VideoSpec) -> Preview:
 _MP4_OPTIONS = {"movflags": "+faststart"}
 
 
-def _remux(source: Path, dest: Path) -> None:
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise TransientError("preview interrupted by shutdown; it is made again at the next delivery")
+
+
+def _remux(source: Path, dest: Path, stop: threading.Event | None = None) -> None:
     with av.open(str(source)) as src, av.open(str(dest), "w", format="mp4", options=_MP4_OPTIONS) as out:
         vin = _video_stream(src)
         ins = [vin] + ([src.streams.audio[0]] if src.streams.audio else [])
@@ -355,11 +365,14 @@ def _remux(source: Path, dest: Path) -> None:
         for packet in src.demux(ins):
             if packet.dts is None:
                 continue  # demuxer flush packets
+            _check_stop(stop)
             packet.stream = outs[packet.stream.index]
             out.mux(packet)
 
 
-def _transcode(source: Path, dest: Path, info: VideoInfo, width: int, height: int, spec: VideoSpec) -> None:
+def _transcode(
+    source: Path, dest: Path, info: VideoInfo, width: int, height: int, spec: VideoSpec, stop: threading.Event | None = None
+) -> None:
     with av.open(str(source)) as src, av.open(str(dest), "w", format="mp4", options=_MP4_OPTIONS) as out:
         vin = _video_stream(src)
         vin.codec_context.thread_type = "AUTO"
@@ -383,6 +396,7 @@ def _transcode(source: Path, dest: Path, info: VideoInfo, width: int, height: in
         limit = math.ceil(spec.max_seconds / vin.time_base) + start if spec.max_seconds else None
         streams = [vin] + ([ain] if ain is not None else [])
         for packet in src.demux(streams):
+            _check_stop(stop)
             try:
                 frames = packet.decode()
             except av.FFmpegError:

@@ -101,9 +101,11 @@ class ThumbnailWorker:
         # Previews run in their own small pool, so a long encode never holds a thumbnail job slot; at most
         # 3 x preview_jobs are accepted at once (the rest wait in the handler: back-pressure on the queue).
         self._previews = PreviewPool(cfg.video.preview_jobs) if cfg.video.preview else None
+        self._closing = threading.Event()  # interrupts running encodes: their messages come back and are redone
 
     def close(self) -> None:
         """After its jobs are done: remove this process's (by now empty) temp folder."""
+        self._closing.set()
         if self._previews is not None:
             self._previews.close()
         with contextlib.suppress(OSError):
@@ -383,7 +385,7 @@ class ThumbnailWorker:
         started = time.monotonic()
         try:
             try:
-                made = make_preview(job.src, job.work / "preview.mp4", spec)
+                made = make_preview(job.src, job.work / "preview.mp4", spec, stop=self._closing)
             except ItemError as exc:
                 self._mark_failed(job.rel, job.key, job.etag, job.sha, str(exc))
                 self.status.fail(job.key, str(exc), "worker")
@@ -515,8 +517,9 @@ class PreviewPool:
         fut.add_done_callback(lambda _f: self._room.release())
         return fut
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Queued previews are dropped (their messages come back and are redone); running ones get ``timeout``."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Queued previews are dropped (their messages come back and are redone); running ones, told to stop by
+        the worker, get ``timeout`` to notice."""
         shutdown_within(self._pool, time.monotonic() + timeout, cancel_futures=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,34 @@ def test_images_do_not_wait_behind_a_preview(vstack: Stack) -> None:
         wait_for(lambda: consumer.outcome.ok == 2, 60, "the preview")
     worker.close()
     assert vstack.thumb_keys() == {"v.mp4.jpg", "v.mp4.mp4", "photo.jpg"}
+
+
+def test_the_heartbeat_keeps_a_long_preview_from_being_redelivered(vstack: Stack) -> None:
+    """A preview longer than the visibility timeout (10 s): its message stays hidden until it is done."""
+    calls: list[str] = []
+    worker = vstack.worker()
+    real = worker._preview
+
+    def slow_preview(job: Any) -> None:
+        time.sleep(14)
+        real(job)
+
+    worker._preview = slow_preview  # type: ignore[method-assign]
+
+    def handle(msg: dict[str, Any]) -> Any:
+        calls.append(msg["MessageId"])
+        return worker.handle_message(msg)
+
+    put(vstack, "slow.mp4", make_clip(vstack.root / "slow.mp4", "libx264"))
+    with consuming(vstack, vstack.urls.events, vstack.urls.events_dlq, handle, visibility=10) as consumer:
+        wait_for(lambda: "slow.mp4.jpg" in vstack.thumb_keys(), 30, "the poster")
+        time.sleep(11)  # past the visibility timeout; the preview sleeps 14 s
+        assert vstack.depth(vstack.urls.events) == (0, 1)  # in flight: neither deleted early nor visible again
+        wait_for(lambda: consumer.outcome.ok >= 1, 60, "the slow preview")
+        time.sleep(1.5)
+    worker.close()
+    assert len(calls) == 1, calls  # never handed out a second time while the preview ran
+    assert {"slow.mp4.jpg", "slow.mp4.mp4"} <= vstack.thumb_keys()
 
 
 def test_bad_videos_are_dead_lettered_at_once_with_a_reason_naming_the_file(vstack: Stack) -> None:

@@ -187,6 +187,19 @@ def test_tall_h264_is_encoded_not_remuxed(tmp_path: Path) -> None:
     assert _read(made.path)[1:3] == (192, 144)
 
 
+def test_shutdown_interrupts_a_preview(tmp_path: Path) -> None:
+    import threading
+
+    from agent.errors import TransientError
+
+    clip = make_clip(tmp_path / "h.mov", codec_or_skip("libx265"), size=(96, 64))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(TransientError, match="interrupted by shutdown"):
+        video.make_preview(clip, tmp_path / "h.mp4", video.VideoSpec(preview=True), stop=stop)
+    assert not (tmp_path / "h.mp4").exists()
+
+
 def test_long_source_is_refused_a_preview(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "long.mp4", "libx264", seconds=3.0)
     with pytest.raises(ImageError, match=r"3 s long, over video.max_seconds \(2 s\)"):
