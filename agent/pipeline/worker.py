@@ -102,6 +102,7 @@ class ThumbnailWorker:
         # 3 x preview_jobs are accepted at once (the rest wait in the handler: back-pressure on the queue).
         self._previews = PreviewPool(cfg.video.preview_jobs) if cfg.video.preview else None
         self._closing = threading.Event()  # interrupts running encodes: their messages come back and are redone
+        self._running_previews: dict[tuple[str, str], Future[None]] = {}  # (rel, etag) -> its preview job
 
     def close(self) -> None:
         """After its jobs are done: remove this process's (by now empty) temp folder."""
@@ -256,6 +257,16 @@ class ThumbnailWorker:
             self.status.count("skipped")
             log.debug("skipped %s: thumbnails exist for this content", key)
             return "skipped"
+        running = self._running_previews.get((rel, etag)) if posters_done else None
+        if running is not None:
+            # A second event for a video whose preview is being made (moto's double event, a redelivery): wait for
+            # that one instead of encoding it twice.
+            if deferred is not None:
+                deferred.append(running)
+            else:
+                running.result()
+            self.status.count("skipped")
+            return "skipped"
         known = self._known_failure(rel, etag)
         if known:
             # A redelivered event for a file that already failed: same content, same verdict.
@@ -373,7 +384,11 @@ class ThumbnailWorker:
             finally:
                 shutil.rmtree(job.work, ignore_errors=True)
 
-        return self._previews.submit(run)
+        fut = self._previews.submit(run)
+        ident = (job.rel, job.etag)
+        self._running_previews[ident] = fut
+        fut.add_done_callback(lambda _f: self._running_previews.pop(ident, None))
+        return fut
 
     def _preview(self, job: _PreviewJob) -> None:
         """Encode (or remux) and upload the web preview; a refusal or a bad file marks the source failed."""

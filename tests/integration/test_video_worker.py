@@ -78,6 +78,32 @@ def test_images_do_not_wait_behind_a_preview(vstack: Stack) -> None:
     assert vstack.thumb_keys() == {"v.mp4.jpg", "v.mp4.mp4", "photo.jpg"}
 
 
+def test_a_second_event_during_the_preview_does_not_encode_it_again(vstack: Stack) -> None:
+    """moto sends two events for a multipart upload (and SQS redelivers): one preview, both messages wait for it."""
+    release = threading.Event()
+    encodes: list[str] = []
+    worker = vstack.worker()
+    real = worker._preview
+
+    def counted(job: Any) -> None:
+        encodes.append(job.rel)
+        assert release.wait(60)
+        real(job)
+
+    worker._preview = counted  # type: ignore[method-assign]
+    put(vstack, "twice.mov", make_clip(vstack.root / "twice.mov", "libx264"))
+    (event,) = vstack.receive(vstack.urls.events, expect=1)
+    first = worker.handle_message(event)
+    second = worker.handle_message(event)
+    assert first is not None and second is not None
+    release.set()
+    first.result(timeout=60)
+    second.result(timeout=60)
+    worker.close()
+    assert encodes == ["twice.mov"]  # was: encoded (and downloaded) twice
+    assert {"twice.mov.jpg", "twice.mov.mp4"} <= vstack.thumb_keys()
+
+
 def test_the_heartbeat_keeps_a_long_preview_from_being_redelivered(vstack: Stack) -> None:
     """A preview longer than the visibility timeout (10 s): its message stays hidden until it is done."""
     calls: list[str] = []
