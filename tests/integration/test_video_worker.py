@@ -183,3 +183,21 @@ def test_without_pyav_videos_fail_with_the_install_hint(moto_url: str, tmp_path:
     monkeypatch.undo()  # installed now: the marker does not stand in the way
     assert worker.process("a.mov") == "thumbnailed"
     worker.close()
+
+
+def test_a_video_that_would_not_fit_in_the_state_dir_waits(vstack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from agent.errors import TransientError
+
+    put(vstack, "big/clip.mov", make_clip(vstack.root / "clip.mov", "libx264"))
+    worker = vstack.worker()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(1 << 30, (1 << 30) - (10 << 20), 10 << 20))
+    with pytest.raises(TransientError, match=r"not enough free space in .* for big/clip.mov"):
+        worker.process("big/clip.mov")
+    assert not list((vstack.root / "work").rglob("*.*"))  # nothing downloaded
+    monkeypatch.undo()
+    assert worker.process("big/clip.mov") == "thumbnailed"
+    worker.close()
