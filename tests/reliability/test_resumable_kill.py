@@ -89,7 +89,8 @@ def test_sigkilled_big_upload_resends_only_parts_in_flight(moto_url: str, tmp_pa
         previous_in_flight = started - done
         ever_started |= started
         if result is not None or trial == KILLS:
-            assert child.returncode == 0 and result == "uploaded", out.decode(errors="replace")[-3000:]
+            # Done: it may still have been killed on its way out, after it logged the result.
+            assert result == "uploaded" and child.returncode in (0, -signal.SIGKILL), out.decode(errors="replace")[-3000:]
             break
     print(f"bytes sent again after each restart: {resent_bytes[1:]} (part size {PART})")
     body = s3.get_object(Bucket="resume-kill", Key="big.mov")["Body"].read()
