@@ -192,8 +192,9 @@ class WatchConfig:
         ["~/Pictures/inbox", "/srv/camera"],
     )
     include: list[str] = opt(
-        ["*.jpg", "*.jpeg", "*.png", "*.webp", "*.gif", "*.tif", "*.tiff", "*.bmp"],
-        "File name patterns to upload (case-insensitive).",
+        ["*.jpg", "*.jpeg", "*.png", "*.webp", "*.gif", "*.tif", "*.tiff", "*.bmp"]
+        + ["*.mp4", "*.mov", "*.m4v", "*.mkv", "*.webm", "*.avi", "*.3gp"],
+        "File name patterns to upload (case-insensitive). Videos get a poster thumbnail (see video).",
         ["*.jpg", "*.heic"],
     )
     exclude: list[str] = opt(
@@ -237,6 +238,30 @@ class WorkerConfig:
         "least 512, or half the RAM below 1 GiB; at most 4096).",
         768,
         between(0, 1_048_576),
+    )
+
+
+@dataclass
+class VideoConfig:
+    preview: bool = opt(
+        False,
+        "Also make a web preview of each video: H.264/AAC MP4 (faststart) next to its poster, named clip.mov.mp4. "
+        "Small H.264 sources are remuxed, others re-encoded.",
+        True,
+    )
+    preview_height: int = opt(720, "Largest preview height in pixels (as displayed).", 480, between(144, 4320))
+    crf: int = opt(23, "x264 quality for previews: 18 (near lossless) to 28 (small); lower is larger.", 26, between(0, 51))
+    preview_jobs: int = opt(
+        1, "Previews encoded at once, in their own pool: images never wait behind an encode.", 2, between(1, 16)
+    )
+    max_seconds: float = opt(
+        7200.0,
+        "Longest source (seconds) a preview is made of; longer ones get a poster only, with the reason.",
+        600.0,
+        at_least(1),
+    )
+    max_pixels: int = opt(
+        35_389_440, "Largest video frame (width x height) accepted; the default is 8K (8192 x 4320).", 8_294_400, at_least(1)
     )
 
 
@@ -398,6 +423,9 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig, metadata={"doc": "What the uploader watches."})
     transfer: TransferConfig = field(default_factory=TransferConfig, metadata={"doc": "Upload/download tuning."})
     worker: WorkerConfig = field(default_factory=WorkerConfig, metadata={"doc": "The thumbnail worker."})
+    video: VideoConfig = field(
+        default_factory=VideoConfig, metadata={"doc": "Video posters and previews (needs thumbdrop[video])."}
+    )
     local: LocalConfig = field(default_factory=LocalConfig, metadata={"doc": "Local folders."})
     roles: list[str] = opt(
         list(ROLES), "Roles this agent runs: uploader, worker, puller, cleaner.", ["uploader", "puller"], roles

@@ -21,6 +21,20 @@ CONTENT_TYPES: dict[str, str] = {
 
 ENGINES = ("pillow", "pyvips")
 
+# Videos get a poster thumbnail (and, with video.preview, a web preview named like ``clip.mov.mp4``).
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp")
+PREVIEW_EXTENSION = ".mp4"
+PREVIEW_CONTENT_TYPE = "video/mp4"
+
+
+def is_video(name: str) -> bool:
+    return name.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def preview_name(name: str) -> str:
+    """``clip.mov`` -> ``clip.mov.mp4``: always appended, so the source's name can be read back from it."""
+    return name + PREVIEW_EXTENSION
+
 
 @dataclass(frozen=True)
 class ThumbnailSpec:

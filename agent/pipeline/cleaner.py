@@ -119,7 +119,11 @@ def source_rels_of(layout: Layout, thumb_rel: str) -> list[str]:
 
     ``a.png.jpg`` comes from ``a.png`` or from ``a.png.jpg``; a name without one of
     the format's extensions, or outside a size folder when there are several, is no thumbnail.
+    A video's web preview (``clip.mov.mp4``, beside the poster) counts as one of its thumbnails.
     """
+    video = layout.source_of_preview(thumb_rel)
+    if video is not None:
+        return [video]
     rel = thumb_rel
     if len(layout.sizes) > 1:
         head, _, rel = rel.partition("/")
@@ -202,6 +206,13 @@ def thumbnails_done(layout: Layout, snap: Snapshot, rel: str, source: Obj) -> bo
         if local is not None and local.mtime >= made_after:
             continue
         return False
+    if layout.wants_preview(rel):
+        # The preview is made after the poster, from the original: never delete the original before it exists.
+        prel = layout.preview_rel(rel)
+        remote = snap.thumbs.get(layout.thumb_prefix + prel)
+        local = snap.local_thumbs.get(prel)
+        fresh_remote = remote is not None and remote.modified.timestamp() >= made_after
+        return fresh_remote or (local is not None and local.mtime >= made_after)
     return True
 
 

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,7 @@ class QueueConsumer:
         sqs: Any,
         queue_url: str,
         dlq_url: str | None,
-        handle: Callable[[Message], None],
+        handle: Callable[[Message], Future[Any] | None],
         describe: Callable[[Message], str],
         concurrency: int,
         visibility_timeout: int,
@@ -232,21 +232,39 @@ class QueueConsumer:
         with self._lock:
             self._started.add(msg["MessageId"])
         try:
-            self.handle(msg)
-        except ItemError as exc:
+            later = self.handle(msg)
+        except BaseException as exc:  # noqa: BLE001 - _settle sorts them; KeyboardInterrupt and co. re-raised there
+            self._settle(msg, exc)
+        else:
+            if isinstance(later, Future):
+                # Work handed to another pool (a video preview): the job slot is free for the next message, while
+                # this one stays in flight (its visibility extended) until that work is done.
+                later.add_done_callback(lambda f: self._settle_future(msg, f))
+            else:
+                self._settle(msg, None)
+        finally:
+            self._slots.release()
+
+    def _settle_future(self, msg: Message, fut: Future[Any]) -> None:
+        if fut.cancelled():
+            return  # its pool shut down: left in flight, released by join, redelivered
+        self._settle(msg, fut.exception())
+
+    def _settle(self, msg: Message, exc: BaseException | None) -> None:
+        if exc is None:
+            self.outcome.ok += 1
+            self._done(msg)
+        elif isinstance(exc, ItemError):
             self._dead_letter(msg, exc)
-        except ThumbdropError as exc:
+        elif isinstance(exc, ThumbdropError):
             if isinstance(exc, ResourceMissingError) and self.on_missing is not None:
                 self.on_missing(exc)
             self._retry_later(msg, exc)
-        except Exception as exc:  # a bug in a handler must not kill the loop; it is retried, then dead-lettered
-            log.exception("%s: unexpected error handling %s", self.name, self.describe(msg))
+        elif isinstance(exc, Exception):  # a bug in a handler must not kill the loop; it is retried, then dead-lettered
+            log.error("%s: unexpected error handling %s", self.name, self.describe(msg), exc_info=exc)
             self._retry_later(msg, exc)
         else:
-            self.outcome.ok += 1
-            self._done(msg)
-        finally:
-            self._slots.release()
+            raise exc
 
     def _done(self, msg: Message) -> None:
         with self._lock:

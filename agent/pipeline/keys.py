@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from agent.config.model import Config
 from agent.errors import UnsafeKeyError
-from agent.imaging.spec import FORMAT_EXTENSIONS
+from agent.imaging.spec import FORMAT_EXTENSIONS, PREVIEW_EXTENSION, is_video, preview_name
 from agent.text import printable as printable  # re-exported: the pipeline names it from here
 
 FAILED_DIR = ".thumbdrop-failed/"  # failure markers, under thumbnails.prefix
@@ -40,13 +40,22 @@ class Layout:
     fmt: str
     folder_names: tuple[str, ...]  # empty when there is one watch folder
     shared_bucket: bool = False  # source and thumbnails in one bucket (disjoint prefixes)
+    previews: bool = False  # video.preview: a video is done once its web preview exists too
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
         folders = cfg.watch.folders
         names = tuple(Path(f).name for f in folders) if len(folders) > 1 else ()
         shared = cfg.source.bucket == cfg.thumbnails.bucket
-        return cls(cfg.source.prefix, cfg.thumbnails.prefix, tuple(cfg.thumbnails.sizes), cfg.thumbnails.format, names, shared)
+        return cls(
+            cfg.source.prefix,
+            cfg.thumbnails.prefix,
+            tuple(cfg.thumbnails.sizes),
+            cfg.thumbnails.format,
+            names,
+            shared,
+            cfg.video.preview,
+        )
 
     # --- source side --------------------------------------------------------
 
@@ -82,6 +91,22 @@ class Layout:
 
     def thumb_keys(self, rel: str) -> list[str]:
         return [self.thumb_key(rel, s) for s in self.sizes]
+
+    def preview_rel(self, rel: str) -> str:
+        """A video's web preview: ``clip.mov`` -> ``clip.mov.mp4``, beside its poster (outside size folders)."""
+        return preview_name(rel)
+
+    def preview_key(self, rel: str) -> str:
+        return self.thumb_prefix + self.preview_rel(rel)
+
+    def wants_preview(self, rel: str) -> bool:
+        return self.previews and is_video(rel)
+
+    def source_of_preview(self, rel: str) -> str | None:
+        """The source rel whose preview is ``rel`` (relative to thumbnails.prefix), or None."""
+        if rel.lower().endswith(PREVIEW_EXTENSION) and is_video(rel[: -len(PREVIEW_EXTENSION)]):
+            return rel[: -len(PREVIEW_EXTENSION)]
+        return None
 
     def rel_of_thumb_key(self, key: str) -> str | None:
         """Path below thumbnails_dir for a thumbnail key, or None when not ours (or a marker)."""

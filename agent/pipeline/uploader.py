@@ -54,8 +54,9 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
 from agent.errors import ItemError, ResourceMissingError, ThumbdropError
-from agent.pipeline.bandwidth import PauseSchedule, ThrottledReader, limiter_for, throttle
+from agent.pipeline.bandwidth import PauseSchedule, limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta, printable
+from agent.pipeline.multipart import ResumableUpload, source_of
 from agent.pipeline.pools import shutdown_within
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
@@ -205,9 +206,15 @@ class Uploader:
     def abort_stale_multipart(self, *, older_than: float = 3600.0, ours_too: bool = True) -> int:
         """Abort multipart uploads a crash left behind: ours (keys of our files) or older than an hour.
 
-        A killed upload leaves parts that cost storage and never complete; the file itself
-        is uploaded again from scratch by the reconcile that follows.
+        A killed upload leaves parts that cost storage and never complete. Uploads the journal
+        remembers are kept while their file is there: the reconcile that follows resumes them.
         """
+        resumable = set()
+        for rec in self.journal.multiparts():
+            if Path(rec.path).is_file():
+                resumable.add(rec.upload_id)
+            else:
+                self.journal.forget_multipart(rec.path)  # its file is gone: aborted below like any other
         ours = {self.layout.source_key(lf.rel) for lf in self.scan()} if ours_too else set()
         now = time.time()
         aborted = 0
@@ -218,7 +225,7 @@ class Uploader:
         for page in pages:
             for up in page.get("Uploads", []):
                 key, initiated = up["Key"], up["Initiated"].timestamp()
-                if key in busy or (key not in ours and now - initiated < older_than):
+                if up["UploadId"] in resumable or key in busy or (key not in ours and now - initiated < older_than):
                     continue
                 call(
                     "abort a stale multipart upload",
@@ -461,31 +468,11 @@ class Uploader:
                 ContentType=content_type,
             )
             return str(out["ETag"]).strip('"')
-        extra = {"Metadata": meta, "ContentType": content_type}
-        if self.limiter is not None:
-            limiter = self.limiter
-
-            def send_throttled() -> None:
-                # A fresh reader per attempt: a retried transfer must start at byte 0, not where the last one broke off.
-                with open(path, "rb") as f:
-                    reader = ThrottledReader(f, limiter, stop=self.stop_event)
-                    self.s3.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=self.transfer_config)  # type: ignore[arg-type]
-
-            retrying(f"upload {path}", send_throttled, attempts=3)
-            head = call(f"read {key}", self.s3.head_object, Bucket=bucket, Key=key)
-            return str(head["ETag"]).strip('"')
-        retrying(
-            f"upload {path}",
-            self.s3.upload_file,
-            attempts=3,
-            Filename=str(path),
-            Bucket=bucket,
-            Key=key,
-            ExtraArgs=extra,
-            Config=self.transfer_config,
+        # Large files go in parts the journal remembers: a restart sends only the parts S3 does not have yet.
+        resumable = ResumableUpload(
+            self.s3, self.journal, bucket, part_size=self.chunk, limiter=self.limiter, stop=self.stop_event
         )
-        head = call(f"read {key}", self.s3.head_object, Bucket=bucket, Key=key)
-        return str(head["ETag"]).strip('"')
+        return resumable.put(source_of(path, key, st, hashes.sha256), {"Metadata": meta, "ContentType": content_type})
 
     # --- watching -------------------------------------------------------------------------
 
@@ -779,6 +766,13 @@ _TYPES = {
     ".heic": "image/heic",
     ".heif": "image/heif",
     ".avif": "image/avif",
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".m4v": "video/x-m4v",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".avi": "video/x-msvideo",
+    ".3gp": "video/3gpp",
 }
 
 

@@ -18,8 +18,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,23 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
-from agent.errors import BadMessageError, ImageError, IncompleteSourceError, ItemError, ObjectGoneError, ThumbdropError
+from agent.errors import (
+    BadMessageError,
+    ImageError,
+    IncompleteSourceError,
+    ItemError,
+    ObjectGoneError,
+    ThumbdropError,
+    TransientError,
+)
 from agent.imaging import ThumbnailSpec
 from agent.imaging.guards import maybe_incomplete
 from agent.imaging.memory import MIB
+from agent.imaging.spec import PREVIEW_CONTENT_TYPE, is_video
 from agent.pipeline.admission import MemoryBudget, default_memory_mb, make_admitted
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta, is_probe
+from agent.pipeline.pools import shutdown_within
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
@@ -44,6 +55,8 @@ CHUNK = 1 << 20
 # its upload it is tried again once, at the end of it (a newer version has replaced it by then), not reported. It
 # covers a writer's pause between chunks plus settle and upload time where no close event tells (macOS, Windows).
 INCOMPLETE_GRACE = 20.0
+# Kept free in the state dir beyond a video's own bytes (and its preview's): the journal and logs live there too.
+FREE_SPACE_RESERVE = 64 * MIB
 
 
 def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[datetime, str]]:
@@ -140,16 +153,29 @@ class ThumbnailWorker:
         self._busy_lock = threading.Lock()
         self._busy: dict[str, list[Any]] = {}  # source rel -> [its lock, threads using it]
         self.incomplete_grace = INCOMPLETE_GRACE
+        self.video = cfg.video
+        self._warned_no_av = False
+        # Previews run in their own small pool, so a long encode never holds a thumbnail job slot; at most
+        # 3 x preview_jobs are accepted at once (the rest wait in the handler: back-pressure on the queue).
+        self._previews = PreviewPool(cfg.video.preview_jobs) if cfg.video.preview else None
+        self._closing = threading.Event()  # interrupts running encodes: their messages come back and are redone
+        self._running_previews: dict[tuple[str, str], Future[None]] = {}  # (rel, etag) -> its preview job
 
     def close(self) -> None:
         """After its jobs are done: remove this process's (by now empty) temp folder."""
+        self._closing.set()
+        if self._previews is not None:
+            self._previews.close()
         with contextlib.suppress(OSError):
             self.tmp_root.rmdir()  # rmdir, not rmtree: a job still running keeps its files
 
     # --- queue side ---------------------------------------------------------------
 
-    def handle_message(self, msg: dict[str, Any]) -> None:
+    def handle_message(self, msg: dict[str, Any]) -> Future[None] | None:
+        """Handle one queue message. A video's preview may still be encoding on return: then the Future that
+        completes with it (the consumer keeps the message in flight and its visibility extended until then)."""
         errors: list[ItemError] = []
+        deferred: list[Future[None]] = []
         for event in parse_body(msg["Body"]):
             if event.bucket != self.cfg.source.bucket:
                 log.info("ignored event for bucket %s (not source.bucket)", event.bucket)
@@ -166,11 +192,12 @@ class ThumbnailWorker:
                 self.status.count("ignored")
                 continue
             try:
-                self.process(rel)
+                self.process(rel, deferred)
             except ItemError as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        return all_of(deferred) if deferred else None
 
     def describe(self, msg: dict[str, Any]) -> str:
         return describe_message(msg)
@@ -199,6 +226,9 @@ class ThumbnailWorker:
                 failed.add(rel)
                 continue
             times = [self._thumb_time(thumbs, rel, size) for size in self.layout.sizes]
+            if self.layout.wants_preview(rel):
+                listed = thumbs.get(self.layout.preview_key(rel))
+                times.append(listed[0] if listed is not None else _local_mtime(self.cfg, self.layout.preview_rel(rel)))
             if any(t is None for t in times):
                 missing.add(rel)
             elif any(t is not None and t < src_time for t in times) and not self._done_already(rel, src_etag):
@@ -246,10 +276,14 @@ class ThumbnailWorker:
 
     # --- one object ---------------------------------------------------------------
 
-    def process(self, rel: str) -> str:
-        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'."""
+    def process(self, rel: str, deferred: list[Future[None]] | None = None) -> str:
+        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'.
+
+        A video's preview is encoded before this returns, unless ``deferred`` is given: then its Future is
+        appended there and it runs in the preview pool.
+        """
         with self._one_at_a_time(rel):
-            return self._process(rel)
+            return self._process(rel, deferred)
 
     @contextmanager
     def _one_at_a_time(self, rel: str) -> Iterator[None]:
@@ -267,7 +301,7 @@ class ThumbnailWorker:
                 if not entry[1]:
                     del self._busy[rel]
 
-    def _process(self, rel: str) -> str:
+    def _process(self, rel: str, deferred: list[Future[None]] | None = None) -> str:
         key = self.layout.source_key(rel)
         try:
             head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
@@ -276,56 +310,60 @@ class ThumbnailWorker:
             return "gone"
         etag = str(head["ETag"]).strip('"')
         sha = head.get("Metadata", {}).get("sha256", "")
-        if self._done_already(rel, etag):
+        video = is_video(rel)
+        want_preview = video and self._previews is not None and not self._preview_done(rel, etag)
+        posters_done = self._done_already(rel, etag)
+        if posters_done and not want_preview:
             self.status.count("skipped")
             log.debug("skipped %s: thumbnails exist for this content", key)
+            return "skipped"
+        running = self._running_previews.get((rel, etag)) if posters_done else None
+        if running is not None:
+            # A second event for a video whose preview is being made (moto's double event, a redelivery): wait for
+            # that one instead of encoding it twice.
+            if deferred is not None:
+                deferred.append(running)
+            else:
+                running.result()
+            self.status.count("skipped")
             return "skipped"
         known = self._known_failure(rel, etag)
         if known:
             # A redelivered event for a file that already failed: same content, same verdict.
             raise ImageError(known)
+        if video:
+            self._require_video_support(rel, key, etag, sha)
+        size = int(head.get("ContentLength") or 0)
+        if video:
+            self._check_free_space(key, size * (2 if want_preview else 1))
         self.status.begin("thumbnailing")
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.tmp_root))
+        handed_over = False
         try:
             src = work / "source"
             self._download(key, etag, src)
-            try:
-                thumbs = make_admitted(self.budget, src, self.spec, work, key)
-            except ItemError as exc:
-                if self._superseded(key, etag):
-                    # A failure of an older version is nobody's concern: the new one's own event thumbnails it.
-                    log.info("skipped %s: replaced by a newer version while it was thumbnailed", key)
+            if posters_done:
+                thumbs = []
+            else:
+                made = self._thumbnail(rel, key, etag, sha, src, work, head)
+                if made is None:
                     return "superseded"
-                wait = self._arriving_for(head, str(exc))
-                if wait is not None:
-                    raise IncompleteSourceError(
-                        f"{key} looks cut short ({exc}) but was uploaded moments ago: it may still be arriving",
-                        retry_after=wait,
-                    ) from None
-                self._mark_failed(rel, key, etag, sha, str(exc))
-                self.status.fail(key, str(exc), "worker", version=sha or None)
-                log.error("failed %s: %s", key, exc)
-                raise
-            by_size = {t.size: t for t in thumbs}
-            for size in self.layout.sizes:
-                thumb = by_size[size]
-                throttle(self.limiter, os.path.getsize(thumb.path))
-                with open(thumb.path, "rb") as body:
-                    call(
-                        f"upload thumbnail of {key}",
-                        self.s3.put_object,
-                        Bucket=self.cfg.thumbnails.bucket,
-                        Key=self.layout.thumb_key(rel, size),
-                        Body=body,
-                        ContentType=thumb.content_type,
-                        Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
-                    )
-            self._clear_failed(rel)
+                thumbs = made
+            if want_preview:
+                job = _PreviewJob(rel, key, etag, sha, src, work)
+                if deferred is None:
+                    self._preview(job)
+                else:
+                    deferred.append(self._submit_preview(job))
+                    handed_over = True  # the preview job removes the work folder when it is done
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if not handed_over:
+                shutil.rmtree(work, ignore_errors=True)
             self.status.end("thumbnailing")
-        self.status.done("thumbnail", time.monotonic() - started, int(head.get("ContentLength") or 0))
+        if not thumbs:
+            return "skipped"
+        self.status.done("thumbnail", time.monotonic() - started, size)
         self.status.count("thumbnailed")
         self.status.resolved(key, "worker")
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
@@ -354,6 +392,138 @@ class ThumbnailWorker:
             return None
         return max(5.0, self.incomplete_grace - age)
 
+    def _thumbnail(
+        self, rel: str, key: str, etag: str, sha: str, src: Path, work: Path, head: Mapping[str, Any]
+    ) -> list[Any] | None:
+        """Make and upload the thumbnails (a video's: of its poster frame) of the downloaded source ``src``; None
+        when it failed but a newer version has replaced it meanwhile."""
+        try:
+            if is_video(rel):
+                from agent.imaging.video import make_poster_thumbnails
+
+                thumbs = make_poster_thumbnails(src, self.spec, work, max_pixels=self.video.max_pixels)
+            else:
+                thumbs = make_admitted(self.budget, src, self.spec, work, key)
+        except ItemError as exc:
+            if self._superseded(key, etag):
+                # A failure of an older version is nobody's concern: the new one's own event thumbnails it.
+                log.info("skipped %s: replaced by a newer version while it was thumbnailed", key)
+                return None
+            wait = self._arriving_for(head, str(exc))
+            if wait is not None:
+                raise IncompleteSourceError(
+                    f"{key} looks cut short ({exc}) but was uploaded moments ago: it may still be arriving",
+                    retry_after=wait,
+                ) from None
+            self._mark_failed(rel, key, etag, sha, str(exc))
+            self.status.fail(key, str(exc), "worker", version=sha or None)
+            log.error("failed %s: %s", key, exc)
+            raise
+        by_size = {t.size: t for t in thumbs}
+        for size in self.layout.sizes:
+            thumb = by_size[size]
+            throttle(self.limiter, os.path.getsize(thumb.path))
+            with open(thumb.path, "rb") as body:
+                call(
+                    f"upload thumbnail of {key}",
+                    self.s3.put_object,
+                    Bucket=self.cfg.thumbnails.bucket,
+                    Key=self.layout.thumb_key(rel, size),
+                    Body=body,
+                    ContentType=thumb.content_type,
+                    Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
+                )
+        self._clear_failed(rel)
+        return thumbs
+
+    # --- videos -----------------------------------------------------------------------------
+
+    def _require_video_support(self, rel: str, key: str, etag: str, sha: str) -> None:
+        """Without PyAV a video fails with the install hint (said once in the log), under a failure marker that
+        a worker with PyAV ignores."""
+        from agent.imaging import video
+
+        if video.available():
+            return
+        reason = f"not thumbnailed: {video.INSTALL_HINT}"
+        if not self._warned_no_av:
+            self._warned_no_av = True
+            log.error("%s (first video: %s); videos fail until it is installed", video.INSTALL_HINT, key)
+        self._mark_failed(rel, key, etag, sha, reason, needs="video")
+        self.status.fail(key, reason, "worker", once=True)
+        raise ImageError(reason)
+
+    def _check_free_space(self, key: str, need: int) -> None:
+        """A video is streamed to the state dir: refuse (and retry later) rather than fill the disk."""
+        try:
+            free = shutil.disk_usage(self.tmp_root).free
+        except OSError:
+            return
+        if free < need + FREE_SPACE_RESERVE:
+            raise TransientError(
+                f"not enough free space in {self.tmp_root} for {key}: {need // MIB} MiB needed "
+                f"(+{FREE_SPACE_RESERVE // MIB} MiB reserve), {free // MIB} MiB free",
+                hint="free some space there or point local.state_dir at a larger disk; the video is retried later",
+            )
+
+    def _preview_done(self, rel: str, etag: str) -> bool:
+        pkey = self.layout.preview_key(rel)
+        try:
+            head = call(f"read {pkey}", self.s3.head_object, Bucket=self.cfg.thumbnails.bucket, Key=pkey)
+        except ObjectGoneError:
+            return False
+        return bool(head.get("Metadata", {}).get("source-etag") == etag)
+
+    def _submit_preview(self, job: _PreviewJob) -> Future[None]:
+        assert self._previews is not None
+
+        def run() -> None:
+            try:
+                self._preview(job)
+            finally:
+                shutil.rmtree(job.work, ignore_errors=True)
+
+        fut = self._previews.submit(run)
+        ident = (job.rel, job.etag)
+        self._running_previews[ident] = fut
+        fut.add_done_callback(lambda _f: self._running_previews.pop(ident, None))
+        return fut
+
+    def _preview(self, job: _PreviewJob) -> None:
+        """Encode (or remux) and upload the web preview; a refusal or a bad file marks the source failed."""
+        from agent.imaging.video import VideoSpec, make_preview
+
+        v = self.video
+        spec = VideoSpec(True, v.preview_height, v.crf, v.max_seconds, v.max_pixels)
+        self.status.begin("transcoding")
+        started = time.monotonic()
+        try:
+            try:
+                made = make_preview(job.src, job.work / "preview.mp4", spec, stop=self._closing)
+            except ItemError as exc:
+                self._mark_failed(job.rel, job.key, job.etag, job.sha, str(exc))
+                self.status.fail(job.key, str(exc), "worker")
+                log.error("no preview of %s: %s", job.key, exc)
+                raise
+            nbytes = os.path.getsize(made.path)
+            throttle(self.limiter, nbytes)
+            with open(made.path, "rb") as body:
+                call(
+                    f"upload the preview of {job.key}",
+                    self.s3.put_object,
+                    Bucket=self.cfg.thumbnails.bucket,
+                    Key=self.layout.preview_key(job.rel),
+                    Body=body,
+                    ContentType=PREVIEW_CONTENT_TYPE,
+                    Metadata={"source-key": ascii_meta(job.key), "source-etag": job.etag, "source-sha256": job.sha},
+                )
+        finally:
+            self.status.end("transcoding")
+        self.status.done("preview", time.monotonic() - started, nbytes)
+        self.status.count("previewed")
+        how = "remuxed" if made.remuxed else f"encoded at {made.width}x{made.height}"
+        log.info("preview of %s %s (%.1f s)", job.key, how, time.monotonic() - started)
+
     def _done_already(self, rel: str, etag: str) -> bool:
         return has_thumbnails(self.s3, self.cfg, self.layout, rel, etag)
 
@@ -366,6 +536,8 @@ class ThumbnailWorker:
         except (ObjectGoneError, ValueError):
             return None
         if isinstance(marker, dict) and marker.get("source_etag") == etag:
+            if marker.get("needs") == "video" and _has_av():
+                return None  # failed only for want of PyAV, which is installed now
             return str(marker.get("reason", "failed before"))
         return None
 
@@ -384,8 +556,10 @@ class ThumbnailWorker:
         finally:
             body.close()
 
-    def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str) -> None:
+    def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str, *, needs: str = "") -> None:
         marker = {"source_key": key, "source_etag": etag, "source_sha256": sha, "reason": reason, "at": time.time()}
+        if needs:
+            marker["needs"] = needs  # not the file's fault: a worker that has it tries again
         try:
             call(
                 f"record the failure of {key}",
@@ -408,3 +582,76 @@ class ThumbnailWorker:
             )
         except ThumbdropError as exc:
             log.debug("could not clear failure marker of %s: %s", rel, exc)
+
+
+def _local_mtime(cfg: Config, rel: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp((Path(cfg.local.thumbnails_dir) / rel).stat().st_mtime, tz=UTC)
+    except OSError:
+        return None
+
+
+def _has_av() -> bool:
+    from agent.imaging import video
+
+    return video.available()
+
+
+@dataclass(frozen=True)
+class _PreviewJob:
+    rel: str
+    key: str
+    etag: str
+    sha: str
+    src: Path  # the downloaded source, inside ``work``
+    work: Path  # the job's temp folder: removed when the preview is done, whatever happens
+
+
+class PreviewPool:
+    """A bounded pool for video previews: ``jobs`` encode at once, at most 3 x ``jobs`` accepted."""
+
+    def __init__(self, jobs: int) -> None:
+        self._pool = ThreadPoolExecutor(jobs, thread_name_prefix="worker-preview")
+        self._room = threading.BoundedSemaphore(3 * jobs)
+
+    def submit(self, fn: Any) -> Future[None]:
+        self._room.acquire()
+        try:
+            fut: Future[None] = self._pool.submit(fn)
+        except BaseException:
+            self._room.release()
+            raise
+        fut.add_done_callback(lambda _f: self._room.release())
+        return fut
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Queued previews are dropped (their messages come back and are redone); running ones, told to stop by
+        the worker, get ``timeout`` to notice."""
+        shutdown_within(self._pool, time.monotonic() + timeout, cancel_futures=True)
+
+
+def all_of(futures: list[Future[None]]) -> Future[None]:
+    """One Future for several: done when all are, with the first failure."""
+    if len(futures) == 1:
+        return futures[0]
+    combined: Future[None] = Future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_f: Future[None]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        if any(f.cancelled() for f in futures):
+            combined.cancel()
+            combined.set_running_or_notify_cancel()
+        elif errors:
+            combined.set_exception(errors[0])
+        else:
+            combined.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(one_done)
+    return combined

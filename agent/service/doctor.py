@@ -412,7 +412,28 @@ def _local_checks(cfg: Config) -> list[Check]:
         out.append(inotify_check(cfg, folders=folders))
     if "puller" in cfg.roles:
         out.append(disk_check("disk thumbnails", Path(cfg.local.thumbnails_dir)))
+    if "worker" in cfg.roles:
+        out.append(video_check(cfg))
     return out
+
+
+def video_check(cfg: Config) -> Check:
+    """Video patterns are in watch.include by default; a worker without PyAV fails every video."""
+    from agent.imaging import video
+
+    if video.available():
+        return Check(
+            "video", PASS, f"PyAV {video.av.__version__}: video posters" + (" and previews" if cfg.video.preview else "")
+        )
+    videos = [p for p in cfg.watch.include if video.is_video(p.replace("*", "x"))]
+    if not videos and not cfg.video.preview:
+        return Check("video", PASS, "PyAV not installed; no video patterns in watch.include")
+    return Check(
+        "video",
+        WARN,
+        f"PyAV is not installed: videos ({', '.join(videos) or 'video.preview'}) fail with a reason",
+        "pip install 'thumbdrop[video]', or take the video patterns out of watch.include",
+    )
 
 
 def count_watch_dirs(cfg: Config) -> int:

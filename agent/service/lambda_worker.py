@@ -43,7 +43,7 @@ ORIGIN = "environment (THUMBDROP_*)"
 # What the Lambda worker must share with the agents, key by key: where the sources and thumbnails live, and every
 # setting that changes the thumbnails' bytes or the worker's limits. Whole sections, so a key added to one of them
 # reaches the Lambda without anyone remembering to list it.
-LAMBDA_SECTIONS = ("source", "thumbnails", "worker")
+LAMBDA_SECTIONS = ("source", "thumbnails", "worker", "video")
 
 _cached: tuple[str, ThumbnailWorker] | None = None  # a warm Lambda container reuses its worker and clients
 
@@ -142,12 +142,19 @@ def handle(event: Mapping[str, Any], context: Any = None, *, env: Mapping[str, s
     raise ValueError("not an SQS, SNS or S3 event: expected Records[] with eventSource aws:sqs, s3 or Sns")
 
 
+def _handle(worker: ThumbnailWorker, msg: dict[str, Any]) -> None:
+    """One message, all of it: a video preview handed to the preview pool is waited for (the invocation is the job)."""
+    later = worker.handle_message(msg)
+    if later is not None:
+        later.result()
+
+
 def _sqs(worker: ThumbnailWorker, records: list[Mapping[str, Any]]) -> dict[str, Any]:
     failures = []
     for rec in records:
         msg = {"Body": rec.get("body", ""), "MessageId": rec.get("messageId", "?")}
         try:
-            worker.handle_message(msg)
+            _handle(worker, msg)
         except ThumbdropError as exc:
             log.warning("%s (%s): %s", worker.describe(msg), exc.kind, exc)
             failures.append({"itemIdentifier": msg["MessageId"]})
@@ -164,7 +171,7 @@ def _direct(worker: ThumbnailWorker, bodies: list[str]) -> dict[str, Any]:
     for body in bodies:
         msg = {"Body": body, "MessageId": "direct"}
         try:
-            worker.handle_message(msg)
+            _handle(worker, msg)
         except ThumbdropError as exc:
             log.warning("%s (%s): %s", worker.describe(msg), exc.kind, exc)
             failed.append({"item": worker.describe(msg), "reason": str(exc), "kind": exc.kind})
@@ -225,10 +232,14 @@ def deploy_steps(cfg: Config, *, events_queue_arn: str | None, function: str = "
         ],
     }
     env = {"Variables": lambda_environment(cfg)}
+    storage = ""
+    if cfg.video.preview:
+        # A video and its preview are written to /tmp (512 MB by default): room for a few GB of source.
+        storage = " --ephemeral-storage Size=10240"
     return f"""\
 Worker on AWS Lambda ({region}), fed by the events queue {cfg.queues.events}:
 
-1. Build the deployment zip (Pillow wheels for the Lambda runtime):
+1. Build the deployment zip (Pillow and PyAV wheels for the Lambda runtime; about 43 MB, 131 MB unpacked):
      packaging/lambda/build.sh            # ARCH=arm64 for Graviton; writes dist/thumbdrop-lambda-x86_64.zip
 
 2. An execution role for the function with this policy (save as policy.json):
@@ -241,7 +252,7 @@ Worker on AWS Lambda ({region}), fed by the events queue {cfg.queues.events}:
 {_indent(json.dumps(env, indent=2), 5)}
      aws lambda create-function --function-name {function} --runtime python3.12 --handler handler.handler \\
        --zip-file fileb://dist/thumbdrop-lambda-x86_64.zip --role arn:{part}:iam::ACCOUNT_ID:role/{function} \\
-       --timeout {timeout} --memory-size 1024 --environment file://env.json --region {region}
+       --timeout {timeout} --memory-size 1024 --environment file://env.json --region {region}{storage}
    (SQS needs the queue's visibility timeout ({cfg.queues.visibility_timeout} s) at least 6x the function's timeout.)
 
 4. The SQS trigger, reporting partial batch failures so one bad image does not redeliver the batch:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from agent.state.status import Status
 
 log = logging.getLogger(__name__)
-ACTIVITIES = ("upload", "thumbnail", "pull")
+ACTIVITIES = ("upload", "thumbnail", "preview", "pull")
 # Thumbnails take tens of milliseconds; a large original over a slow link takes minutes.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf"))
 

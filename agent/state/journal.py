@@ -36,6 +36,22 @@ CREATE TABLE IF NOT EXISTS pulls (
     size INTEGER NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS multipart (
+    path TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    part_size INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS multipart_parts (
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    PRIMARY KEY (upload_id, number)
+);
 CREATE TABLE IF NOT EXISTS failures (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -55,6 +71,19 @@ class UploadRecord:
     mtime_ns: int
     sha256: str
     etag: str
+
+
+@dataclass(frozen=True)
+class MultipartRecord:
+    """An unfinished multipart upload of a local file (see agent.pipeline.multipart)."""
+
+    path: str
+    key: str
+    upload_id: str
+    part_size: int
+    size: int  # the file as it was when the upload began: any change means starting again
+    mtime_ns: int
+    sha256: str
 
 
 class Journal:
@@ -128,6 +157,60 @@ class Journal:
     def forget_upload(self, path: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))
+
+    # --- unfinished multipart uploads ---------------------------------------------------------
+
+    def multipart(self, path: str) -> MultipartRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, key, upload_id, part_size, size, mtime_ns, sha256 FROM multipart WHERE path = ?", (path,)
+            ).fetchone()
+        return MultipartRecord(*row) if row else None
+
+    def multiparts(self) -> list[MultipartRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, key, upload_id, part_size, size, mtime_ns, sha256 FROM multipart").fetchall()
+        return [MultipartRecord(*r) for r in rows]
+
+    def start_multipart(self, rec: MultipartRecord) -> None:
+        """Remember a new upload of ``rec.path`` (replacing any earlier one and its parts)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._db.execute("BEGIN")
+            try:
+                old = self._db.execute("SELECT upload_id FROM multipart WHERE path = ?", (rec.path,)).fetchone()
+                if old:
+                    self._db.execute("DELETE FROM multipart_parts WHERE upload_id = ?", (old[0],))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO multipart VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rec.path, rec.key, rec.upload_id, rec.part_size, rec.size, rec.mtime_ns, rec.sha256, time.time()),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def record_part(self, upload_id: str, number: int, etag: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._db.execute("INSERT OR REPLACE INTO multipart_parts VALUES (?, ?, ?)", (upload_id, number, etag))
+
+    def multipart_parts(self, upload_id: str) -> dict[int, str]:
+        """Part number -> ETag of the parts S3 confirmed for this upload."""
+        with self._lock:
+            rows = self._db.execute("SELECT number, etag FROM multipart_parts WHERE upload_id = ?", (upload_id,)).fetchall()
+        return {int(n): str(e) for n, e in rows}
+
+    def forget_multipart(self, path: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            row = self._db.execute("SELECT upload_id FROM multipart WHERE path = ?", (path,)).fetchone()
+            if row:
+                self._db.execute("DELETE FROM multipart_parts WHERE upload_id = ?", (row[0],))
+                self._db.execute("DELETE FROM multipart WHERE path = ?", (path,))
 
     def record_pull(self, path: str, key: str, etag: str, size: int) -> None:
         with self._lock:

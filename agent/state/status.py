@@ -36,7 +36,7 @@ class Failure:
 class Status:
     """Thread-safe counters and state for one agent process."""
 
-    COUNTERS = ("seen", "uploaded", "thumbnailed", "pulled", "skipped", "failed", "ignored")
+    COUNTERS = ("seen", "uploaded", "thumbnailed", "previewed", "pulled", "skipped", "failed", "ignored")
 
     def __init__(self, roles: list[str], *, one_shot: bool = False) -> None:
         self._lock = threading.Lock()
@@ -51,7 +51,7 @@ class Status:
         self.offline_reason = ""
         self.fatal: str | None = None
         self.counts = dict.fromkeys(self.COUNTERS, 0)
-        self.active: dict[str, int] = {"uploading": 0, "thumbnailing": 0, "pulling": 0}
+        self.active: dict[str, int] = {"uploading": 0, "thumbnailing": 0, "transcoding": 0, "pulling": 0}
         self._pending_local = 0
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)

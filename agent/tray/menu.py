@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.imaging.spec import PREVIEW_EXTENSION, is_video
+
 RECENT_IN_MENU = 5
-WORKING = ("uploading", "thumbnailing", "pulling")
+WORKING = ("uploading", "thumbnailing", "transcoding", "pulling")
 
 
 @dataclass(frozen=True)
@@ -261,9 +263,13 @@ def _cleanup_items(view: TrayView, actions: TrayActions, attached: bool) -> list
 
 
 def _label(path: str) -> str:
-    # Menu labels: the file name, with its folder when short enough to help tell two apart.
+    # Menu labels: the file name, with its folder when short enough to help tell two apart. A video's web preview
+    # (clip.mov.mp4) is named after its video, so it does not read as a second video.
     p = Path(path)
-    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+    name = p.name
+    if name.lower().endswith(PREVIEW_EXTENSION) and is_video(name[: -len(PREVIEW_EXTENSION)]):
+        name = f"{name[: -len(PREVIEW_EXTENSION)]} (web preview)"
+    return f"{p.parent.name}/{name}" if p.parent.name else name
 
 
 def _bind(fn: Callable[[str], None], arg: str) -> Callable[[], None]:

@@ -5,7 +5,7 @@
 #   ARCH=arm64 PYTHON_VERSION=3.13 packaging/lambda/build.sh
 #   OUT=/tmp/worker.zip packaging/lambda/build.sh
 #
-# Pillow comes as manylinux wheels for the Lambda runtime (whatever this machine
+# Pillow and PyAV (video posters and previews; its wheel bundles FFmpeg) come as manylinux wheels for the Lambda runtime (whatever this machine
 # is); boto3 is in the runtime already, so it is left out (and so is watchdog,
 # which only the uploader needs).
 set -euo pipefail
@@ -24,7 +24,7 @@ esac
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 python3 -m pip install --quiet --disable-pip-version-check --target "$build" "${platforms[@]}" \
-    --implementation cp --python-version "$py" --only-binary=:all: Pillow PyYAML tenacity platformdirs
+    --implementation cp --python-version "$py" --only-binary=:all: Pillow PyYAML tenacity platformdirs av
 # The agent package is pure Python: copied as it is (a pip build would leave build/ in the work tree).
 cp -r "$root/agent" "$build/agent"
 rm -rf "$build/agent/tray"

@@ -170,6 +170,18 @@ def test_inotify_limit(tmp_path: Path) -> None:
     assert doctor.inotify_check(cfg, limit_file=limit).result == PASS
 
 
+def test_video_support(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.imaging import video
+
+    cfg = load_config(write_config(tmp_path, "local"))
+    assert doctor.video_check(cfg).result == PASS  # PyAV is in the test extra
+    monkeypatch.setattr(video, "av", None)
+    check = doctor.video_check(cfg)  # the default patterns include videos
+    assert check.result == WARN and "*.mov" in check.detail and "thumbdrop[video]" in check.fix
+    cfg.watch.include = ["*.jpg"]
+    assert doctor.video_check(cfg).result == PASS
+
+
 def test_free_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class Usage:
         free = 50 << 20

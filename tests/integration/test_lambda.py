@@ -257,3 +257,19 @@ def test_agent_and_lambda_make_byte_identical_thumbnails(moto_url: str, tmp_path
     assert by_agent == by_lambda
     with Image.open(io.BytesIO(by_lambda["200/trip/a.png.jpg"])) as im:
         assert im.info.get("progressive") and im.getpixel((10, 10)) == pytest.approx((0x20, 0x30, 0x40), abs=6)
+
+
+def test_lambda_makes_a_video_poster_and_waits_for_its_preview(moto_url: str, tmp_path: Path) -> None:
+    from tests.clips import make_clip
+
+    cfg_data = {"backend": {"endpoint_url": moto_url}, "video": {"preview": True}}
+    cfg = parse_config(cfg_data)
+    backend = Backend(cfg.backend, endpoint_url=moto_url, local=False)
+    Provisioner(cfg, backend).setup()
+    clip = make_clip(tmp_path / "c.mov", "libx264", size=(96, 64))
+    backend.s3.upload_file(str(clip), cfg.source.bucket, "phone/c.mov")
+    result = handle({"Records": sqs_records(cfg, backend, 1)}, env={"THUMBDROP_CONFIG_YAML": yaml.safe_dump(cfg_data)})
+    assert result == {"batchItemFailures": []}
+    keys = {o["Key"] for o in backend.s3.list_objects_v2(Bucket=cfg.thumbnails.bucket).get("Contents", [])}
+    assert keys == {"phone/c.mov.jpg", "phone/c.mov.mp4"}  # the preview is there when the invocation returns
+    assert "THUMBDROP_VIDEO_PREVIEW" in deploy_steps(cfg, events_queue_arn="arn:aws:sqs:us-east-1:1:q")

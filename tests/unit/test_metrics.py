@@ -48,6 +48,9 @@ def test_counters_durations_and_depths(served: tuple[Metrics, Status]) -> None:
     status.done("upload", 0.2, 1000)
     status.done("upload", 3.0, 5000)
     status.done("thumbnail", 0.04, 800)
+    status.count("previewed")
+    status.done("preview", 40.0, 9_000_000)
+    status.begin("transcoding")
     text = scrape(m)
     assert 'thumbdrop_files_total{event="uploaded"} 3.0' in text
     assert 'thumbdrop_files_total{event="seen"} 4.0' in text
@@ -56,6 +59,9 @@ def test_counters_durations_and_depths(served: tuple[Metrics, Status]) -> None:
     assert 'thumbdrop_duration_seconds_count{activity="upload"} 2.0' in text
     assert 'thumbdrop_duration_seconds_bucket{activity="upload",le="0.25"} 1.0' in text
     assert 'thumbdrop_duration_seconds_count{activity="pull"} 0.0' in text
+    assert 'thumbdrop_files_total{event="previewed"} 1.0' in text  # video previews
+    assert 'thumbdrop_duration_seconds_bucket{activity="preview",le="60.0"} 1.0' in text
+    assert 'thumbdrop_active{activity="transcoding"} 1.0' in text
     assert 'thumbdrop_last_success_timestamp_seconds{activity="upload"}' in text
     assert 'thumbdrop_queue_messages{queue="events",state="visible"} 4.0' in text
     assert 'thumbdrop_queue_messages{queue="events",state="dead_letter"} 2.0' in text

@@ -701,3 +701,11 @@ def test_tray_modules_do_not_import_pystray_or_the_pipeline() -> None:
 def test_control_client_is_what_the_tray_uses(env: Env) -> None:
     c = env.controller()
     assert isinstance(c.client, ControlClient) and c.client.path == env.state / "control.sock"
+
+
+def test_recent_video_previews_are_named_after_their_video() -> None:
+    from agent.tray.menu import _label
+
+    assert _label("/t/trip/IMG_1.MOV.mp4") == "trip/IMG_1.MOV (web preview)"
+    assert _label("/t/trip/IMG_1.MOV.jpg") == "trip/IMG_1.MOV.jpg"
+    assert _label("/t/trip/holiday.mp4") == "trip/holiday.mp4"  # a video pulled as itself: no preview
