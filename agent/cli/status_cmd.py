@@ -32,6 +32,8 @@ def _depths(cfg: Any) -> dict[str, Any]:
     else:
         backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
     out: dict[str, Any] = {"backend": backend.describe()}
+    if not backend.local:
+        out["endpoints"] = {s: backend.where(s) for s in ("s3", "sqs", "sns")}
     found: dict[str, Any] = {}
 
     def query() -> None:

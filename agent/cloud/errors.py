@@ -22,6 +22,7 @@ from agent.errors import (
     ResourceMissingError,
     ThumbdropError,
     TransientError,
+    UnsupportedError,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ REFUSED_CREDENTIAL_CODES = {
 }
 ACCESS_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AuthorizationError", "Forbidden", "AllAccessDisabled"}
 MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+UNSUPPORTED_CODES = {"NotImplemented", "MethodNotAllowed", "UnsupportedOperation", "XNotImplemented"}
 GONE_OBJECT_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 
@@ -104,6 +106,12 @@ def _convert_client_error(exc: bx.ClientError, action: str) -> ThumbdropError:
     code = str(err.get("Code", ""))
     message = str(err.get("Message", "")) or code
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in UNSUPPORTED_CODES or status in (405, 501):
+        # Before the 5xx rule: a 501 will not go away by retrying; what needs the API degrades instead.
+        return UnsupportedError(
+            f"the store does not support this request ({code or status}) while trying to {action}: {message}",
+            hint="thumbdrop works without it where it can; 'thumbdrop doctor' lists the store's capabilities",
+        )
     if code in TRANSIENT_CODES or status >= 500 or status == 429:
         return TransientError(f"the backend answered {code or status} while trying to {action}: {message}")
     if code == "RequestTimeTooSkewed":
