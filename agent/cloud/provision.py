@@ -569,12 +569,13 @@ def _refuse_shared_queue(bucket: str, current: dict[str, Any], our_ids: set[str]
 def sns_filter_policy(prefix: str) -> str | None:
     """An SNS payload filter passing only S3 events under ``prefix``: agents sharing a topic each get their own.
 
-    Event keys are URL-encoded and stores differ on '/': LocalStack and AWS keep it, moto sends %2F."""
+    Event keys are URL-encoded and stores differ: AWS sends a space as '+', LocalStack as %20; moto sends '/'
+    as %2F. Every spelling is listed (any one matches)."""
     if not prefix:
         return None
-    from urllib.parse import quote_plus
+    from urllib.parse import quote, quote_plus
 
-    variants = sorted({prefix, quote_plus(prefix, safe="/"), quote_plus(prefix, safe="")})
+    variants = sorted({prefix, quote_plus(prefix, safe="/"), quote_plus(prefix, safe=""), quote(prefix, safe="/")})
     return json.dumps({"Records": {"s3": {"object": {"key": [{"prefix": v} for v in variants]}}}}, sort_keys=True)
 
 

@@ -26,7 +26,7 @@ from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, safe_local_path
+from agent.pipeline.keys import Layout, not_ours, safe_local_path
 from agent.state.journal import Journal
 from agent.state.processes import pid_alive
 from agent.state.status import Status
@@ -56,6 +56,7 @@ class ThumbnailPuller:
 
     def handle_message(self, msg: dict[str, Any]) -> None:
         errors: list[ItemError] = []
+        foreign: list[str] = []
         for event in parse_body(msg["Body"]):
             if event.bucket != self.cfg.thumbnails.bucket or not event.created:
                 if event.bucket != self.cfg.thumbnails.bucket:
@@ -67,8 +68,11 @@ class ThumbnailPuller:
                 self._report_failure(event.key, failed_rel)
                 continue
             rel = self.layout.rel_of_thumb_key(event.key)
+            if rel is None and self.layout.foreign_thumb_key(event.key):
+                foreign.append(event.key)
+                continue
             if rel is None:
-                log.info("ignored event for %s (outside thumbnails.prefix)", event.key)
+                log.info("ignored event for %s (not a thumbnail)", event.key)
                 self.status.count("ignored")
                 continue
             try:
@@ -79,6 +83,8 @@ class ThumbnailPuller:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        if foreign:
+            raise not_ours(foreign[0], "thumbnails.prefix", self.layout.thumb_prefix, "queues.pull")
 
     def describe(self, msg: dict[str, Any]) -> str:
         return describe_message(msg)

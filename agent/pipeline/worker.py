@@ -31,7 +31,7 @@ from agent.config.model import Config
 from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta
+from agent.pipeline.keys import Layout, ascii_meta, not_ours
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
@@ -100,6 +100,7 @@ class ThumbnailWorker:
 
     def handle_message(self, msg: dict[str, Any]) -> None:
         errors: list[ItemError] = []
+        foreign: list[str] = []
         for event in parse_body(msg["Body"]):
             if event.bucket != self.cfg.source.bucket:
                 log.info("ignored event for bucket %s (not source.bucket)", event.bucket)
@@ -108,8 +109,11 @@ class ThumbnailWorker:
             if not event.created:
                 continue
             rel = self.layout.rel_of_source_key(event.key)
+            if rel is None and self.layout.foreign_source_key(event.key):
+                foreign.append(event.key)
+                continue
             if rel is None:
-                log.info("ignored event for %s (outside source.prefix or our own output)", event.key)
+                log.info("ignored event for %s (our own output or a doctor probe)", event.key)
                 self.status.count("ignored")
                 continue
             try:
@@ -118,6 +122,8 @@ class ThumbnailWorker:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        if foreign:
+            raise not_ours(foreign[0], "source.prefix", self.layout.source_prefix, "queues.events")
 
     def describe(self, msg: dict[str, Any]) -> str:
         return describe_message(msg)
