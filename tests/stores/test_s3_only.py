@@ -28,8 +28,8 @@ from agent.pipeline.uploader import Uploader
 from agent.service.doctor import FAIL, PASS, WARN, diagnose
 from agent.state.journal import Journal
 from agent.state.status import Status
-from tests.e2e.conftest import make_image
-from tests.stores.conftest import Store
+from tests.e2e.conftest import make_image, wait_for
+from tests.stores.conftest import Store, agent_env
 
 HOSTILE = ["a b+c&d=é.jpg", "100%/x%20y.jpg", "sp ace/ünï côdé.jpg", "plus+sign.jpg"]
 
@@ -169,3 +169,20 @@ def test_cleanup_works_without_multipart_listing(
     execute(plan, cfg, backend)
     assert "Contents" not in backend.s3.list_objects_v2(Bucket=cfg.thumbnails.bucket)
     assert len(warnings_about(caplog, "ListMultipartUploads")) == 1
+
+
+@pytest.mark.e2e
+def test_setup_and_run_name_the_fix_when_the_store_serves_no_sqs(
+    s3rver: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    e = agent_env(s3rver, tmp_path, request)
+    n = s3rver.names()
+    e.write_config({"source": {"bucket": n["source"]}, "thumbnails": {"bucket": n["thumbs"]}})
+    setup = e.cli("setup")
+    assert setup.rc == 3, str(setup)
+    assert "serves no SQS" in setup.stderr and "queues.mode: poll" in setup.stderr, str(setup)
+    agent = e.start_agent()
+    wait_for(lambda: not agent.alive(), 60, "the agent to stop", agent.diagnose)
+    assert agent.proc.returncode == 3, agent.diagnose()
+    assert "serves no SQS" in agent.log() and "sqs_endpoint_url" in agent.log(), agent.diagnose()
+    assert "Traceback" not in agent.log() + setup.stderr
