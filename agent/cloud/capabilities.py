@@ -66,7 +66,7 @@ def _probe(name: str, api: str, fn: Callable[[], Any], *, fine: tuple[str, ...] 
     """Call ``fn``; an answer, or one of the ``fine`` error codes, means the API exists."""
     try:
         fn()
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except (bx.ClientError, bx.BotoCoreError, ResponseParserError) as exc:
         code, status = _code(exc)
         if code in fine:
             return Capability(name, api, True, f"supported ({code})")
@@ -154,13 +154,13 @@ def _conditional_writes(backend: Backend, bucket: str, key: str) -> Capability:
     without = "no leases: several workers may thumbnail one image at once (harmless, counted)"
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=b"thumbdrop doctor probe; safe to delete\n")
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except (bx.ClientError, bx.BotoCoreError, ResponseParserError) as exc:
         code, status = _code(exc)
         return Capability(name, api, None, f"unknown: cannot write {key} ({code or status})")
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=b"again\n", IfNoneMatch="*")
         cap = Capability(name, api, False, f"missing (ignored: the second write succeeded): {without}")
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except (bx.ClientError, bx.BotoCoreError, ResponseParserError) as exc:
         code, status = _code(exc)
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
             cap = Capability(name, api, True, "supported")
@@ -170,6 +170,6 @@ def _conditional_writes(backend: Backend, bucket: str, key: str) -> Capability:
             cap = Capability(name, api, None, f"unknown ({code or status})")
     try:
         s3.delete_object(Bucket=bucket, Key=key)
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except (bx.ClientError, bx.BotoCoreError, ResponseParserError) as exc:
         log.warning("doctor: could not delete its probe s3://%s/%s (%s); delete it by hand", bucket, key, _code(exc)[0])
     return cap

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions as bx
 import tenacity
+from botocore.parsers import ResponseParserError
 
 from agent.errors import (
     AccessDeniedError,
@@ -92,6 +93,14 @@ def convert(exc: BaseException, action: str) -> ThumbdropError:
         return OfflineError(f"connection failed while trying to {action}: {exc}")
     if isinstance(exc, bx.ClientError):
         return _convert_client_error(exc, action)
+    if isinstance(exc, ResponseParserError):
+        # Not a BotoCoreError: a body that is no S3/SQS/SNS answer ('Not Found' from an S3-only store asked for
+        # SNS, an HTML page from a proxy). Retried like a glitch; the message says what came back.
+        return TransientError(
+            f"the backend's answer could not be read while trying to {action} (is this the right endpoint for it?): "
+            f"{str(exc)[:300]}",
+            hint="check backend.endpoint_url (and s3/sqs/sns_endpoint_url); 'thumbdrop doctor' shows what each serves",
+        )
     if isinstance(exc, bx.ParamValidationError):
         return BackendError(f"invalid request while trying to {action}: {exc}")
     if isinstance(exc, bx.BotoCoreError):
@@ -177,7 +186,7 @@ def translate(action: str) -> Iterator[None]:
         yield
     except ThumbdropError:
         raise
-    except (bx.BotoCoreError, bx.ClientError, OSError) as exc:
+    except (bx.BotoCoreError, bx.ClientError, ResponseParserError, OSError) as exc:
         raise convert(exc, action) from exc
 
 

@@ -186,3 +186,12 @@ def test_setup_and_run_name_the_fix_when_the_store_serves_no_sqs(
     assert agent.proc.returncode == 3, agent.diagnose()
     assert "serves no SQS" in agent.log() and "sqs_endpoint_url" in agent.log(), agent.diagnose()
     assert "Traceback" not in agent.log() + setup.stderr
+
+
+def test_doctor_in_sns_mode_reports_the_missing_sns_without_crashing(s3only: tuple[Config, Backend]) -> None:
+    cfg, backend = s3only
+    cfg.queues.mode = "sns"
+    cfg.queues.via_sns = True
+    Provisioner(cfg, backend).ensure_bucket(cfg.source.bucket)
+    rows = {c.name: c for c in diagnose(cfg) if c.name.startswith("store ")}
+    assert rows["store SNS"].result == FAIL and "not served here" in rows["store SNS"].detail, rows

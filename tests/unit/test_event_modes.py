@@ -116,3 +116,16 @@ def test_foreign_keys_are_told_from_own_output() -> None:
     )
     assert not shared.foreign_source_key("thumbs/x.jpg")  # our own output: ignored, not released
     assert not shared.foreign_thumb_key("in/x.jpg")
+
+
+def test_an_unreadable_answer_is_translated_not_raised_raw() -> None:
+    from botocore.parsers import ResponseParserError
+
+    from agent.cloud.errors import call
+
+    def not_xml() -> None:
+        raise ResponseParserError("Unable to parse response, invalid XML received: b'Not Found'")
+
+    with pytest.raises(TransientError) as info:  # before: a raw ResponseParserError (not a BotoCoreError) escaped
+        call("list SNS topics", not_xml)
+    assert "list SNS topics" in info.value.message and "right endpoint" in info.value.message
