@@ -89,7 +89,7 @@ def probe(backend: Backend, bucket: str, prefix: str, *, queues: bool = True, sn
             "notifications",
             "GetBucketNotificationConfiguration",
             lambda: s3.get_bucket_notification_configuration(Bucket=bucket),
-            without="no bucket events: queue modes cannot work (queues.mode: poll, coming, will)",
+            without="no bucket events: the queue modes cannot work here; queues.mode: poll (coming) is made for such stores",
         ),
         _probe(
             "lifecycle rules",
@@ -126,6 +126,8 @@ def probe(backend: Backend, bucket: str, prefix: str, *, queues: bool = True, sn
         ),
         _conditional_writes(backend, bucket, key),
     ]
+    if caps[3].supported:  # a read answers; turning versioning on is not probed (it would change the bucket)
+        caps[3].detail = "answers (read only; thumbdrop does not need versioning)"
     if queues:
         caps.append(
             _probe(

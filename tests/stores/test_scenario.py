@@ -142,3 +142,25 @@ def test_scenario(queue_store: Store, mode: str, tmp_path: Path, request: pytest
     status = e.cli("status", "--json")
     assert status.rc == 0, str(status)
     assert json.loads(status.stdout)["queues"].get("backend"), status.stdout
+
+
+def test_doctor_capability_table_on_stores_with_queues(
+    queue_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto and LocalStack have every optional API thumbdrop knows: the table is all PASS, the probes are gone."""
+    from agent.cloud.clients import Backend
+    from agent.cloud.provision import Provisioner
+    from agent.config import parse_config
+    from agent.service.doctor import PASS, diagnose
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", queue_store.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", queue_store.secret)
+    (tmp_path / "inbox").mkdir()
+    data = scenario_config(queue_store, "sns")
+    data["local"] = {"thumbnails_dir": str(tmp_path / "thumbs"), "state_dir": str(tmp_path / "state")}
+    data["watch"] = {"folders": [str(tmp_path / "inbox")]}
+    cfg = parse_config(data)
+    Provisioner(cfg, Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False)).setup()
+    rows = {c.name: c for c in diagnose(cfg) if c.name.startswith("store ")}
+    assert len(rows) == 9 and all(c.result == PASS for c in rows.values()), rows
+    assert "Contents" not in queue_store.client("s3").list_objects_v2(Bucket=cfg.source.bucket)
