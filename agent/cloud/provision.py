@@ -487,6 +487,12 @@ class Provisioner:
                         Bucket=bucket,
                         NotificationConfiguration=_strip_ids(current, our_ids),  # type: ignore[arg-type]
                     )
+        try:
+            self.queue_url(self.cfg.queues.events)
+        except UnsupportedError:  # an S3-only store: no queues or topics of ours can exist there
+            self.report.add("skip", f"queues and topics (no SQS at {self.backend.where('sqs')})")
+            self._teardown_s3(empty_buckets)
+            return self.report
         for pipe in pipes(self.cfg):
             for name in (pipe.queue, dlq_name(pipe.queue)):
                 url = self.queue_url(name)
@@ -515,12 +521,15 @@ class Provisioner:
             self.report.add("delete", f"topic {topic}")
             if not self.dry:
                 call(f"delete topic {topic}", self.sns.delete_topic, TopicArn=arn)
+        self._teardown_s3(empty_buckets)
+        return self.report
+
+    def _teardown_s3(self, empty_buckets: bool) -> None:
         from agent.cloud.lifecycle import ensure_lifecycle
 
         ensure_lifecycle(self, remove=True)
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
             self._teardown_bucket(bucket, empty_buckets)
-        return self.report
 
     def _teardown_bucket(self, bucket: str, empty: bool) -> None:
         if not self.bucket_exists(bucket):

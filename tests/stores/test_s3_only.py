@@ -195,3 +195,17 @@ def test_doctor_in_sns_mode_reports_the_missing_sns_without_crashing(s3only: tup
     Provisioner(cfg, backend).ensure_bucket(cfg.source.bucket)
     rows = {c.name: c for c in diagnose(cfg) if c.name.startswith("store ")}
     assert rows["store SNS"].result == FAIL and "not served here" in rows["store SNS"].detail, rows
+
+
+def test_teardown_on_an_s3_only_store_keeps_untagged_buckets_and_skips_the_queues(s3only: tuple[Config, Backend]) -> None:
+    cfg, backend = s3only
+    prov = Provisioner(cfg, backend)
+    for bucket in (cfg.source.bucket, cfg.thumbnails.bucket):
+        prov.ensure_bucket(bucket)
+    report = Provisioner(cfg, backend).teardown()
+    got = [str(c) for c in report.changes]
+    assert any(c.startswith("skip") and "no SQS at" in c for c in got), got
+    # No tagging on s3rver: thumbdrop cannot prove the buckets are its own, so it keeps them (never deletes blindly).
+    assert any(c.startswith("keep") and cfg.source.bucket in c for c in got), got
+    names = {b["Name"] for b in backend.s3.list_buckets()["Buckets"]}
+    assert {cfg.source.bucket, cfg.thumbnails.bucket} <= names
