@@ -98,6 +98,12 @@ class ClockSkewError(BackendError):
     title = "Clock skew"
 
 
+class UnsupportedError(BackendError):
+    """The store lacks an optional API (NotImplemented, 501, 405): never retried; what needs it degrades."""
+
+    title = "Not supported by this store"
+
+
 class EndpointUnreachableError(BackendError):
     """Fatal form of unreachable: used where we will not wait (setup, doctor)."""
 

@@ -35,6 +35,8 @@ def _depths(cfg: Any) -> tuple[dict[str, Any], bool]:
     else:
         backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
     out: dict[str, Any] = {"backend": backend.describe()}
+    if not backend.local:
+        out["endpoints"] = {s: backend.where(s) for s in ("s3", "sqs", "sns")}
     found: dict[str, Any] = {}
     refused: list[ThumbdropError] = []
 

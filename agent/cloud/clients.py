@@ -88,8 +88,9 @@ class Backend:
 
     def _make(self, service: str, config: botocore.config.Config) -> Any:
         kwargs: dict[str, Any] = {"config": config, "verify": self.verify}
-        if self.endpoint_url:
-            kwargs["endpoint_url"] = self.endpoint_url
+        endpoint = self.endpoint_for(service)
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
         with translate(f"create the {service} client"):
             client = self.session.client(service, **kwargs)  # type: ignore[call-overload]
         if service == "s3":
@@ -119,9 +120,30 @@ class Backend:
     def sns(self) -> SNSClient:
         return self.client("sns")  # type: ignore[no-any-return]
 
+    def endpoint_for(self, service: str) -> str | None:
+        """backend.<service>_endpoint_url when set, else backend.endpoint_url (None: botocore decides)."""
+        if not self.local:
+            own = getattr(self.cfg, f"{service}_endpoint_url", None)
+            if own:
+                return str(own)
+        return self.endpoint_url
+
+    @property
+    def split(self) -> bool:
+        """S3 and the queue services on different endpoints: S3 notifications cannot reach the queues."""
+        return self.endpoint_for("s3") != self.endpoint_for("sqs")
+
+    def where(self, service: str) -> str:
+        """The endpoint one service uses, for status and doctor."""
+        endpoint = self.endpoint_for(service) or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        return endpoint or f"AWS {service.upper()} ({self.region})"
+
     def describe(self) -> str:
         if self.local:
             return f"embedded local backend at {self.endpoint_url}"
+        if any(getattr(self.cfg, f"{s}_endpoint_url", None) for s in ("s3", "sqs", "sns")):
+            return "; ".join(f"{s.upper()} at {self.where(s)}" for s in ("s3", "sqs", "sns"))
         endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             return f"S3-compatible endpoint {endpoint} ({self.region})"

@@ -184,8 +184,9 @@ def _single_try_sqs(backend: Backend) -> Any:
     base = backend.sqs
     config = base.meta.config.merge(botocore.config.Config(retries={"mode": "standard", "max_attempts": 1}))
     kwargs: dict[str, Any] = {"config": config, "verify": backend.verify}
-    if backend.endpoint_url:
-        kwargs["endpoint_url"] = backend.endpoint_url
+    endpoint = backend.endpoint_for("sqs")
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
     return backend.session.client("sqs", **kwargs)
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions as bx
 import tenacity
+from botocore.parsers import ResponseParserError
 
 from agent.errors import (
     AccessDeniedError,
@@ -24,6 +25,7 @@ from agent.errors import (
     ResourceMissingError,
     ThumbdropError,
     TransientError,
+    UnsupportedError,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ REFUSED_CREDENTIAL_CODES = {
 }
 ACCESS_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AuthorizationError", "Forbidden", "AllAccessDisabled"}
 MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+UNSUPPORTED_CODES = {"NotImplemented", "MethodNotAllowed", "UnsupportedOperation", "XNotImplemented"}
 GONE_OBJECT_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 # Answers that mean "this request was signed for, or sent to, the wrong region".
 REGION_CODES = {"PermanentRedirect", "IllegalLocationConstraintException", "InvalidRegion", "AuthorizationQueryParametersError"}
@@ -107,6 +110,14 @@ def convert(exc: BaseException, action: str, *, region: str | None = None) -> Th
         return OfflineError(f"connection failed while trying to {action}: {exc}")
     if isinstance(exc, bx.ClientError):
         return _wrong_region(exc, action, region) or _convert_client_error(exc, action, region)
+    if isinstance(exc, ResponseParserError):
+        # Not a BotoCoreError: a body that is no S3/SQS/SNS answer ('Not Found' from an S3-only store asked for
+        # SNS, an HTML page from a proxy). Retried like a glitch; the message says what came back.
+        return TransientError(
+            f"the backend's answer could not be read while trying to {action} (is this the right endpoint for it?): "
+            f"{str(exc)[:300]}",
+            hint="check backend.endpoint_url (and s3/sqs/sns_endpoint_url); 'thumbdrop doctor' shows what each serves",
+        )
     if isinstance(exc, bx.ParamValidationError):
         return BackendError(f"invalid request while trying to {action}: {exc}")
     if isinstance(exc, bx.BotoCoreError):
@@ -162,6 +173,12 @@ def _convert_client_error(exc: bx.ClientError, action: str, region: str | None =
     code = str(err.get("Code", ""))
     message = _one_line(str(err.get("Message", ""))) or code
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in UNSUPPORTED_CODES or status in (405, 501):
+        # Before the 5xx rule: a 501 will not go away by retrying; what needs the API degrades instead.
+        return UnsupportedError(
+            f"the store does not support this request ({code or status}) while trying to {action}: {message}",
+            hint="thumbdrop works without it where it can; 'thumbdrop doctor' lists the store's capabilities",
+        )
     if code in TRANSIENT_CODES or status >= 500 or status == 429:
         return TransientError(f"the backend answered {code or status} while trying to {action}: {message}")
     if code == "RequestTimeTooSkewed":
@@ -241,7 +258,7 @@ def translate(action: str, *, region: str | None = None) -> Iterator[None]:
         yield
     except ThumbdropError:
         raise
-    except (bx.BotoCoreError, bx.ClientError, OSError) as exc:
+    except (bx.BotoCoreError, bx.ClientError, ResponseParserError, OSError) as exc:
         raise convert(exc, action, region=region) from exc
 
 

@@ -21,11 +21,12 @@ import json
 import math
 from typing import Any
 
+from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.provision import TAG_KEY, TAG_VALUE, Provisioner
 from agent.config.model import Config
-from agent.errors import BackendError, ObjectGoneError, ThumbdropError
+from agent.errors import BackendError, ObjectGoneError, ThumbdropError, UnsupportedError
 
 RULE_PREFIX = "thumbdrop-"
 KINDS = ("expire-originals", "expire-thumbnails", "abort-multipart")
@@ -154,6 +155,15 @@ def ensure_lifecycle(prov: Provisioner, *, remove: bool = False) -> None:
             )
         try:
             current = read_rules(s3, bucket)
+        except UnsupportedError:
+            if wanted:
+                degrade(
+                    "lifecycle rules (PutBucketLifecycleConfiguration)",
+                    f"cleanup.mode {cfg.cleanup.mode} cannot install its rules on bucket {bucket}: nothing prunes "
+                    "it without an agent; use cleanup.mode: agent",
+                )
+                report.add("skip", f"lifecycle rules on bucket {bucket} (not supported by this store)")
+            continue
         except ThumbdropError:
             if wanted:
                 raise

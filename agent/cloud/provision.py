@@ -17,10 +17,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.config.model import Config
-from agent.errors import BackendError, ResourceMissingError, ThumbdropError
+from agent.errors import BackendError, ObjectGoneError, ResourceMissingError, ThumbdropError, UnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,25 @@ def partition(region: str) -> str:
 
 def bucket_arn(region: str, bucket: str) -> str:
     return f"arn:{partition(region)}:s3:::{bucket}"
+
+
+def events_reach_queues(backend: Backend) -> bool:
+    """Whether S3 can deliver bucket events to the queues: one backend, or S3 and SQS both on AWS."""
+    if not backend.split:
+        return True
+
+    def aws(url: str | None) -> bool:
+        return url is None or ".amazonaws.com" in url.split("//", 1)[-1].split("/", 1)[0]
+
+    return aws(backend.endpoint_for("s3")) and aws(backend.endpoint_for("sqs"))
+
+
+def no_sqs(backend: Backend, action: str) -> UnsupportedError:
+    return UnsupportedError(
+        f"{backend.where('sqs')} serves no SQS (it answered a bare 404 while trying to {action})",
+        hint="this looks like an S3-only store: point backend.sqs_endpoint_url at a queue service (e.g. AWS SQS), "
+        "or use queues.mode: poll (coming in a later release)",
+    )
 
 
 def dlq_name(queue: str) -> str:
@@ -158,8 +178,25 @@ class Provisioner:
                 source = bucket_arn(self.backend.region, pipe.bucket)
                 self.ensure_queue_policy(queue_url, queue_arn, "s3.amazonaws.com", source, pipe.queue)
                 targets.setdefault(pipe.bucket, []).append((pipe, queue_arn))
+        if not events_reach_queues(self.backend):
+            what = f"S3 at {self.backend.where('s3')} cannot deliver bucket events to SQS at {self.backend.where('sqs')}"
+            log.warning(
+                "%s: new objects are found only by the rescans (watch.rescan_seconds); put S3 and the "
+                "queues on one backend, or use queues.mode: poll (coming)",
+                what,
+            )
+            self.report.add("skip", f"notifications ({what})")
+            targets = {}
         for bucket, entries in targets.items():
-            self.ensure_notifications(bucket, entries)
+            try:
+                self.ensure_notifications(bucket, entries)
+            except UnsupportedError:
+                degrade(
+                    "bucket notifications (PutBucketNotificationConfiguration)",
+                    f"no events from bucket {bucket}: new objects are found only by the rescans "
+                    "(watch.rescan_seconds); queues.mode: poll (coming) is made for such stores",
+                )
+                self.report.add("skip", f"notifications on bucket {bucket} (not supported by this store)")
         from agent.cloud.lifecycle import ensure_lifecycle  # lifecycle imports this module
 
         ensure_lifecycle(self)
@@ -181,7 +218,10 @@ class Provisioner:
             if "BucketAlreadyOwnedByYou" not in str(exc):
                 raise
         tags = {"TagSet": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
-        call(f"tag bucket {bucket}", self.s3.put_bucket_tagging, Bucket=bucket, Tagging=tags)
+        try:
+            call(f"tag bucket {bucket}", self.s3.put_bucket_tagging, Bucket=bucket, Tagging=tags)
+        except UnsupportedError:
+            degrade("bucket tagging (PutBucketTagging)", "buckets are not marked as thumbdrop's, so teardown keeps them")
 
     def bucket_exists(self, bucket: str) -> bool:
         try:
@@ -216,6 +256,8 @@ class Provisioner:
             return str(out["QueueUrl"])
         except ResourceMissingError:
             return None
+        except ObjectGoneError as exc:  # a bare 404 without an SQS error code: nothing serves SQS there
+            raise no_sqs(self.backend, f"look up queue {name}") from exc
         except ThumbdropError as exc:
             if "NonExistentQueue" in str(exc) or "does not exist" in str(exc):
                 return None
@@ -354,20 +396,55 @@ class Provisioner:
         if topic_arn.startswith("<") or queue_arn.startswith("<"):
             self.report.add("create", f"subscription {pipe.topic} -> {pipe.queue}")
             return
+        policy = sns_filter_policy(pipe.prefix)
         for sub in self._subscriptions(topic_arn):
             if sub.get("Endpoint") == queue_arn and sub.get("Protocol") == "sqs":
-                self.report.add("ok", f"subscription {pipe.topic} -> {pipe.queue}")
+                self._ensure_filter(sub["SubscriptionArn"], policy, pipe)
                 return
-        self.report.add("create", f"subscription {pipe.topic} -> {pipe.queue}")
+        self.report.add(
+            "create", f"subscription {pipe.topic} -> {pipe.queue}" + (f" (keys under {pipe.prefix})" if policy else "")
+        )
         if not self.dry:
+            attrs = {"FilterPolicyScope": "MessageBody", "FilterPolicy": policy} if policy else {}
             call(
                 f"subscribe {pipe.queue} to {pipe.topic}",
                 self.sns.subscribe,
                 TopicArn=topic_arn,
                 Protocol="sqs",
                 Endpoint=queue_arn,
+                Attributes=attrs,
                 ReturnSubscriptionArn=True,
             )
+
+    def _ensure_filter(self, sub_arn: str, policy: str | None, pipe: Pipe) -> None:
+        """Agents sharing a topic see only their prefix: the subscription's payload filter says which."""
+        what = f"subscription {pipe.topic} -> {pipe.queue}"
+        attrs = call(f"read {what}", self.sns.get_subscription_attributes, SubscriptionArn=sub_arn).get("Attributes", {})
+        current = attrs.get("FilterPolicy") or None
+        same = (current is None and policy is None) or (
+            current is not None and policy is not None and json.loads(current) == json.loads(policy)
+        )
+        if same:
+            self.report.add("ok", what)
+            return
+        self.report.add("update", f"{what}: filter on keys under {pipe.prefix!r}" if policy else f"{what}: no filter")
+        if self.dry:
+            return
+        if policy:
+            call(
+                f"set {what} scope",
+                self.sns.set_subscription_attributes,
+                SubscriptionArn=sub_arn,
+                AttributeName="FilterPolicyScope",
+                AttributeValue="MessageBody",
+            )
+        call(
+            f"set {what} filter",
+            self.sns.set_subscription_attributes,
+            SubscriptionArn=sub_arn,
+            AttributeName="FilterPolicy",
+            AttributeValue=policy or "",
+        )
 
     def _subscriptions(self, topic_arn: str) -> list[dict[str, Any]]:
         paginator = self.sns.get_paginator("list_subscriptions_by_topic")
@@ -379,6 +456,7 @@ class Provisioner:
     def ensure_notifications(self, bucket: str, entries: list[tuple[Pipe, str]]) -> None:
         current = self._notifications(bucket)
         our_ids = own_notification_ids(self.cfg)
+        _refuse_shared_queue(bucket, current, our_ids, entries)
         desired = _strip_ids(current, our_ids)
         stale = sorted(_ids(current) & our_ids - {notification_id(p) for p, _ in entries})
         if stale:
@@ -454,7 +532,10 @@ class Provisioner:
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
             if not self.bucket_exists(bucket):
                 continue
-            current = self._notifications(bucket)
+            try:
+                current = self._notifications(bucket)
+            except UnsupportedError:
+                continue  # a store without notifications has none of ours
             our_ids = own_notification_ids(self.cfg)
             if _has_ids(current, our_ids):
                 self.report.add("delete", f"thumbdrop notifications on bucket {bucket}")
@@ -465,6 +546,12 @@ class Provisioner:
                         Bucket=bucket,
                         NotificationConfiguration=_strip_ids(current, our_ids),  # type: ignore[arg-type]
                     )
+        try:
+            self.queue_url(self.cfg.queues.events)
+        except UnsupportedError:  # an S3-only store: no queues or topics of ours can exist there
+            self.report.add("skip", f"queues and topics (no SQS at {self.backend.where('sqs')})")
+            self._teardown_s3(empty_buckets)
+            return self.report
         for pipe in pipes(self.cfg):
             for name in (pipe.queue, dlq_name(pipe.queue)):
                 url = self.queue_url(name)
@@ -493,12 +580,15 @@ class Provisioner:
             self.report.add("delete", f"topic {topic}")
             if not self.dry:
                 call(f"delete topic {topic}", self.sns.delete_topic, TopicArn=arn)
+        self._teardown_s3(empty_buckets)
+        return self.report
+
+    def _teardown_s3(self, empty_buckets: bool) -> None:
         from agent.cloud.lifecycle import ensure_lifecycle
 
         ensure_lifecycle(self, remove=True)
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
             self._teardown_bucket(bucket, empty_buckets)
-        return self.report
 
     def _teardown_bucket(self, bucket: str, empty: bool) -> None:
         if not self.bucket_exists(bucket):
@@ -521,6 +611,40 @@ class Provisioner:
         self.report.add("delete", f"bucket {bucket}")
         if not self.dry:
             call(f"delete bucket {bucket}", self.s3.delete_bucket, Bucket=bucket)
+
+
+def _refuse_shared_queue(bucket: str, current: dict[str, Any], our_ids: set[str], entries: list[tuple[Pipe, str]]) -> None:
+    """A queue fed by another prefix would hand this agent events it will not work on (and take them from
+    the agent that would): each agent of a fleet needs its own queues, routed by the notification's prefix."""
+    for pipe, arn in entries:
+        if pipe.topic:
+            continue  # one topic, many prefixes: the subscriptions' filter policies route them
+        for entry in current.get("QueueConfigurations", []):
+            if entry.get("Id") in our_ids or entry.get("QueueArn") != arn:
+                continue
+            rules = entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+            other = next((str(r.get("Value", "")) for r in rules if str(r.get("Name", "")).lower() == "prefix"), "")
+            if other != pipe.prefix:
+                key = "queues.events" if pipe.kind == "events" else "queues.pull"
+                raise BackendError(
+                    f"queue {pipe.queue} already receives the events of prefix {other!r} in bucket {bucket} (another "
+                    f"agent's config); sharing it, each agent would take the other's events and not do their work",
+                    hint=f"give each agent of a fleet its own {key} (e.g. {pipe.queue}-{pipe.prefix.strip('/') or 'root'}),"
+                    " or the same prefix",
+                )
+
+
+def sns_filter_policy(prefix: str) -> str | None:
+    """An SNS payload filter passing only S3 events under ``prefix``: agents sharing a topic each get their own.
+
+    Event keys are URL-encoded and stores differ: AWS sends a space as '+', LocalStack as %20; moto sends '/'
+    as %2F. Every spelling is listed (any one matches)."""
+    if not prefix:
+        return None
+    from urllib.parse import quote, quote_plus
+
+    variants = sorted({prefix, quote_plus(prefix, safe="/"), quote_plus(prefix, safe=""), quote(prefix, safe="/")})
+    return json.dumps({"Records": {"s3": {"object": {"key": [{"prefix": v} for v in variants]}}}}, sort_keys=True)
 
 
 def _empty_bucket(s3: Any, bucket: str) -> None:

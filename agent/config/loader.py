@@ -99,6 +99,7 @@ def parse_config(data: Any, *, origin: str = DEFAULTS_ORIGIN, local: bool = Fals
         cfg.origin = origin
         if local:
             cfg.backend.endpoint_url = "local"
+            cfg.backend.s3_endpoint_url = cfg.backend.sqs_endpoint_url = cfg.backend.sns_endpoint_url = None
         _cross_checks(cfg, problems)
     if problems:
         raise ConfigError(origin, problems)
@@ -229,6 +230,7 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
                 f"{cfg.source.bucket!r}, so their prefixes must be disjoint (neither a prefix of the other); "
                 f"got source.prefix={sp!r}, thumbnails.prefix={tp!r}. Use e.g. 'originals/' and 'thumbs/'"
             )
+    _event_mode(cfg, problems)
     if cfg.queues.events == cfg.queues.pull:
         problems.append("queues.pull: must differ from queues.events")
     if cfg.queues.via_sns and cfg.queues.events_topic == cfg.queues.pull_topic:
@@ -257,6 +259,34 @@ def _cross_checks(cfg: Config, problems: list[str]) -> None:
     problems.extend(policy_problems(cfg))
     if cfg.transfer.multipart_chunksize_mb > cfg.transfer.multipart_threshold_mb * 1024:
         problems.append("transfer.multipart_chunksize_mb: larger than any file that would use it")
+
+
+def _event_mode(cfg: Config, problems: list[str]) -> None:
+    """Settle queues.mode (the old via_sns maps onto it) and the per-service endpoints."""
+    q = cfg.queues
+    if q.mode is None:
+        q.mode = "sns" if q.via_sns else "sqs"
+    elif q.via_sns and q.mode != "sns":
+        problems.append(
+            f"queues.via_sns: true contradicts queues.mode: {q.mode}; remove via_sns (deprecated: mode: sns replaces it)"
+        )
+    if q.mode == "sns":
+        q.via_sns = True  # the code paths still read via_sns
+    if q.mode == "poll":
+        problems.append(
+            "queues.mode: poll is not yet available in this version; use mode: sqs or sns with a store that serves "
+            "SQS (on the same endpoint, or on AWS through backend.sqs_endpoint_url)"
+        )
+    b = cfg.backend
+    for key in ("s3_endpoint_url", "sqs_endpoint_url", "sns_endpoint_url"):
+        value = getattr(b, key)
+        if value == "local":
+            problems.append(f"backend.{key}: 'local' is only valid for backend.endpoint_url; give a URL or null")
+        elif value and b.endpoint_url == "local":
+            problems.append(
+                f"backend.{key}: a separate endpoint needs a real backend; set backend.endpoint_url to a URL or null "
+                "(AWS) instead of 'local'"
+            )
 
 
 def _inside_watch_folder(i: int, folder: str, cfg: Config) -> list[str]:

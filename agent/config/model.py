@@ -42,6 +42,7 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 ROLES = ("uploader", "worker", "puller", "cleaner")
 FORMATS = ("jpeg", "webp", "png", "avif")
+EVENT_MODES = ("sqs", "sns", "poll")
 
 
 def bucket_name(v: str) -> str | None:
@@ -103,6 +104,18 @@ class BackendConfig:
         "(MinIO, Ceph). AWS_ENDPOINT_URL overrides null as in the AWS CLI.",
         "https://minio.example.lan:9000",
         endpoint,
+    )
+    s3_endpoint_url: str | None = opt(
+        None,
+        "Endpoint for S3 alone (e.g. a store on the LAN while the queues are on AWS); null uses endpoint_url.",
+        "https://minio.example.lan:9000",
+        endpoint,
+    )
+    sqs_endpoint_url: str | None = opt(
+        None, "Endpoint for SQS alone; null uses endpoint_url.", "https://sqs.eu-west-1.amazonaws.com", endpoint
+    )
+    sns_endpoint_url: str | None = opt(
+        None, "Endpoint for SNS alone (queues.mode sns); null uses endpoint_url.", "https://sns.eu-west-1.amazonaws.com", endpoint
     )
     region: str = opt("us-east-1", "AWS region (also used to sign requests to S3-compatible stores).", "eu-west-1")
     profile: str | None = opt(None, "Named profile from ~/.aws/config; null uses the standard AWS credential chain.", "thumbdrop")
@@ -173,9 +186,16 @@ class ThumbnailsConfig:
 class QueuesConfig:
     events: str = opt("thumbdrop-events", "SQS queue receiving the source bucket's events.", "photos-events", queue_name)
     pull: str = opt("thumbdrop-pull", "SQS queue receiving the thumbnail bucket's events.", "photos-pull", queue_name)
-    via_sns: bool = opt(False, "Route bucket events through SNS topics (fan-out) instead of straight to SQS.", True)
-    events_topic: str = opt("thumbdrop-events", "SNS topic for source events (with via_sns).", "photos-events", queue_name)
-    pull_topic: str = opt("thumbdrop-pull", "SNS topic for thumbnail events (with via_sns).", "photos-pull", queue_name)
+    mode: str | None = opt(
+        None,
+        "How bucket events reach the roles: sqs (S3 notifications straight to SQS), sns (through SNS topics, "
+        "fan-out) or poll (no queues: listings; not yet available). null means sqs, or sns with via_sns: true.",
+        "sns",
+        one_of(*EVENT_MODES),
+    )
+    via_sns: bool = opt(False, "Deprecated: use mode: sns (via_sns: true is the same as mode: sns).", False)
+    events_topic: str = opt("thumbdrop-events", "SNS topic for source events (mode sns).", "photos-events", queue_name)
+    pull_topic: str = opt("thumbdrop-pull", "SNS topic for thumbnail events (mode sns).", "photos-pull", queue_name)
     max_receives: int = opt(5, "Receives before a message goes to its dead-letter queue.", 3, between(1, 1000))
     visibility_timeout: int = opt(
         120, "Seconds a received message stays hidden; extended while a job runs.", 120, between(10, 43200)

@@ -17,11 +17,20 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.config.cleanup_checks import policy_problems
 from agent.config.model import Config
-from agent.errors import BackendError, ConfigError, MassDeleteError, ObjectGoneError, ResourceMissingError, ThumbdropError
+from agent.errors import (
+    BackendError,
+    ConfigError,
+    MassDeleteError,
+    ObjectGoneError,
+    ResourceMissingError,
+    ThumbdropError,
+    UnsupportedError,
+)
 from agent.pipeline.cleaner import LOCAL, Deletion, Obj, Scope, Snapshot, Upload, guard_problems, needs, scopes, select_remote
 from agent.pipeline.cleaner_local import UploadedFrom, select_local, walk_thumbnails
 from agent.pipeline.cleaner_sizes import select_unlisted_sizes
@@ -80,6 +89,8 @@ def _uploads(backend: Backend, bucket: str, prefix: str) -> list[Upload]:
                         out.append(Upload(bucket, u["Key"], u["UploadId"], u["Initiated"]))
     except ResourceMissingError:
         pass  # reported by the object listing, or nothing to abort
+    except UnsupportedError:
+        degrade("multipart listing (ListMultipartUploads)", "cleanup cannot find unfinished multipart uploads to abort")
     return out
 
 
@@ -228,6 +239,10 @@ def _abort(backend: Backend, d: Deletion, outcome: Outcome) -> None:
         call(f"abort the upload of {d.key}", backend.s3.abort_multipart_upload, Bucket=d.bucket, Key=d.key, UploadId=d.upload_id)
     except ObjectGoneError:
         pass  # completed or aborted meanwhile: nothing left to free
+    except UnsupportedError as exc:
+        degrade("multipart abort (AbortMultipartUpload)", "cleanup cannot abort unfinished multipart uploads")
+        outcome.errors.append((d, str(exc)))
+        return
     except ThumbdropError as exc:
         if exc.kind == "transient":
             raise

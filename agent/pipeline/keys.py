@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from agent.config.model import Config
-from agent.errors import UnsafeKeyError
+from agent.errors import TransientError, UnsafeKeyError
 from agent.imaging.spec import FORMAT_EXTENSIONS, PREVIEW_EXTENSION, is_video, preview_name
 from agent.text import printable as printable  # re-exported: the pipeline names it from here
 
@@ -77,6 +77,14 @@ class Layout:
             return None
         # Not filtered by watch folder names: a worker-only host need not know the uploaders' folders.
         return rel
+
+    def foreign_source_key(self, key: str) -> bool:
+        """Outside source.prefix and not our own output: another agent's upload."""
+        return not key.startswith(self.source_prefix) and not (self.shared_bucket and key.startswith(self.thumb_prefix))
+
+    def foreign_thumb_key(self, key: str) -> bool:
+        """Outside thumbnails.prefix and not a source in a shared bucket: another agent's thumbnail."""
+        return not key.startswith(self.thumb_prefix) and not (self.shared_bucket and key.startswith(self.source_prefix))
 
     # --- thumbnail side -----------------------------------------------------
 
@@ -144,6 +152,15 @@ class Layout:
         if key.startswith(start) and key.endswith(".json"):
             return key[len(start) : -len(".json")]
         return None
+
+
+def not_ours(key: str, setting: str, prefix: str, queue_key: str) -> TransientError:
+    """Another agent's event on our queue: left there (released, never consumed), it reaches its owner or,
+    after queues.max_receives, the dead-letter queue, where 'thumbdrop dlq' shows it."""
+    return TransientError(
+        f"event for {key} is outside {setting} {prefix!r}: another agent's work, left on the queue for it",
+        hint=f"give each agent its own {queue_key}; 'thumbdrop setup' then routes each prefix to its queue",
+    )
 
 
 def is_probe(rel: str) -> bool:

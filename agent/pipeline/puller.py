@@ -28,7 +28,7 @@ from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, is_probe, safe_local_path
+from agent.pipeline.keys import Layout, is_probe, not_ours, safe_local_path
 from agent.state.journal import Journal
 from agent.state.processes import pid_alive
 from agent.state.status import Status
@@ -58,6 +58,7 @@ class ThumbnailPuller:
 
     def handle_message(self, msg: dict[str, Any]) -> None:
         errors: list[ItemError] = []
+        foreign: list[str] = []
         for event in parse_body(msg["Body"]):
             if event.bucket != self.cfg.thumbnails.bucket or not event.created:
                 if event.bucket != self.cfg.thumbnails.bucket:
@@ -72,8 +73,11 @@ class ThumbnailPuller:
             if rel is None and is_probe(event.key):
                 log.debug("ignored event for %s (a 'thumbdrop doctor' probe)", event.key)
                 continue
+            if rel is None and self.layout.foreign_thumb_key(event.key):
+                foreign.append(event.key)
+                continue
             if rel is None:
-                log.info("ignored event for %s (outside thumbnails.prefix)", event.key)
+                log.info("ignored event for %s (not a thumbnail)", event.key)
                 self.status.count("ignored")
                 continue
             try:
@@ -84,6 +88,8 @@ class ThumbnailPuller:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        if foreign:
+            raise not_ours(foreign[0], "thumbnails.prefix", self.layout.thumb_prefix, "queues.pull")
 
     def describe(self, msg: dict[str, Any]) -> str:
         return describe_message(msg)

@@ -50,10 +50,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from agent.backoff import Backoff
+from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
-from agent.errors import ItemError, ResourceMissingError, ThumbdropError
+from agent.errors import ItemError, ResourceMissingError, ThumbdropError, UnsupportedError
 from agent.pipeline.bandwidth import PauseSchedule, limiter_for, throttle
 from agent.pipeline.keys import Layout, ascii_meta, printable
 from agent.pipeline.multipart import ResumableUpload, source_of
@@ -219,21 +220,32 @@ class Uploader:
         now = time.time()
         aborted = 0
         paginator = self.s3.get_paginator("list_multipart_uploads")
-        with translate("list unfinished multipart uploads"):
-            pages = list(paginator.paginate(Bucket=self.cfg.source.bucket, Prefix=self.cfg.source.prefix))
+        try:
+            with translate("list unfinished multipart uploads"):
+                pages = list(paginator.paginate(Bucket=self.cfg.source.bucket, Prefix=self.cfg.source.prefix))
+        except UnsupportedError:
+            degrade(
+                "multipart listing (ListMultipartUploads)",
+                "parts of interrupted uploads are not found, so not aborted (the files themselves are uploaded again)",
+            )
+            return 0
         busy = {self.layout.source_key(self.local_file(p).rel) for p in self._busy if self.local_file(p)}  # type: ignore[union-attr]
         for page in pages:
             for up in page.get("Uploads", []):
                 key, initiated = up["Key"], up["Initiated"].timestamp()
                 if up["UploadId"] in resumable or key in busy or (key not in ours and now - initiated < older_than):
                     continue
-                call(
-                    "abort a stale multipart upload",
-                    self.s3.abort_multipart_upload,
-                    Bucket=self.cfg.source.bucket,
-                    Key=key,
-                    UploadId=up["UploadId"],
-                )
+                try:
+                    call(
+                        "abort a stale multipart upload",
+                        self.s3.abort_multipart_upload,
+                        Bucket=self.cfg.source.bucket,
+                        Key=key,
+                        UploadId=up["UploadId"],
+                    )
+                except UnsupportedError:
+                    degrade("multipart abort (AbortMultipartUpload)", "parts of interrupted uploads stay in the store")
+                    return aborted
                 aborted += 1
         if aborted:
             log.info("aborted %d unfinished multipart upload(s) left by an earlier run", aborted)

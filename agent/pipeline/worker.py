@@ -44,7 +44,7 @@ from agent.imaging.memory import MIB
 from agent.imaging.spec import PREVIEW_CONTENT_TYPE, is_video
 from agent.pipeline.admission import MemoryBudget, default_memory_mb, make_admitted
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta, is_probe
+from agent.pipeline.keys import Layout, ascii_meta, is_probe, not_ours
 from agent.pipeline.pools import shutdown_within
 from agent.state.processes import pid_alive
 from agent.state.status import Status
@@ -176,6 +176,7 @@ class ThumbnailWorker:
         completes with it (the consumer keeps the message in flight and its visibility extended until then)."""
         errors: list[ItemError] = []
         deferred: list[Future[None]] = []
+        foreign: list[str] = []
         for event in parse_body(msg["Body"]):
             if event.bucket != self.cfg.source.bucket:
                 log.info("ignored event for bucket %s (not source.bucket)", event.bucket)
@@ -187,8 +188,11 @@ class ThumbnailWorker:
             if rel is None and is_probe(event.key):
                 log.debug("ignored event for %s (a 'thumbdrop doctor' probe)", event.key)
                 continue
+            if rel is None and self.layout.foreign_source_key(event.key):
+                foreign.append(event.key)
+                continue
             if rel is None:
-                log.info("ignored event for %s (outside source.prefix or our own output)", event.key)
+                log.info("ignored event for %s (our own output)", event.key)
                 self.status.count("ignored")
                 continue
             try:
@@ -197,6 +201,9 @@ class ThumbnailWorker:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        if foreign and not deferred:
+            # Another agent's image (a shared queue): released for its owner, not consumed here.
+            raise not_ours(foreign[0], "source.prefix", self.layout.source_prefix, "queues.events")
         return all_of(deferred) if deferred else None
 
     def describe(self, msg: dict[str, Any]) -> str:

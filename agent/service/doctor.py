@@ -140,11 +140,46 @@ def _remote_checks(cfg: Config, backend: Backend) -> list[Check]:
     for bucket, prefix in dict.fromkeys([(cfg.source.bucket, cfg.source.prefix), (cfg.thumbnails.bucket, cfg.thumbnails.prefix)]):
         if bucket not in missing:
             out.append(_probe(backend, bucket, prefix))
+    if cfg.source.bucket not in missing:
+        out.extend(capability_checks(cfg, backend))
     if {cfg.source.bucket, cfg.thumbnails.bucket} & missing:
         out.append(Check("cleanup", SKIP, "not checked: a bucket is missing"))
     else:
         out.append(_cleanup_mode(cfg, backend))
     return out
+
+
+def capability_checks(cfg: Config, backend: Backend) -> list[Check]:
+    """The store's capability table: one row per optional API, probed in the reserved key space."""
+    from agent.cloud.capabilities import probe
+
+    queue_mode = cfg.queues.mode in ("sqs", "sns")
+    needed = {"notifications", "SQS", "SNS"} if queue_mode else set()
+    if cfg.cleanup.mode != "agent":
+        needed.add("lifecycle rules")
+    out = []
+    for cap in probe(backend, cfg.source.bucket, cfg.source.prefix, queues=queue_mode, sns=cfg.queues.mode == "sns"):
+        result = PASS if cap.supported else SKIP if cap.supported is None else FAIL if cap.name in needed else WARN
+        fix = ""
+        if cap.supported is False and cap.name in needed:
+            fix = "use a store that has it, or " + cap.detail.split(": ", 1)[-1]
+        out.append(Check(f"store {cap.name}", result, f"{cap.api}: {cap.detail}", fix))
+    if queue_mode and backend.split and not backend.local and not _both_aws(backend):
+        out.append(
+            Check(
+                "store notifications",
+                FAIL,
+                f"S3 at {backend.where('s3')} cannot deliver bucket events to SQS at {backend.where('sqs')}",
+                "put S3 and the queues on one backend, or queues.mode: poll (coming)",
+            )
+        )
+    return out
+
+
+def _both_aws(backend: Backend) -> bool:
+    from agent.cloud.provision import events_reach_queues
+
+    return events_reach_queues(backend)
 
 
 def _reach(cfg: Config, backend: Backend, out: list[Check]) -> bool:
@@ -162,7 +197,7 @@ def _reach(cfg: Config, backend: Backend, out: list[Check]) -> bool:
         return False
     sent = time.time()
     try:
-        if backend.endpoint_url is None:
+        if backend.endpoint_for("s3") is None:
             resp = call("identify the credentials", backend.client("sts").get_caller_identity)
             who = f" as {resp.get('Arn', '?')}"
         else:
@@ -189,9 +224,15 @@ def _reach(cfg: Config, backend: Backend, out: list[Check]) -> bool:
         return False
     received = time.time()
     out.append(Check("backend", PASS, f"reached {backend.describe()}"))
+    if not backend.local:
+        out.append(Check("endpoints", PASS, "; ".join(f"{s.upper()}: {backend.where(s)}" for s in _services(cfg))))
     out.append(Check("credentials", PASS, f"accepted (source: {source}){who}"))
     out.append(_clock(resp, (sent + received) / 2))
     return True
+
+
+def _services(cfg: Config) -> tuple[str, ...]:
+    return ("s3", "sqs", "sns") if cfg.queues.mode == "sns" else ("s3", "sqs")
 
 
 def _endpoint_fix(cfg: Config) -> str:

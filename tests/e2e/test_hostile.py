@@ -136,8 +136,8 @@ def test_thumbnail_keys_that_escape_the_folder_are_refused(e2e: E2EEnv) -> None:
     assert files_under(e2e.thumbs) == {"after.jpg"}
 
 
-def test_events_for_foreign_buckets_and_prefixes_are_ignored(e2e: E2EEnv) -> None:
-    e2e.write_config({"source": {"prefix": "originals/"}, "thumbnails": {"prefix": "thumbs/"}})
+def test_events_for_foreign_buckets_are_ignored_and_other_prefixes_left_for_their_agent(e2e: E2EEnv) -> None:
+    e2e.write_config({"source": {"prefix": "originals/"}, "thumbnails": {"prefix": "thumbs/"}, "queues": {"max_receives": 2}})
     agent = e2e.start_agent()
     agent.wait_ready()
     body = image_bytes((400, 300))
@@ -151,17 +151,26 @@ def test_events_for_foreign_buckets_and_prefixes_are_ignored(e2e: E2EEnv) -> Non
     e2e.send(PULL_QUEUE, s3_event("foreign-bucket", "thumbs/x.jpg", size=len(body)))
     e2e.send(PULL_QUEUE, s3_event(THUMB_BUCKET, "elsewhere/z.jpg", size=len(body)))
 
+    # Another bucket: ignored and consumed. Another prefix (another agent's work, in a fleet): released, never
+    # consumed here; after queues.max_receives it rests in the dead-letter queue, where 'dlq list' shows it.
     wait_for(
-        lambda: e2e.depth(EVENTS_QUEUE) == (0, 0) and e2e.depth(PULL_QUEUE) == (0, 0),
-        30,
-        "the foreign events to be consumed",
+        lambda: (
+            e2e.depth(EVENTS_QUEUE) == (0, 0)
+            and e2e.depth(PULL_QUEUE) == (0, 0)
+            and e2e.depth(EVENTS_DLQ)[0] == 2
+            and e2e.depth(PULL_DLQ)[0] == 1
+        ),
+        120,
+        "the foreign bucket's events consumed, the other prefixes' dead-lettered",
         agent.diagnose,
     )
-    assert e2e.depth(EVENTS_DLQ) == (0, 0), "a foreign event was dead-lettered instead of ignored"
-    assert e2e.depth(PULL_DLQ) == (0, 0), "a foreign event was dead-lettered instead of ignored"
     assert not e2e.keys(THUMB_BUCKET, "thumbs/"), "something foreign was thumbnailed"
     assert files_under(e2e.thumbs) == set()
-    assert "ignored event" in agent.log()
+    log = agent.log()
+    assert "ignored event for bucket foreign-bucket" in log
+    assert "elsewhere/y.jpg is outside source.prefix 'originals/'" in log
+    assert "elsewhere/z.jpg is outside thumbnails.prefix 'thumbs/'" in log
+    assert "another agent's work, left on the queue for it" in log
 
     make_image(e2e.inbox / "mine.jpg", (640, 480), color=(200, 60, 60))
     wait_for((e2e.thumbs / "mine.jpg").exists, 45, "the thumbnail of our own image", agent.diagnose)

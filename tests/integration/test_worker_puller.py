@@ -283,19 +283,21 @@ def test_worker_ignores_foreign_buckets_and_prefixes(moto_url: str, tmp_path: Pa
     stack.receive(stack.urls.events, expect=1, timeout=2)  # whatever moto delivered for the object outside the prefix
     bodies = [
         s3_event("foreign-bucket", "originals/x.jpg"),
-        s3_event(stack.cfg.source.bucket, "elsewhere/y.jpg"),
         s3_event(stack.cfg.source.bucket, "originals/"),  # the prefix itself
         s3_event(stack.cfg.source.bucket, "originals/z.jpg", name="ObjectRemoved:Delete"),
     ]
     for b in bodies:
         stack.sqs.send_message(QueueUrl=stack.urls.events, MessageBody=b)
+    # Another prefix of our bucket is another agent's work (a fleet): released for it, never consumed here.
+    stack.sqs.send_message(QueueUrl=stack.urls.events, MessageBody=s3_event(stack.cfg.source.bucket, "elsewhere/y.jpg"))
     worker = stack.worker()
     with consuming(stack, stack.urls.events, stack.urls.events_dlq, worker.handle_message) as consumer:
         wait_for(lambda: consumer.outcome.ok >= len(bodies), 30, "the foreign events")
-        wait_for(lambda: stack.depth(stack.urls.events) == (0, 0), 10, "the queue to be empty")
-    assert consumer.outcome.dead_lettered == 0 and consumer.outcome.retried == 0
+        wait_for(lambda: consumer.outcome.retried >= 1, 30, "the other prefix's event to be released")
+        wait_for(lambda: stack.depth(stack.urls.events) == (0, 1), 10, "only the released event left")
+    assert consumer.outcome.dead_lettered == 0
     assert stack.depth(stack.urls.events_dlq) == (0, 0)
-    assert stack.status.counts["ignored"] == 3
+    assert stack.status.counts["ignored"] == 2  # the foreign bucket and the prefix itself (a delete is skipped)
     assert stack.status.counts["thumbnailed"] == 0
     assert stack.thumb_keys() == set()
 
