@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.cloud.capabilities import degrade
 from agent.cloud.errors import call, retrying, translate
-from agent.errors import ObjectGoneError, TransientError
+from agent.errors import ObjectGoneError, TransientError, UnsupportedError
 from agent.pipeline.bandwidth import ThrottledReader, TokenBucket
 from agent.state.journal import Journal, MultipartRecord
 
@@ -65,8 +66,11 @@ class ResumableUpload:
         """Upload ``src`` (``extra``: Metadata and ContentType); returns the object's ETag."""
         rec = self._resumable(src)
         if rec is None:
+            # A new upload holds no parts yet: nothing to ask S3 (a store may not even serve ListParts).
             rec = self._start(src, extra)
-        done = self._confirmed_parts(rec, src)
+            done: dict[int, str] | None = {}
+        else:
+            done = self._confirmed_parts(rec, src)
         if done is None:
             # S3 no longer knows the upload: completed (killed before the journal heard of it), or aborted.
             finished = self._already_there(src)
@@ -133,6 +137,8 @@ class ResumableUpload:
             )
         except ObjectGoneError:
             pass  # already gone: nothing to abort
+        except UnsupportedError:
+            degrade("multipart abort (AbortMultipartUpload)", "parts of interrupted uploads stay in the store")
         self.journal.forget_multipart(rec.path)
 
     def _start(self, src: Source, extra: dict[str, Any]) -> MultipartRecord:
@@ -160,6 +166,11 @@ class ResumableUpload:
             log.info("S3 no longer knows the unfinished upload of %s (finished, aborted or expired)", src.path)
             self.journal.forget_multipart(rec.path)
             return None
+        except UnsupportedError:
+            # The store cannot list parts: trust the journal, which records a part only once S3 has taken it. A
+            # stale upload id then fails at completion, and the upload starts again.
+            degrade("multipart listing (ListParts)", "an interrupted upload resumes from the journal's record of its parts")
+            return dict(journaled)
         good: dict[int, str] = {}
         count = part_count(rec.size, rec.part_size)
         for n, (etag, size) in listed.items():
