@@ -624,7 +624,8 @@ def _refuse_shared_queue(bucket: str, current: dict[str, Any], our_ids: set[str]
                 continue
             rules = entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
             other = next((str(r.get("Value", "")) for r in rules if str(r.get("Name", "")).lower() == "prefix"), "")
-            if other != pipe.prefix:
+            if not other.startswith(pipe.prefix):
+                # (A rule for a part of our own prefix only repeats our events: doctor warns about duplicates.)
                 key = "queues.events" if pipe.kind == "events" else "queues.pull"
                 raise BackendError(
                     f"queue {pipe.queue} already receives the events of prefix {other!r} in bucket {bucket} (another "
