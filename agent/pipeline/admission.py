@@ -95,7 +95,8 @@ def make_admitted(budget: MemoryBudget | None, source: Path, spec: ThumbnailSpec
     Raises ImageError when the job needs more than the whole budget: it could never run.
     """
     need = estimate(source, spec) if budget is not None else None
-    if budget is None or need is None:
+    if budget is None or need is None or need.width * need.height > spec.max_pixels:
+        # (Above thumbnails.max_pixels the engine refuses it from the header, with that reason: nothing to admit.)
         return make_thumbnails(source, spec, out_dir)
     if need.bytes > budget.limit:
         raise ImageError(
