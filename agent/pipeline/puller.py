@@ -26,7 +26,7 @@ from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, safe_local_path
+from agent.pipeline.keys import Layout, ThumbOutput, safe_local_path
 from agent.state.journal import Journal
 from agent.state.status import Status
 
@@ -92,7 +92,7 @@ class ThumbnailPuller:
     def pull(self, key: str, rel: str, *, size: int | None = None, etag: str | None = None, mtime: float | None = None) -> str:
         """Download one thumbnail unless the local copy matches; returns 'pulled' or 'skipped'."""
         path = safe_local_path(self.root, rel)
-        if _matches(path, size, etag, mtime):
+        if self._journal_matches(path, key, size, etag) or _matches(path, size, etag, mtime):
             self.status.count("skipped")
             return "skipped"
         self.status.begin("pulling")
@@ -118,6 +118,41 @@ class ThumbnailPuller:
         if self.journal is not None:
             self.journal.record_pull(str(path), key, str(resp.get("ETag", "")).strip('"'), int(resp.get("ContentLength") or 0))
         log.info("pulled %s -> %s", key, path)
+        return "pulled"
+
+    def _journal_matches(self, path: Path, key: str, size: int | None, etag: str | None) -> bool:
+        """This very object was written to ``path`` (journal) and the file still has its size: no MD5 to compare."""
+        if self.journal is None or size is None or not etag:
+            return False
+        try:
+            if self.journal.pull(str(path)) != (key, etag, size):
+                return False
+            return path.stat().st_size == size
+        except Exception:  # noqa: BLE001 - sqlite (a name it cannot hold, a closed journal) or the file: compare the usual way
+            return False
+
+    def place(self, out: ThumbOutput) -> str:
+        """The in-process hand-over: copy a thumbnail this process's worker just uploaded from its job folder.
+
+        The same bytes as the object, so no download. Stamped with the time now (the object's LastModified is
+        not known without a request): the journal records what it is, so a later pull of it is a skip.
+        """
+        assert out.path is not None
+        path = safe_local_path(self.root, out.rel)
+        started = time.monotonic()
+        with open(out.path, "rb") as body:
+            try:
+                self._write_atomic(path, body, out.key, None)
+            except OSError as exc:
+                raise ItemError(
+                    f"cannot write {path}: {exc.strerror or exc}",
+                    hint="free space or fix the permissions of local.thumbnails_dir; it is pulled again at the next rescan",
+                ) from None
+        self.status.done("pull", time.monotonic() - started, out.size)
+        self.status.pulled(str(path))
+        if self.journal is not None:
+            self.journal.record_pull(str(path), out.key, out.etag, out.size)
+        log.info("pulled %s -> %s (made here)", out.key, path)
         return "pulled"
 
     def _write_atomic(self, path: Path, body: Any, key: str, stamp: float | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import logging
 import os
@@ -21,13 +22,12 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -73,6 +73,11 @@ class LocalFile:
     rel: str  # relative to the source prefix (folder name first when there are several)
 
 
+# Told of every upload attempt's outcome: (file, 'uploaded'|'unchanged'|'gone'|'failed'|'postponed'|'busy', what
+# the bucket holds now when known, the reason of a failure). The in-process hand-over (sync) listens here.
+UploadListener = Callable[[LocalFile, str, UploadRecord | None, str], None]
+
+
 @dataclass
 class Hashes:
     sha256: str
@@ -81,9 +86,10 @@ class Hashes:
 
 
 class Uploader:
-    def __init__(self, cfg: Config, backend: Backend, status: Status, journal: Journal) -> None:
+    def __init__(self, cfg: Config, backend: Backend | None, status: Status, journal: Journal) -> None:
+        """``backend`` None: only the local side (scan, local checks) until attach(); sync's no-op needs no more."""
         self.cfg = cfg
-        self.s3 = backend.s3
+        self.s3: Any = backend.s3 if backend is not None else None
         self.status = status
         self.journal = journal
         self.layout = Layout.of(cfg)
@@ -93,9 +99,6 @@ class Uploader:
         self.filter = NameFilter(cfg.watch.include, cfg.watch.exclude)
         self.threshold = cfg.transfer.multipart_threshold_mb * MIB
         self.chunk = cfg.transfer.multipart_chunksize_mb * MIB
-        self.transfer_config = TransferConfig(
-            multipart_threshold=self.threshold, multipart_chunksize=self.chunk, max_concurrency=4, use_threads=True
-        )
         self.device = cfg.local.device_name or socket.gethostname()
         self.pool = ThreadPoolExecutor(cfg.transfer.concurrency, thread_name_prefix="uploader")
         self.stop_event = threading.Event()
@@ -124,6 +127,18 @@ class Uploader:
         self._dirs_to_scan: set[Path] = set()
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
+        self.listeners: list[UploadListener] = []
+
+    def attach(self, backend: Backend) -> None:
+        self.s3 = backend.s3
+
+    @functools.cached_property
+    def transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig  # only multipart uploads need it: keeps start-up lean
+
+        return TransferConfig(
+            multipart_threshold=self.threshold, multipart_chunksize=self.chunk, max_concurrency=4, use_threads=True
+        )
 
     # --- mapping ----------------------------------------------------------------------
 
@@ -249,18 +264,22 @@ class Uploader:
                 self._dirty.add(lf.path)
                 return "busy"
             self._busy.add(lf.path)
+        rec: UploadRecord | None = None
+        result, reason = "failed", ""
         try:
-            result = self.upload(lf, remote)
+            result, rec = self._upload(lf, remote)
             with self._lock:
                 self._retry_at.pop(lf.path, None)
                 self._backoff.pop(lf.path, None)
             self.status.online()
             return result
         except ItemError as exc:
-            self.status.fail(str(lf.path), str(exc), "uploader")
+            reason = str(exc)
+            self.status.fail(str(lf.path), reason, "uploader")
             log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
         except ThumbdropError as exc:
+            reason = str(exc)
             if exc.kind == "transient":
                 self.status.offline(str(exc))
                 # Kept locally and tried again with a growing delay; nothing is lost while offline.
@@ -268,7 +287,8 @@ class Uploader:
                     delay = self._backoff[lf.path] = min(60.0, self._backoff.get(lf.path, 2.5) * 2)
                     self._retry_at[lf.path] = time.monotonic() + delay * random.uniform(0.75, 1.25)
                 log.warning("upload of %s postponed (retry in about %.0f s): %s", lf.path, delay, exc)
-                return "postponed"
+                result = "postponed"
+                return result
             self.status.fail(str(lf.path), str(exc), "uploader")
             log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
@@ -279,42 +299,52 @@ class Uploader:
                 self._dirty.discard(lf.path)
             if again:
                 self.touch(lf.path)
+            for listener in list(self.listeners):
+                try:
+                    listener(lf, result, rec, reason)
+                except Exception:  # noqa: BLE001 - a listener's bug must not cost the upload pool a thread
+                    log.exception("uploader: a listener failed on %s", printable(str(lf.path)))
 
     def upload(self, lf: LocalFile, remote: tuple[int, str] | None = None, *, known_remote: bool = True) -> str:
         """Upload one file unless the bucket has this content; 'uploaded', 'unchanged' or 'gone'."""
+        return self._upload(lf, remote)[0]
+
+    def _upload(self, lf: LocalFile, remote: tuple[int, str] | None) -> tuple[str, UploadRecord | None]:
+        """upload(), also returning what the bucket now holds (when known) for the hand-over to the worker."""
         path = lf.path
         problem = self.layout.name_problem(lf.rel)
         if problem:
             raise ItemError(f"not uploaded: {problem}")
         if not self._inside(path, lf.folder):
             log.info("skipped %s: a symlink on its path leads outside the watch folder", path)
-            return "gone"
+            return "gone", None
         try:
             st = self._settled_stat(path)
         except FileNotFoundError:
-            return "gone"
+            return "gone", None
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror}") from None
         if st is None:
-            return "postponed"  # stopping while it was still being written: the next start takes it
+            return "postponed", None  # stopping while it was still being written: the next start takes it
         if not path.is_file():
-            return "gone"
+            return "gone", None
         if self._thumbnailed_locally(lf.rel, st):
-            return "unchanged"
+            return "unchanged", None
         key = self.layout.source_key(lf.rel)
         cached = self.journal.upload(str(path))
         if remote is not None and cached and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
             if cached.key == key and remote == (cached.size, cached.etag):
-                return "unchanged"
+                return "unchanged", cached
         try:
             hashes = self._hash(path, st.st_size, etag=remote is not None)
         except FileNotFoundError:
-            return "gone"
+            return "gone", None
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror or exc}") from None
         if remote is not None and hashes.etag is not None and remote == (st.st_size, hashes.etag):
-            self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag))
-            return "unchanged"
+            rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag)
+            self.journal.record_upload(rec)
+            return "unchanged", rec
         self.status.begin("uploading")
         started = time.monotonic()
         try:
@@ -326,11 +356,12 @@ class Uploader:
         if after is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             log.info("%s changed during its upload; it goes up again once it settles", path)
             self.touch(path)
-        self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag))
+        rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag)
+        self.journal.record_upload(rec)
         self.status.count("uploaded")
         self.status.resolved(str(path), "uploader")
         log.info("uploaded %s -> s3://%s/%s (%d bytes)", printable(str(path)), self.cfg.source.bucket, printable(key), st.st_size)
-        return "uploaded"
+        return "uploaded", rec
 
     def _settled_stat(self, path: Path) -> os.stat_result | None:
         """stat() once the file has not changed for settle_seconds (waits if it changed recently).
@@ -350,6 +381,11 @@ class Uploader:
                 still_since = time.monotonic()
             st = again
         return st
+
+    def up_to_date_locally(self, lf: LocalFile) -> bool:
+        """Every thumbnail of this file is in the local folder and newer than it: nothing to do, no request."""
+        st = _stat(lf.path)
+        return st is not None and self._thumbnailed_locally(lf.rel, st)
 
     def _thumbnailed_locally(self, rel: str, st: os.stat_result) -> bool:
         """The local thumbnails folder is the truth: thumbnails newer than the file mean it is done.

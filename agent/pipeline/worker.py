@@ -17,9 +17,10 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from agent.config.model import Config
 from agent.errors import ImageError, ItemError, ObjectGoneError, ThumbdropError
 from agent.imaging import ThumbnailSpec, make_thumbnails
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta
+from agent.pipeline.keys import Layout, ThumbOutput, ascii_meta
+from agent.state.journal import Journal
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
@@ -61,6 +63,18 @@ def _clear_dead_tmp(root: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Known:
+    """What the caller already knows of a source it just uploaded: saves the worker's HEAD requests."""
+
+    etag: str
+    sha256: str
+    fresh: bool  # the listing showed neither thumbnails nor a failure marker for it
+
+
+Place = Callable[[ThumbOutput], None]
+
+
 def spec_of(cfg: Config) -> ThumbnailSpec:
     t = cfg.thumbnails
     bg = tuple(int(t.background[i : i + 2], 16) for i in (1, 3, 5))
@@ -76,8 +90,10 @@ def spec_of(cfg: Config) -> ThumbnailSpec:
 
 
 class ThumbnailWorker:
-    def __init__(self, cfg: Config, backend: Backend, status: Status, tmp_root: Path) -> None:
+    def __init__(self, cfg: Config, backend: Backend, status: Status, tmp_root: Path, journal: Journal | None = None) -> None:
         self.cfg = cfg
+        # Remembers which source ETags have thumbnails, so a redundant event costs no request at all.
+        self.journal = journal
         self.s3 = backend.s3
         self.layout = Layout.of(cfg)
         self.spec = spec_of(cfg)
@@ -112,8 +128,12 @@ class ThumbnailWorker:
                 log.info("ignored event for %s (outside source.prefix or our own output)", event.key)
                 self.status.count("ignored")
                 continue
+            if event.etag and self._journal_done(event.key, event.etag):
+                # Thumbnailed in-process already (sync, the hand-over): the event is redundant.
+                self.status.count("skipped")
+                continue
             try:
-                self.process(rel)
+                self.process(rel, seen_etag=event.etag)
             except ItemError as exc:
                 errors.append(exc)
         if errors:
@@ -193,10 +213,36 @@ class ThumbnailWorker:
 
     # --- one object ---------------------------------------------------------------
 
-    def process(self, rel: str) -> str:
+    def process(self, rel: str, *, seen_etag: str | None = None) -> str:
         """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'."""
+        return self.make(rel, seen_etag=seen_etag)[0]
+
+    def make(
+        self, rel: str, *, known: Known | None = None, place: Place | None = None, seen_etag: str | None = None
+    ) -> tuple[str, list[ThumbOutput]]:
+        """process(), also returning the thumbnails; ``place`` gets each new one while its file exists.
+
+        ``seen_etag``: the ETag an event named; when the journal says it is done by the time this job holds the
+        source's lock (another thread made it meanwhile), nothing is asked of the backend.
+        """
         with self._one_at_a_time(rel):
-            return self._process(rel)
+            if seen_etag and self._journal_done(self.layout.source_key(rel), seen_etag):
+                self.status.count("skipped")
+                return "skipped", []
+            return self._process(rel, known, place)
+
+    def _journal_done(self, key: str, etag: str) -> bool:
+        if self.journal is None:
+            return False
+        try:
+            return self.journal.thumbnailed(key) == etag
+        except Exception:  # noqa: BLE001 - sqlite (a name it cannot hold, a closed journal): ask the backend instead
+            return False
+
+    def _remember(self, key: str, etag: str) -> None:
+        if self.journal is not None:
+            with contextlib.suppress(Exception):
+                self.journal.record_thumbnailed(key, etag)
 
     @contextmanager
     def _one_at_a_time(self, rel: str) -> Iterator[None]:
@@ -214,29 +260,43 @@ class ThumbnailWorker:
                 if not entry[1]:
                     del self._busy[rel]
 
-    def _process(self, rel: str) -> str:
+    def _process(self, rel: str, known: Known | None = None, place: Place | None = None) -> tuple[str, list[ThumbOutput]]:
         key = self.layout.source_key(rel)
-        try:
-            head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
-        except ObjectGoneError:
-            log.info("skipped %s: deleted before it could be thumbnailed", key)
-            return "gone"
-        etag = str(head["ETag"]).strip('"')
-        sha = head.get("Metadata", {}).get("sha256", "")
-        if self._done_already(rel, etag):
+        if known is not None:
+            etag, sha, length = known.etag, known.sha256, 0
+        else:
+            try:
+                head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
+            except ObjectGoneError:
+                log.info("skipped %s: deleted before it could be thumbnailed", key)
+                return "gone", []
+            etag = str(head["ETag"]).strip('"')
+            sha = head.get("Metadata", {}).get("sha256", "")
+            length = int(head.get("ContentLength") or 0)
+        fresh = known is not None and known.fresh
+        outputs: list[ThumbOutput] = []
+        if not fresh and self._done_already(rel, etag, outputs):
             self.status.count("skipped")
+            self._remember(key, etag)
             log.debug("skipped %s: thumbnails exist for this content", key)
-            return "skipped"
-        known = self._known_failure(rel, etag)
-        if known:
+            return "skipped", outputs
+        outputs = []
+        failed_before = None if fresh else self._known_failure(rel, etag)
+        if failed_before:
             # A redelivered event for a file that already failed: same content, same verdict.
-            raise ImageError(known)
+            raise ImageError(failed_before)
         self.status.begin("thumbnailing")
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.tmp_root))
         try:
             src = work / "source"
-            self._download(key, etag, src)
+            try:
+                length = self._download(key, etag, src) or length
+            except ObjectGoneError:
+                if known is None:
+                    raise
+                log.info("skipped %s: deleted or replaced before it could be thumbnailed", key)
+                return "gone", []
             try:
                 thumbs = make_thumbnails(src, self.spec, work)
             except ItemError as exc:
@@ -247,9 +307,10 @@ class ThumbnailWorker:
             by_size = {t.size: t for t in thumbs}
             for size in self.layout.sizes:
                 thumb = by_size[size]
-                throttle(self.limiter, os.path.getsize(thumb.path))
+                nbytes = os.path.getsize(thumb.path)
+                throttle(self.limiter, nbytes)
                 with open(thumb.path, "rb") as body:
-                    call(
+                    put = call(
                         f"upload thumbnail of {key}",
                         self.s3.put_object,
                         Bucket=self.cfg.thumbnails.bucket,
@@ -258,24 +319,48 @@ class ThumbnailWorker:
                         ContentType=thumb.content_type,
                         Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
                     )
-            self._clear_failed(rel)
+                out = ThumbOutput(
+                    self.layout.thumb_key(rel, size),
+                    self.layout.thumb_rel(rel, size),
+                    nbytes,
+                    str(put.get("ETag", "")).strip('"'),
+                    Path(thumb.path),
+                )
+                outputs.append(out)
+            if not fresh:
+                self._clear_failed(rel)
+            self._remember(key, etag)
+            if place is not None:
+                for out in outputs:
+                    place(out)  # while the files exist: the local copy needs no download
         finally:
             shutil.rmtree(work, ignore_errors=True)
             self.status.end("thumbnailing")
-        self.status.done("thumbnail", time.monotonic() - started, int(head.get("ContentLength") or 0))
+        self.status.done("thumbnail", time.monotonic() - started, length)
         self.status.count("thumbnailed")
         self.status.resolved(key, "worker")
         log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
-        return "thumbnailed"
+        return "thumbnailed", [ThumbOutput(o.key, o.rel, o.size, o.etag, None) for o in outputs]
 
-    def _done_already(self, rel: str, etag: str) -> bool:
-        for tkey in self.layout.thumb_keys(rel):
+    def _done_already(self, rel: str, etag: str, outputs: list[ThumbOutput] | None = None) -> bool:
+        for size in self.layout.sizes:
+            tkey = self.layout.thumb_key(rel, size)
             try:
                 head = call(f"read {tkey}", self.s3.head_object, Bucket=self.cfg.thumbnails.bucket, Key=tkey)
             except ObjectGoneError:
                 return False
             if head.get("Metadata", {}).get("source-etag") != etag:
                 return False
+            if outputs is not None:
+                outputs.append(
+                    ThumbOutput(
+                        tkey,
+                        self.layout.thumb_rel(rel, size),
+                        int(head.get("ContentLength") or 0),
+                        str(head.get("ETag", "")).strip('"'),
+                        None,
+                    )
+                )
         return True
 
     def _known_failure(self, rel: str, etag: str) -> str | None:
@@ -290,8 +375,8 @@ class ThumbnailWorker:
             return str(marker.get("reason", "failed before"))
         return None
 
-    def _download(self, key: str, etag: str, dest: Path) -> None:
-        """Stream to a file: memory stays bounded whatever the size of the original."""
+    def _download(self, key: str, etag: str, dest: Path) -> int:
+        """Stream to a file: memory stays bounded whatever the size of the original. Returns its size."""
         resp = call(f"download {key}", self.s3.get_object, Bucket=self.cfg.source.bucket, Key=key, IfMatch=etag)
         body = resp["Body"]
         try:
@@ -304,6 +389,7 @@ class ThumbnailWorker:
                     out.write(chunk)
         finally:
             body.close()
+        return int(resp.get("ContentLength") or 0)
 
     def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str) -> None:
         marker = {"source_key": key, "source_etag": etag, "source_sha256": sha, "reason": reason, "at": time.time()}

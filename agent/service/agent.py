@@ -22,8 +22,9 @@ from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.uploader import Uploader
 from agent.pipeline.worker import ThumbnailWorker
-from agent.service.control import ControlServer
+from agent.service.control import CommandError, ControlServer
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
+from agent.service.sync import Parts, Sync, SyncJob
 from agent.state.journal import Journal
 from agent.state.status import Status
 
@@ -52,6 +53,8 @@ class Agent:
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
         self._wake = threading.Event()
         self.control = ControlServer(state_dir, self)
+        self._syncs: dict[int, SyncJob] = {}
+        self._syncs_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -113,7 +116,8 @@ class Agent:
         if self.uploader is not None:
             self.uploader.provisioned.set()
         if "worker" in self.roles and urls.events:
-            worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+            # With the journal: events for what a sync made in-process are skipped without an S3 call.
+            worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
             self._add_consumer(
                 "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
             )
@@ -191,6 +195,40 @@ class Agent:
         """Run a reconcile round (upload and pull what is missing) now instead of at the next rescan."""
         self._wake.set()
 
+    # --- sync on request (thumbdrop sync beside run) ---------------------------------------------
+
+    def start_sync(self, timeout: float | None) -> int:
+        """Run a streamed sync on this agent's own uploader, worker and journal; returns its id."""
+        if not self.ready.is_set():
+            raise CommandError("not-ready", "the agent is still starting or waits for the backend; try again in a moment")
+        sync = Sync(
+            self.cfg,
+            self.backend,
+            self.state_dir,
+            timeout=timeout,
+            progress=lambda _p, _d, _t: None,
+            stop=threading.Event(),
+            parts=Parts(self.journal, self.uploader, self.worker, self.puller),
+            status=self.status,
+        )
+        with self._syncs_lock:
+            job = SyncJob(len(self._syncs) + 1, sync)
+            self._syncs[job.id] = job
+        log.info("sync %d requested through the control interface", job.id)
+        job.thread.start()
+        return job.id
+
+    def sync_state(self, job_id: int, wait: float) -> dict[str, object]:
+        job = self._syncs.get(job_id)
+        if job is None:
+            raise CommandError("unknown-sync", f"no sync {job_id} in this agent")
+        return job.state(wait)
+
+    def cancel_sync(self, job_id: int) -> None:
+        job = self._syncs.get(job_id)
+        if job is not None:
+            job.sync.stop.set()
+
     def request_stop(self) -> None:
         """Ask the owner of this agent (``service.run``) to stop it; returns at once."""
         log.info("stop requested through the control interface")
@@ -238,8 +276,12 @@ class Agent:
             c.join(max(0.5, deadline - time.monotonic()))
         if self.uploader is not None:
             self.uploader.join(max(0.5, deadline - time.monotonic()))
+        for job in list(self._syncs.values()):
+            job.sync.stop.set()
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        for job in list(self._syncs.values()):
+            job.thread.join(max(0.1, deadline - time.monotonic()))
         if self.worker is not None:
             self.worker.close()
         # Last: clients see "stopping" while the agent drains.

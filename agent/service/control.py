@@ -34,7 +34,19 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 # AF_UNIX paths longer than this do not fit sockaddr_un (108 bytes with the NUL, less on BSDs).
 _MAX_SUN_PATH = 100
-COMMANDS = ("info", "status", "pause", "resume", "sync-now", "cleanup-now", "dlq-redrive", "stop")
+COMMANDS = (
+    "info",
+    "status",
+    "pause",
+    "resume",
+    "sync-now",
+    "sync",
+    "sync-status",
+    "sync-cancel",
+    "cleanup-now",
+    "dlq-redrive",
+    "stop",
+)
 
 
 class Controllable(Protocol):
@@ -289,12 +301,34 @@ class ControlServer:
             "pause": lambda _a: _then(self._running(t.pause), lambda: t.status.snapshot()["state"]),
             "resume": lambda _a: _then(self._running(t.resume), lambda: t.status.snapshot()["state"]),
             "sync-now": lambda _a: _then(self._running(t.sync_now), lambda: {"triggered": True}),
+            "sync": lambda a: self._start_sync(a),
+            "sync-status": lambda a: self._sync_call("sync_state", a, wait=_number(a.get("wait"), 0.0)),
+            "sync-cancel": lambda a: _then(lambda: self._sync_call("cancel_sync", a), lambda: {"cancelled": True}),
             "cleanup-now": lambda a: _then(
                 self._running(lambda: None), lambda: cleanup_now(t, dry_run=bool(a.get("dry_run", True)))
             ),
             "dlq-redrive": lambda _a: _then(self._running(lambda: None), lambda: redrive_dead_letters(t)),
             "stop": lambda _a: _then(t.request_stop, lambda: {"stopping": True}),
         }
+
+    def _start_sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        start = getattr(self.target, "start_sync", None)
+        if start is None:
+            raise CommandError("unavailable", "this agent cannot run a sync on request")
+        seconds = args.get("seconds")
+        holder: list[int] = []
+        self._running(lambda: holder.append(start(None if seconds is None else _number(seconds, 0.0))))()
+        return {"id": holder[0]}
+
+    def _sync_call(self, method: str, args: dict[str, Any], **extra: Any) -> Any:
+        fn = getattr(self.target, method, None)
+        if fn is None:
+            raise CommandError("unavailable", "this agent cannot run a sync on request")
+        try:
+            job_id = int(args.get("id"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise CommandError("bad-request", "sync commands need an integer 'id'") from None
+        return fn(job_id, **extra)
 
     def _running(self, action: Callable[[], None]) -> Callable[[], None]:
         """``action``, refused once the agent is stopping (a pause then would hide "stopping" from status)."""
@@ -320,6 +354,13 @@ class ControlServer:
             "thumbnails_dir": cfg.local.thumbnails_dir,
             "features": {"cleanup": feature_available(CLEANER_MODULE), "dlq": feature_available(DLQ_MODULE)},
         }
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _then(action: Callable[[], None], result: Callable[[], Any]) -> Any:
