@@ -255,7 +255,9 @@ def stage_idle(td: Thumbdrop, tmp: Path, seconds: float) -> None:
         "local": {"thumbnails_dir": str(tmp / "idle-thumbs"), "state_dir": str(tmp / "idle-state")},
     }
     cfg = write_config(tmp / "idle.yaml", data)
-    proc = subprocess.Popen(td.argv(cfg, "run"), cwd=td.repo, env=td.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        td.argv(cfg, "run"), cwd=td.repo, env=td.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stderr is not None
         ready = threading.Event()

@@ -69,7 +69,8 @@ class Known:
 
     etag: str
     sha256: str
-    fresh: bool  # the listing showed neither thumbnails nor a failure marker for it
+    no_thumbs: bool  # the listing showed no thumbnail of it
+    no_marker: bool  # ... and no failure marker
 
 
 Place = Callable[[ThumbOutput], None]
@@ -273,15 +274,16 @@ class ThumbnailWorker:
             etag = str(head["ETag"]).strip('"')
             sha = head.get("Metadata", {}).get("sha256", "")
             length = int(head.get("ContentLength") or 0)
-        fresh = known is not None and known.fresh
+        no_thumbs = known is not None and known.no_thumbs
+        no_marker = known is not None and known.no_marker
         outputs: list[ThumbOutput] = []
-        if not fresh and self._done_already(rel, etag, outputs):
+        if not no_thumbs and self._done_already(rel, etag, outputs):
             self.status.count("skipped")
             self._remember(key, etag)
             log.debug("skipped %s: thumbnails exist for this content", key)
             return "skipped", outputs
         outputs = []
-        failed_before = None if fresh else self._known_failure(rel, etag)
+        failed_before = None if no_marker else self._known_failure(rel, etag)
         if failed_before:
             # A redelivered event for a file that already failed: same content, same verdict.
             raise ImageError(failed_before)
@@ -327,7 +329,7 @@ class ThumbnailWorker:
                     Path(thumb.path),
                 )
                 outputs.append(out)
-            if not fresh:
+            if not no_marker:
                 self._clear_failed(rel)
             self._remember(key, etag)
             if place is not None:

@@ -306,8 +306,7 @@ class Sync:
             with self._cond:
                 self._waiting[rel] = datetime.now(UTC) - timedelta(seconds=5)  # clock skew margin
             return
-        fresh = marker is None and all(t is None for t in thumbs)
-        self._handoff.thumbnail(rel, Known(rec.etag, rec.sha256, fresh))
+        self._handoff.thumbnail(rel, Known(rec.etag, rec.sha256, all(t is None for t in thumbs), marker is None))
 
     def _pull_listed(self, rel: str) -> None:
         if "puller" not in self.roles:
