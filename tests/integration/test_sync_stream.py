@@ -12,16 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.cloud.clients import Backend
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.worker import ThumbnailWorker
 from agent.service.sync import Sync
 from agent.state.journal import Journal
 from agent.state.status import Status
-from tests.integration.test_worker_puller import Stack, consuming, files_under, jpeg, stack  # noqa: F401
+from tests.integration.test_worker_puller import Stack, consuming, files_under, jpeg, make_stack
 from tests.support import wait_for
 
 N = 6
+
+
+@pytest.fixture()
+def stack(moto_url: str, tmp_path: Path) -> Stack:
+    return make_stack(moto_url, tmp_path)
 
 
 def count_requests(backend: Backend, *, sqs: bool = True) -> Counter[str]:
