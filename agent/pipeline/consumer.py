@@ -77,6 +77,9 @@ class QueueConsumer:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-job")
         self._threads: list[threading.Thread] = []
         self._failures = 0
+        # Set when a job starts or a message waits for its delete, and by stop(): the housekeeping thread
+        # sleeps on it while there is nothing in flight, instead of waking every second.
+        self._busy = threading.Event()
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class QueueConsumer:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._busy.set()
 
     def join(self, timeout: float) -> None:
         """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``."""
@@ -178,6 +182,7 @@ class QueueConsumer:
         for n, msg in enumerate(messages):
             with self._lock:
                 self._inflight[msg["MessageId"]] = msg["ReceiptHandle"]
+                self._busy.set()  # under the lock: the housekeeping thread's idle check cannot miss it
             try:
                 self._pool.submit(self._run_job, msg)
             except RuntimeError:  # the pool shut down while this poll was open: hand the rest back
@@ -211,6 +216,7 @@ class QueueConsumer:
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)
             self._to_delete.append((msg["MessageId"], msg["ReceiptHandle"]))
+            self._busy.set()
             full = len(self._to_delete) >= 10
         if full:
             self._flush_deletes()
@@ -259,9 +265,18 @@ class QueueConsumer:
             log.debug("%s: could not postpone message: %s", self.name, vis_exc)
 
     def _housekeeping_loop(self) -> None:
-        """Flush deletions every second; extend visibility of running jobs every visibility/3."""
+        """Flush deletions every second; extend visibility of running jobs every visibility/3; idle: sleep."""
         next_extend = time.monotonic() + self.visibility / 3
-        while not self.stop_event.wait(1.0):
+        while True:
+            with self._lock:
+                idle = not self._inflight and not self._to_delete
+                if idle:
+                    self._busy.clear()
+            if idle:
+                self._busy.wait()
+                next_extend = time.monotonic() + self.visibility / 3  # a job starting now has a fresh visibility
+            if self.stop_event.wait(1.0):
+                return
             self._flush_deletes()
             if time.monotonic() >= next_extend:
                 self._extend_visibility()

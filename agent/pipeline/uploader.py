@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 # How often the settle loop checks that each watch folder is still the one its inotify watch is on.
 ROOT_CHECK_SECONDS = 2.0
+# While paused, in pause hours or before the notifications exist: how often to look again (resume wakes it at once).
+HELD_CHECK_SECONDS = 5.0
 
 
 class NameFilter:
@@ -128,6 +130,9 @@ class Uploader:
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self.listeners: list[UploadListener] = []
+        # Wakes the settle loop: a file event, a folder to scan, a resume. Otherwise it sleeps until the next
+        # deadline (a file due to settle, a retry, the folder check): an idle agent does not tick.
+        self._wake = threading.Event()
 
     def attach(self, backend: Backend) -> None:
         self.s3 = backend.s3
@@ -469,6 +474,11 @@ class Uploader:
         """Something happened to ``path``: (re)start its settle clock."""
         with self._lock:
             self._pending[path] = (-1, -1, time.monotonic())
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the pending files now (after a resume, or once the notifications exist)."""
+        self._wake.set()
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -486,6 +496,7 @@ class Uploader:
     def scan_later(self, folder: Path) -> None:
         with self._lock:
             self._dirs_to_scan.add(folder)
+        self._wake.set()
 
     def start_watching(self) -> None:
         self._handler = _Handler(self)
@@ -527,22 +538,30 @@ class Uploader:
             self._roots_seen[i] = now
 
     def _settle_loop(self) -> None:
-        last_root_check = time.monotonic()
-        while not self.stop_event.wait(0.05):
+        next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
+        timeout = 0.0
+        while True:
+            self._wake.wait(timeout)
+            if self.stop_event.is_set():
+                return
+            self._wake.clear()
             try:
-                if time.monotonic() - last_root_check >= ROOT_CHECK_SECONDS:
-                    last_root_check = time.monotonic()
+                now = time.monotonic()
+                if now >= next_root_check:
+                    next_root_check = now + ROOT_CHECK_SECONDS
                     self._check_roots()
-                self._settle_tick()
+                timeout = min(self._settle_tick(), next_root_check) - time.monotonic()
+                timeout = max(0.01, timeout)  # at least a moment: a burst of events is handled in one round
             except Exception:  # noqa: BLE001 - this thread feeds every live upload: log the bug, never die of it
                 log.exception("uploader: unexpected error while handing over settled files (continuing)")
-                self.stop_event.wait(1.0)
+                timeout = 1.0
 
-    def _settle_tick(self) -> None:
+    def _settle_tick(self) -> float:
+        """Hand over the settled files; returns when (monotonic) the next one may be due."""
         settle = self.cfg.watch.settle_seconds
         if self.paused.is_set() or not self.provisioned.is_set() or self.held():
             self._publish_pending()
-            return
+            return time.monotonic() + HELD_CHECK_SECONDS
         with self._lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:
@@ -581,11 +600,18 @@ class Uploader:
             if lf is not None:
                 self._submit(lf, self._remote_of(lf))
         self._publish_pending()
+        with self._lock:
+            due = [since + settle for (_size, _mtime, since) in self._pending.values()]
+            due.extend(self._retry_at.values())
+        # A file seen for the first time is stat'ed again after a short while even when "due" already: its
+        # size and mtime must hold still between two looks.
+        return max(min(due, default=float("inf")), now + 0.05) if due else float("inf")
 
     def _publish_pending(self) -> None:
         """Files noticed but not uploaded yet: settling, queued, uploading, or waiting to retry."""
         with self._lock:
-            self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+            n = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+        self.status.set_pending(n)
 
     def held(self) -> bool:
         """Inside a ``watch.pause_hours`` window (logged when one starts and ends)."""
@@ -609,6 +635,7 @@ class Uploader:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._wake.set()
         for o in self._observers:
             o.stop()
 

@@ -11,6 +11,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.cloud.clients import Backend
@@ -30,6 +31,7 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 8.0
+PUBLISH_EVERY = 1.0  # seconds: at most one status.json write this often
 
 
 class Agent:
@@ -53,6 +55,7 @@ class Agent:
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
         self._wake = threading.Event()
         self.control = ControlServer(state_dir, self)
+        self.on_stop: Callable[[], None] = lambda: None  # told when the agent stops itself (fatal error, stop command)
         self._syncs: dict[int, SyncJob] = {}
         self._syncs_lock = threading.Lock()
 
@@ -106,6 +109,7 @@ class Agent:
                     log.error("%s", exc)
                     self.status.set_state("error", fatal=str(exc))
                     self.stop_event.set()
+                    self.on_stop()
                     return
                 failures += 1
                 self.status.offline(str(exc))
@@ -115,6 +119,7 @@ class Agent:
         self.status.online()
         if self.uploader is not None:
             self.uploader.provisioned.set()
+            self.uploader.wake()
         if "worker" in self.roles and urls.events:
             # With the journal: events for what a sync made in-process are skipped without an S3 call.
             worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
@@ -234,14 +239,20 @@ class Agent:
         log.info("stop requested through the control interface")
         self.stop_event.set()
         self._wake.set()
+        self.on_stop()
 
     def _publish_loop(self) -> None:
+        """Write status.json when the status changes, at most once a second; an idle agent writes nothing."""
         while True:
+            self.status.changed.clear()
             try:
                 self.status.publish(self.state_dir)
             except OSError as exc:
                 log.debug("could not publish status: %s", exc)
-            if self.stop_event.wait(1.0):
+            if self.stop_event.wait(PUBLISH_EVERY):
+                return
+            self.status.changed.wait()  # stop() changes the state too, so this wakes for it
+            if self.stop_event.is_set():
                 return
 
     def _record_failure(self, name: str, reason: str, role: str) -> None:
@@ -260,6 +271,7 @@ class Agent:
         self.paused.clear()
         if self.uploader is not None:
             self.uploader.paused.clear()
+            self.uploader.wake()
         self.status.set_state("running")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:

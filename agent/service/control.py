@@ -34,6 +34,9 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 # AF_UNIX paths longer than this do not fit sockaddr_un (108 bytes with the NUL, less on BSDs).
 _MAX_SUN_PATH = 100
+# accept() waits this long at most before looking at the stop flag again: only a safety net where shutting the
+# socket down does not wake it (not Linux).
+ACCEPT_SAFETY_SECONDS = 10.0
 COMMANDS = (
     "info",
     "status",
@@ -142,7 +145,8 @@ class ControlServer:
             os.replace(tmp, self.path)
             self._inode = os.stat(self.path).st_ino
             sock.listen(16)
-            sock.settimeout(0.2)  # the accept loop checks the stop event this often
+            # accept() blocks: stop() shuts the socket down, which wakes it (no polling while idle).
+            sock.settimeout(ACCEPT_SAFETY_SECONDS)
         except OSError as exc:
             sock.close()
             with contextlib.suppress(OSError):
@@ -184,6 +188,8 @@ class ControlServer:
         """Stop accepting; remove the socket file if it is still ours. Idempotent."""
         self._stop.set()
         if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
             with contextlib.suppress(OSError):
                 self._sock.close()
         with self._conns_lock:

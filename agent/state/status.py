@@ -32,13 +32,30 @@ class Failure:
         return {"name": self.name, "reason": self.reason, "role": self.role, "at": self.at}
 
 
+class _ChangeLock:
+    """The status lock: leaving it marks the status changed (every writer takes it), so that the publisher
+    sleeps until there is something new to write instead of waking every second."""
+
+    def __init__(self) -> None:
+        self.quiet = threading.Lock()  # for readers: taking it marks nothing
+        self.changed = threading.Event()
+
+    def __enter__(self) -> None:
+        self.quiet.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.quiet.release()
+        self.changed.set()
+
+
 class Status:
     """Thread-safe counters and state for one agent process."""
 
     COUNTERS = ("seen", "uploaded", "thumbnailed", "pulled", "skipped", "failed", "ignored")
 
     def __init__(self, roles: list[str]) -> None:
-        self._lock = threading.Lock()
+        self._lock = _ChangeLock()
+        self.changed = self._lock.changed  # set on every change; the publisher clears it
         self.roles = list(roles)
         self.state = "starting"  # starting, running, paused, stopping, stopped, error
         self.started_at = time.time()
@@ -115,6 +132,8 @@ class Status:
             log.warning("backend unreachable: %s; work is kept locally and resumes when it is back", reason)
 
     def online(self) -> None:
+        if self.offline_since is None:
+            return  # the usual case (every receive, every upload): nothing changes, nothing to publish
         with self._lock:
             since, self.offline_since = self.offline_since, None
             self.offline_reason = ""
@@ -127,8 +146,13 @@ class Status:
             if fatal:
                 self.fatal = fatal
 
+    def set_pending(self, n: int) -> None:
+        if n != self.pending_local:
+            with self._lock:
+                self.pending_local = n
+
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
+        with self._lock.quiet:
             return {
                 "pid": os.getpid(),
                 "state": self.state,
