@@ -176,6 +176,8 @@ def sync_config(tmp: Path, name: str, url: str, inbox: Path, **extra: Any) -> tu
     state = tmp / f"{name}-state"
     data = config_data(url, inbox, thumbs, state, **extra)
     data.setdefault("watch", {})["rescan_seconds"] = 0
+    if os.environ.get("BENCH_WORKERS"):
+        data["worker"] = {"concurrency": int(os.environ["BENCH_WORKERS"])}
     return write_config(tmp / f"{name}.yaml", data), thumbs
 
 

@@ -66,10 +66,7 @@ class Handoff:
         if not outputs:
             self._tell(rel, "pull", "skipped")
             return
-        with self._lock:
-            self._pulls_left[rel] = [str(len(outputs)), "skipped", ""]
-        for out in outputs:
-            self._submit(self._ppool, self._pull_job, rel, out)
+        self._start_pulls(rel, outputs, [None] * len(outputs))
 
     def close(self, *, wait: bool) -> None:
         """Stop taking jobs; ``wait``: finish those in flight (else they are cancelled unless running)."""
@@ -88,20 +85,16 @@ class Handoff:
 
     def _thumbnail_job(self, rel: str, known: Known | None) -> None:
         assert self.worker is not None
-        placed: list[ThumbOutput] = []
-        failure: list[str] = []
+        made: list[tuple[ThumbOutput, bytes]] = []
 
-        def place(out: ThumbOutput) -> None:
-            if self.puller is None:
-                return
-            try:
-                self.puller.place(out)
-                placed.append(out)
-            except (ItemError, OSError) as exc:
-                failure.append(str(exc))
+        def keep(out: ThumbOutput) -> None:
+            # Thumbnails are small: their bytes go to the pull pool, which writes (and fsyncs) them while this
+            # job slot takes the next image.
+            if self.puller is not None and out.path is not None:
+                made.append((out, out.path.read_bytes()))
 
         try:
-            result, outputs = self.worker.make(rel, known=known, place=place)
+            result, outputs = self.worker.make(rel, known=known, place=keep)
         except ItemError as exc:
             self._tell(rel, "thumbnail", "failed", str(exc))
             return
@@ -115,18 +108,26 @@ class Handoff:
         self._tell(rel, "thumbnail", result)
         if self.puller is None or result == "gone":
             return
-        if failure:
-            self._tell(rel, "pull", "failed", failure[0])
-        elif result == "thumbnailed":
-            self._tell(rel, "pull", "pulled")
+        if made:
+            self._start_pulls(rel, [out for out, _data in made], [data for _out, data in made])
         else:
             self.pull(rel, outputs)
 
-    def _pull_job(self, rel: str, out: ThumbOutput) -> None:
+    def _start_pulls(self, rel: str, outputs: list[ThumbOutput], data: list[bytes | None]) -> None:
+        assert self._ppool is not None
+        with self._lock:
+            self._pulls_left[rel] = [str(len(outputs)), "skipped", ""]
+        for out, body in zip(outputs, data, strict=True):
+            self._submit(self._ppool, self._pull_job, rel, out, body)
+
+    def _pull_job(self, rel: str, out: ThumbOutput, data: bytes | None = None) -> None:
         assert self.puller is not None
         reason = ""
         try:
-            result = self.puller.pull(out.key, out.rel, size=out.size, etag=out.etag)
+            if data is not None:
+                result = self.puller.place(out, data)
+            else:
+                result = self.puller.pull(out.key, out.rel, size=out.size, etag=out.etag)
         except ItemError as exc:
             result, reason = "failed", str(exc)
             self.puller.status.fail(out.key, reason, "puller")

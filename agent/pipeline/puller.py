@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -131,16 +132,15 @@ class ThumbnailPuller:
         except Exception:  # noqa: BLE001 - sqlite (a name it cannot hold, a closed journal) or the file: compare the usual way
             return False
 
-    def place(self, out: ThumbOutput) -> str:
-        """The in-process hand-over: copy a thumbnail this process's worker just uploaded from its job folder.
+    def place(self, out: ThumbOutput, data: bytes) -> str:
+        """The in-process hand-over: write a thumbnail this process's worker just uploaded, from its bytes.
 
         The same bytes as the object, so no download. Stamped with the time now (the object's LastModified is
         not known without a request): the journal records what it is, so a later pull of it is a skip.
         """
-        assert out.path is not None
         path = safe_local_path(self.root, out.rel)
         started = time.monotonic()
-        with open(out.path, "rb") as body:
+        with io.BytesIO(data) as body:
             try:
                 self._write_atomic(path, body, out.key, None)
             except OSError as exc:
