@@ -47,7 +47,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_pipeline import (  # noqa: E402
     DUMMY_CREDENTIALS,
     EVENTS_QUEUE,
-    PULL_QUEUE,
     SOURCE_BUCKET,
     THUMBS_BUCKET,
     Admin,
@@ -94,13 +93,24 @@ def make_photos(folder: Path, n: int, size: tuple[int, int], quality: int = 88) 
 # --- the serial anchor ---------------------------------------------------------------------------------------------
 
 
+def serial_command(url: str, inbox: Path, thumbs: Path) -> tuple[float, float]:
+    """The serial pipeline as a command of its own, like ``thumbdrop sync``: (wall, client CPU), start-up included."""
+    before = os.times()
+    t0 = time.monotonic()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serial-child", url, str(inbox), str(thumbs)]
+    subprocess.run(argv, check=True, cwd=ROOT)
+    wall = time.monotonic() - t0
+    after = os.times()
+    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
 def serial_pipeline(url: str, inbox: Path, thumbs: Path, size: int = 256) -> tuple[float, float]:
     """The seed's pipeline made to work; returns (wall seconds, client CPU seconds)."""
+    t0, c0 = time.monotonic(), time.process_time()
     import boto3
     import botocore.config
     from PIL import Image
 
-    t0, c0 = time.monotonic(), time.process_time()
     config = botocore.config.Config(s3={"addressing_style": "path"})
     s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=config)
     sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", config=config)
@@ -195,9 +205,11 @@ def stage_pipeline(
     out(f"   {mb:.1f} MB in all")
     setup_serial(admin, server)
     m0 = server.cpu() or 0.0
-    s_wall, s_cpu = serial_pipeline(server.url, inbox, tmp / f"{name}-serial-thumbs")
+    s_wall, s_cpu = serial_command(server.url, inbox, tmp / f"{name}-serial-thumbs")
     s_srv = (server.cpu() or 0.0) - m0
     out(f"   serial pipeline : {s_wall:7.2f} s, client CPU {s_cpu / n * 1000:6.1f} ms/image, server CPU {s_srv:.1f} s")
+    if count_files(tmp / f"{name}-serial-thumbs") != n:
+        out("   (the serial pipeline did not bring every thumbnail back)")
     server.reset()
     cfg, thumbs = sync_config(tmp, name, server.url, inbox)
     m0 = server.cpu() or 0.0
@@ -245,6 +257,51 @@ def stage_noop(td: Thumbdrop, server: MotoServer, tmp: Path, cfg: Path, inbox: P
     a = sorted(a_walls)[1]
     out(f"   aws s3 sync (no-op): median {a:.2f} s of {[round(w, 2) for w in a_walls]}")
     out(f"   ratio thumbdrop / aws: {t / a:.2f}x (target <= 0.6x)")
+
+
+def stage_uploads(td: Thumbdrop, server: MotoServer, admin: Admin, tmp: Path, n: int) -> None:
+    """Uploads alone: ``thumbdrop sync`` with roles [uploader] (it ends once everything is up) vs ``aws s3 sync``."""
+    from bench_pipeline import make_upload_files
+
+    out(f"\n== uploads: {n} files of 50 KB, plain bucket (no notifications), commands with start-up ==")
+    folder = tmp / "uploads"
+    make_upload_files(folder, n)
+    past = time.time() - 60
+    for p in folder.iterdir():
+        os.utime(p, (past, past))
+    aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
+    rows: dict[str, list[tuple[float, float]]] = {"thumbdrop": [], "aws": []}
+    for i in range(3 if n <= 1000 else 1):
+        admin.fresh(server, thumbs_bucket=True, queues=True)
+        data = config_data(server.url, folder, tmp / "up-thumbs", tmp / f"up-state-{i}", roles=["uploader"])
+        data["backend"]["auto_setup"] = False
+        cfg = write_config(tmp / f"up-{i}.yaml", data)
+        wall, cpu, res = td.timed(cfg, "sync")
+        if res.returncode != 0 or admin.count() != n:
+            out(f"   thumbdrop: rc {res.returncode}, {admin.count()}/{n} up: {res.stdout[-300:]} {res.stderr[-800:]}")
+        rows["thumbdrop"].append((wall, cpu))
+        if aws is None:
+            continue
+        admin.fresh(server)
+        before = os.times()
+        t0 = time.monotonic()
+        subprocess.run(
+            [aws, "--endpoint-url", server.url, "s3", "sync", str(folder), f"s3://{SOURCE_BUCKET}/", "--only-show-errors"],
+            check=True,
+        )
+        a_wall = time.monotonic() - t0
+        after = os.times()
+        rows["aws"].append((a_wall, after.children_user - before.children_user + after.children_system - before.children_system))
+    for who, runs in rows.items():
+        if runs:
+            wall, cpu = sorted(runs)[len(runs) // 2]
+            out(f"   {who:<10}: median {wall:6.2f} s = {n / wall:6.0f} files/s, client CPU {cpu / n * 1000:5.2f} ms/file")
+    if rows["aws"]:
+        t = sorted(rows["thumbdrop"])[len(rows["thumbdrop"]) // 2]
+        a = sorted(rows["aws"])[len(rows["aws"]) // 2]
+        out(f"   files/s thumbdrop / aws: {a[0] / t[0]:.2f}x (target >= 1.2x); CPU per file: {t[1] / a[1]:.2f}x (target <= 0.7x)")
+    else:
+        out("   aws-cli not found (pip install awscli): no anchor")
 
 
 def stage_idle(td: Thumbdrop, tmp: Path, seconds: float) -> None:
@@ -339,9 +396,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-seconds", type=float)
     p.add_argument("--soak", type=int, default=0)
     p.add_argument("--reconcile", type=int, default=0)
-    p.add_argument("--only", default="startup,camera,small,noop,idle,soak,reconcile")
+    p.add_argument("--only", default="startup,camera,small,noop,uploads,idle,soak,reconcile")
     p.add_argument("--agent-repo", type=Path, default=ROOT)
+    p.add_argument("--uploads", type=int)
+    p.add_argument("--serial-child", nargs=3, metavar=("URL", "INBOX", "THUMBS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serial_child:
+        os.environ.update(DUMMY_CREDENTIALS)
+        url, inbox, thumbs = args.serial_child
+        serial_pipeline(url, Path(inbox), Path(thumbs))
+        return 0
+    uploads = args.uploads or (300 if args.quick else 1000)
     camera = args.camera or (8 if args.quick else 40)
     small = args.small or (200 if args.quick else 1000)
     idle = args.idle_seconds or (20 if args.quick else 60)
@@ -363,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             r = stage_pipeline(args, td, server, admin, tmp, "small", small, (640, 480))
             if "noop" in only:
                 stage_noop(td, server, tmp, Path(str(r["cfg"])), tmp / "small-inbox")
+        if "uploads" in only and uploads:
+            stage_uploads(td, server, admin, tmp, uploads)
         if "idle" in only:
             stage_idle(td, tmp, idle)
         if "soak" in only and args.soak:
@@ -376,7 +443,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    _ = (PULL_QUEUE,)
     return 0
 
 
