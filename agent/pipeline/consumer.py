@@ -81,6 +81,11 @@ class QueueConsumer:
         # sleeps on it while there is nothing in flight, instead of waking every second.
         self._busy = threading.Event()
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The job pool: the in-process hand-over runs its thumbnail jobs here too (one bound for both)."""
+        return self._pool
+
     # --- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:

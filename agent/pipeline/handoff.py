@@ -43,11 +43,16 @@ class Handoff:
         worker_concurrency: int,
         pull_concurrency: int,
         listener: Listener,
+        worker_pool: ThreadPoolExecutor | None = None,
     ) -> None:
+        """``worker_pool``: run the thumbnail jobs there (an agent's worker consumer pool: one bound for both)."""
         self.worker = worker
         self.puller = puller
         self.listener = listener
-        self._wpool = ThreadPoolExecutor(worker_concurrency, thread_name_prefix="handoff-worker") if worker else None
+        self._own_wpool = worker_pool is None
+        self._wpool = worker_pool or (
+            ThreadPoolExecutor(worker_concurrency, thread_name_prefix="handoff-worker") if worker else None
+        )
         self._ppool = ThreadPoolExecutor(pull_concurrency, thread_name_prefix="handoff-puller") if puller else None
         self._lock = threading.Lock()
         self._pulls_left: dict[str, list[str]] = {}  # rel -> [sizes left, worst result so far]
@@ -71,7 +76,7 @@ class Handoff:
     def close(self, *, wait: bool) -> None:
         """Stop taking jobs; ``wait``: finish those in flight (else they are cancelled unless running)."""
         self.closed = True
-        for pool in (self._wpool, self._ppool):
+        for pool in (self._wpool if self._own_wpool else None, self._ppool):
             if pool is not None:
                 pool.shutdown(wait=wait, cancel_futures=True)
 

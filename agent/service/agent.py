@@ -20,13 +20,14 @@ from agent.errors import ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule
 from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
+from agent.pipeline.handoff import Handoff
 from agent.pipeline.puller import ThumbnailPuller
-from agent.pipeline.uploader import Uploader
-from agent.pipeline.worker import ThumbnailWorker
+from agent.pipeline.uploader import LocalFile, Uploader
+from agent.pipeline.worker import Known, ThumbnailWorker
 from agent.service.control import CommandError, ControlServer
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
 from agent.service.sync import Parts, Sync, SyncJob
-from agent.state.journal import Journal
+from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Agent:
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
         self.worker: ThumbnailWorker | None = None
+        self.handoff: Handoff | None = None
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
@@ -136,10 +138,37 @@ class Agent:
                 urls.pull_dlq,
                 self.cfg.transfer.concurrency,
             )
+        if self.uploader is not None and self.worker is not None:
+            self._start_handoff()
         self.status.set_state("paused" if self.paused.is_set() else "running")
         self.ready.set()
         log.info("thumbdrop agent running")
         self._reconcile_loop()
+
+    def _start_handoff(self) -> None:
+        """Inside this process a key just uploaded goes straight to the worker, and its thumbnails straight to the
+        local folder: the events that follow are skipped by the journal. Jobs run on the worker consumer's own
+        pool, so worker.concurrency still bounds the thumbnail jobs of this agent."""
+        pool = next((c.pool for c in self.consumers if c.name == "worker"), None)
+        self.handoff = Handoff(
+            self.worker,
+            self.puller,
+            worker_concurrency=worker_concurrency(self.cfg),
+            pull_concurrency=self.cfg.transfer.concurrency,
+            listener=self._handed_over,
+            worker_pool=pool,
+        )
+        assert self.uploader is not None
+        self.uploader.listeners.append(self._hand_over)
+
+    def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
+        if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
+            self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
+
+    def _handed_over(self, rel: str, stage: str, result: str, reason: str) -> None:
+        # Failures are reported by the roles themselves; the event that follows retries or dead-letters them.
+        if result == "failed":
+            log.debug("hand-over: %s of %s failed: %s", stage, rel, reason)
 
     def _add_consumer(self, name: str, handle, describe, url: str, dlq: str | None, concurrency: int) -> None:  # type: ignore[no-untyped-def]
         consumer = QueueConsumer(
@@ -286,6 +315,8 @@ class Agent:
             c.stop()
         for c in self.consumers:
             c.join(max(0.5, deadline - time.monotonic()))
+        if self.handoff is not None:
+            self.handoff.close(wait=False)
         if self.uploader is not None:
             self.uploader.join(max(0.5, deadline - time.monotonic()))
         for job in list(self._syncs.values()):
