@@ -82,13 +82,30 @@ class Handoff:
 
     # --- jobs ----------------------------------------------------------------------------
 
-    def _submit(self, pool: ThreadPoolExecutor, fn: Callable[..., None], *args: object) -> None:
+    def _submit(self, pool: ThreadPoolExecutor, fn: Callable[..., None], *args: object) -> bool:
         try:
             pool.submit(fn, *args)
         except RuntimeError:  # shut down: the owner stopped (timeout, Ctrl-C); it lists what is left
-            pass
+            return False
+        return True
 
     def _thumbnail_job(self, rel: str, known: Known | None) -> None:
+        assert self.worker is not None
+        keys = self.worker.layout.thumb_keys(rel)
+        if self.puller is not None:
+            self.puller.expect(keys)  # their pull events wait for the placing below instead of downloading
+        made: list[tuple[ThumbOutput, bytes]] = []
+        try:
+            made = self._make(rel, known)
+        finally:
+            if self.puller is not None:
+                placing = {out.key for out, _data in made}
+                self.puller.release([k for k in keys if k not in placing])
+        if made:
+            self._start_pulls(rel, [out for out, _data in made], [data for _out, data in made])
+
+    def _make(self, rel: str, known: Known | None) -> list[tuple[ThumbOutput, bytes]]:
+        """The thumbnail job; returns the new thumbnails (with their bytes) that are to be placed locally."""
         assert self.worker is not None
         made: list[tuple[ThumbOutput, bytes]] = []
 
@@ -102,35 +119,38 @@ class Handoff:
             result, outputs = self.worker.make(rel, known=known, place=keep)
         except ItemError as exc:
             self._tell(rel, "thumbnail", "failed", str(exc))
-            return
+            return []
         except ThumbdropError as exc:
             self._tell(rel, "thumbnail", "failed", f"not thumbnailed: {exc}")
-            return
+            return []
         except Exception as exc:  # noqa: BLE001 - a bug: report this item by name, keep the pool alive
             log.exception("unexpected error thumbnailing %s", rel)
             self._tell(rel, "thumbnail", "failed", f"not thumbnailed: {type(exc).__name__}: {exc}")
-            return
+            return []
         self._tell(rel, "thumbnail", result)
         if self.puller is None or result == "gone":
-            return
-        if made:
-            self._start_pulls(rel, [out for out, _data in made], [data for _out, data in made])
-        else:
+            return []
+        if not made:
             self.pull(rel, outputs)
+        return made
 
     def _start_pulls(self, rel: str, outputs: list[ThumbOutput], data: list[bytes | None]) -> None:
         assert self._ppool is not None
         with self._lock:
             self._pulls_left[rel] = [str(len(outputs)), "skipped", ""]
         for out, body in zip(outputs, data, strict=True):
-            self._submit(self._ppool, self._pull_job, rel, out, body)
+            if not self._submit(self._ppool, self._pull_job, rel, out, body) and self.puller is not None:
+                self.puller.release([out.key])  # not placed after all: a pull event downloads it
 
     def _pull_job(self, rel: str, out: ThumbOutput, data: bytes | None = None) -> None:
         assert self.puller is not None
         reason = ""
         try:
             if data is not None:
-                result = self.puller.place(out, data)
+                try:
+                    result = self.puller.place(out, data)
+                finally:
+                    self.puller.release([out.key])
             else:
                 result = self.puller.pull(out.key, out.rel, size=out.size, etag=out.etag)
         except ItemError as exc:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -38,6 +39,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 CHUNK = 1 << 20
+PLACE_WAIT = 60.0  # seconds a pull waits for the hand-over to place the same thumbnail
 
 
 class ThumbnailPuller:
@@ -49,6 +51,22 @@ class ThumbnailPuller:
         self.root = Path(cfg.local.thumbnails_dir)
         self.status = status
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
+        # Thumbnails this process's worker is making and will place itself (the hand-over): a pull event for one
+        # waits for that instead of downloading it a second time.
+        self._placing: dict[str, threading.Event] = {}
+        self._placing_lock = threading.Lock()
+
+    def expect(self, keys: list[str]) -> None:
+        with self._placing_lock:
+            for key in keys:
+                self._placing.setdefault(key, threading.Event())
+
+    def release(self, keys: list[str]) -> None:
+        with self._placing_lock:
+            events = [self._placing.pop(key, None) for key in keys]
+        for ev in events:
+            if ev is not None:
+                ev.set()
 
     def handle_message(self, msg: dict[str, Any]) -> None:
         errors: list[ItemError] = []
@@ -93,6 +111,10 @@ class ThumbnailPuller:
     def pull(self, key: str, rel: str, *, size: int | None = None, etag: str | None = None, mtime: float | None = None) -> str:
         """Download one thumbnail unless the local copy matches; returns 'pulled' or 'skipped'."""
         path = safe_local_path(self.root, rel)
+        with self._placing_lock:
+            placing = self._placing.get(key)
+        if placing is not None:
+            placing.wait(PLACE_WAIT)
         if self._journal_matches(path, key, size, etag) or _matches(path, size, etag, mtime):
             self.status.count("skipped")
             return "skipped"

@@ -227,7 +227,9 @@ class ThumbnailWorker:
         source's lock (another thread made it meanwhile), nothing is asked of the backend.
         """
         with self._one_at_a_time(rel):
-            if seen_etag and self._journal_done(self.layout.source_key(rel), seen_etag):
+            # The other path (an event, or the hand-over) made them while this one waited for the source's lock.
+            done_etag = seen_etag or (known.etag if known is not None else None)
+            if done_etag and self._journal_done(self.layout.source_key(rel), done_etag):
                 self.status.count("skipped")
                 return "skipped", []
             return self._process(rel, known, place)

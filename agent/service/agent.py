@@ -146,13 +146,14 @@ class Agent:
         self._reconcile_loop()
 
     def _start_handoff(self) -> None:
-        """Inside this process a key just uploaded goes straight to the worker, and its thumbnails straight to the
-        local folder: the events that follow are skipped by the journal. Jobs run on the worker consumer's own
-        pool, so worker.concurrency still bounds the thumbnail jobs of this agent."""
+        """Inside this process a key just uploaded goes straight to the worker (no HEAD, no wait for its event);
+        the event that follows is skipped by the journal. Jobs run on the worker consumer's own pool, so
+        worker.concurrency still bounds the thumbnail jobs of this agent. The thumbnails still come down through
+        the pull queue, as every other host's do (sync, and poll mode, also hand them to the puller directly)."""
         pool = next((c.pool for c in self.consumers if c.name == "worker"), None)
         self.handoff = Handoff(
             self.worker,
-            self.puller,
+            None,
             worker_concurrency=worker_concurrency(self.cfg),
             pull_concurrency=self.cfg.transfer.concurrency,
             listener=self._handed_over,

@@ -131,3 +131,46 @@ def test_a_sync_with_nothing_to_do_makes_no_request(stack: Stack) -> None:
     assert opened == [1]
     assert calls["ListObjectsV2"] == 2 and calls["PutObject"] == 2 and calls["GetObject"] == 1, calls
     assert calls["HeadObject"] == 1 and calls["DeleteObject"] == 0, calls  # is the old thumbnail of this content?
+
+
+def test_run_hands_over_in_process_and_does_each_image_once(tmp_path: Path, moto_url: str) -> None:
+    """Under run, a file this agent uploads is handed to its worker at once; the S3 event that follows races that
+    hand-over, and whichever comes second finds the journal's record: each image is thumbnailed once, the source
+    is read once, and the loser costs no S3 call."""
+    from agent.service.agent import Agent
+    from agent.service.runtime import pool_size
+    from tests.integration.test_agent_control import config, drop_image
+
+    cfg = config(tmp_path, moto_url)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    backend = Backend(cfg.backend, endpoint_url=moto_url, local=False, pool_size=pool_size(cfg))
+    by_key: Counter[tuple[str, str, str]] = Counter()
+
+    def seen(event_name: str, params: dict[str, Any], **_kw: Any) -> None:
+        by_key[(event_name.rsplit(".", 1)[-1], str(params.get("Bucket", "")), str(params.get("Key", "")))] += 1
+
+    backend.s3.meta.events.register("before-parameter-build.s3.*", seen)
+    agent = Agent(cfg, backend, state)
+    agent.start()
+    try:
+        assert agent.ready.wait(60), "the agent did not become ready"
+        names = [f"run {i}.jpg" for i in range(4)]
+        for name in names:
+            drop_image(tmp_path / "inbox" / name)
+        thumbs = tmp_path / "thumbs"
+        wait_for(lambda: files_under(thumbs) == set(names), 60, "every thumbnail pulled")
+        wait_for(
+            lambda: agent.status.counts["skipped"] >= len(names),  # the second of (event, hand-over) of each image
+            60,
+            "the redundant work skipped",
+            lambda: f"{agent.status.counts} {dict(by_key)}",
+        )
+        source, thumbnails = cfg.source.bucket, cfg.thumbnails.bucket
+        for name in names:
+            assert by_key[("PutObject", thumbnails, name)] == 1, by_key  # thumbnailed once
+            assert by_key[("GetObject", source, name)] == 1, by_key  # the source read once
+            assert by_key[("HeadObject", source, name)] <= 1, by_key
+        assert agent.status.counts["thumbnailed"] == len(names) and agent.status.counts["failed"] == 0
+    finally:
+        agent.stop()
