@@ -26,13 +26,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-
-from agent.cloud.clients import Backend
-from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule, ThrottledReader, limiter_for, throttle
@@ -40,6 +35,11 @@ from agent.pipeline.keys import Layout, ascii_meta, printable
 from agent.pipeline.pools import shutdown_within
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
+
+if TYPE_CHECKING:  # boto3 and watchdog load when the uploader talks to the bucket or watches: not for a no-op sync
+    from watchdog.events import FileSystemEvent
+
+    from agent.cloud.clients import Backend
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -118,7 +118,7 @@ class Uploader:
         self._pending: dict[Path, tuple[int, int, float]] = {}
         self._busy: set[Path] = set()
         self._queued: set[Path] = set()
-        self._handler: _Handler | None = None
+        self._handler: Any = None  # a watchdog handler (see _handler_class)
         self._watches: list[Any] = []  # the observer watch of each folder, to replace when the folder is
         self._roots_seen: list[
             tuple[int, int] | None
@@ -184,6 +184,8 @@ class Uploader:
 
     def listing(self) -> dict[str, tuple[int, str]]:
         """key -> (size, etag) for everything under source.prefix: one paginated listing."""
+        from agent.cloud.errors import translate
+
         out: dict[str, tuple[int, str]] = {}
         paginator = self.s3.get_paginator("list_objects_v2")
         with translate("list the source bucket"):
@@ -198,6 +200,8 @@ class Uploader:
         A killed upload leaves parts that cost storage and never complete; the file itself
         is uploaded again from scratch by the reconcile that follows.
         """
+        from agent.cloud.errors import call, translate
+
         ours = {self.layout.source_key(lf.rel) for lf in self.scan()} if ours_too else set()
         now = time.time()
         aborted = 0
@@ -425,6 +429,8 @@ class Uploader:
         return Hashes(sha.hexdigest(), multipart, None)
 
     def _put(self, path: Path, key: str, st: os.stat_result, hashes: Hashes) -> str:
+        from agent.cloud.errors import call, retrying
+
         meta = {"sha256": hashes.sha256, "mtime": f"{st.st_mtime:.6f}", "device": ascii_meta(self.device)}
         content_type = _content_type(path.name)
         bucket = self.cfg.source.bucket
@@ -499,7 +505,9 @@ class Uploader:
         self._wake.set()
 
     def start_watching(self) -> None:
-        self._handler = _Handler(self)
+        from watchdog.observers import Observer
+
+        self._handler = _handler_class()(self)
         for root in self.folders:
             root.mkdir(parents=True, exist_ok=True)
             observer = Observer()
@@ -649,7 +657,7 @@ class Uploader:
             log.warning("uploads still waiting on the backend at the stop deadline: left for the next start")
 
 
-class _Handler(FileSystemEventHandler):
+class _Handler:
     """Runs under the observer's lock: filter and enqueue only, never I/O."""
 
     def __init__(self, uploader: Uploader) -> None:
@@ -672,6 +680,14 @@ class _Handler(FileSystemEventHandler):
         if self.up.local_file(path) is not None:
             self.up.status.count("seen")
             self.up.touch(path)
+
+
+@functools.cache
+def _handler_class() -> type[_Handler]:
+    """_Handler as a watchdog handler; built on first use so that importing the uploader does not load watchdog."""
+    from watchdog.events import FileSystemEventHandler
+
+    return type("_WatchHandler", (_Handler, FileSystemEventHandler), {})
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
