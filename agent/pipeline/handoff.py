@@ -152,7 +152,7 @@ class Handoff:
                 finally:
                     self.puller.release([out.key])
             else:
-                result = self.puller.pull(out.key, out.rel, size=out.size, etag=out.etag)
+                result = self.puller.pull(out.key, out.rel, size=out.size or None, etag=out.etag or None)
         except ItemError as exc:
             result, reason = "failed", str(exc)
             self.puller.status.fail(out.key, reason, "puller")

@@ -231,7 +231,12 @@ class ThumbnailWorker:
             done_etag = seen_etag or (known.etag if known is not None else None)
             if done_etag and self._journal_done(self.layout.source_key(rel), done_etag):
                 self.status.count("skipped")
-                return "skipped", []
+                # Their sizes and ETags are not known here (0, ""): a pull of them compares nothing, it downloads.
+                unknown = [
+                    ThumbOutput(self.layout.thumb_key(rel, s), self.layout.thumb_rel(rel, s), 0, "", None)
+                    for s in self.layout.sizes
+                ]
+                return "skipped", unknown
             return self._process(rel, known, place)
 
     def _journal_done(self, key: str, etag: str) -> bool:

@@ -164,6 +164,8 @@ class Agent:
 
     def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
         if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
+            if any(job.sync.claims(lf.rel) for job in list(self._syncs.values()) if not job.done.is_set()):
+                return  # a sync running in this agent hands it over itself (and counts it)
             self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
 
     def _handed_over(self, rel: str, stage: str, result: str, reason: str) -> None:

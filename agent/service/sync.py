@@ -138,6 +138,7 @@ class Sync:
         self._thumbs: dict[str, tuple[int, str, datetime]] = {}
         self._handoff: Handoff | None = None
         self._s3: Any = None
+        self._uploaded: set[str] = set()  # rels this sync uploaded: new content, so new thumbnails, whoever makes them
         self._shown: dict[str, tuple[int, int]] = {}
 
     def phases(self) -> list[str]:
@@ -266,6 +267,7 @@ class Sync:
         if outcome == "uploaded":
             with self._cond:
                 self.result.uploaded += 1
+                self._uploaded.add(rel)
         if outcome in ("gone", "busy"):
             if outcome == "gone":
                 self._done(rel)
@@ -328,8 +330,9 @@ class Sync:
         elif result == "gone":
             self._done(rel)
         elif stage == "thumbnail":
-            if result == "thumbnailed":
-                with self._cond:
+            with self._cond:
+                # "skipped" for a file this sync uploaded: the running agent's event path made them meanwhile.
+                if result == "thumbnailed" or rel in self._uploaded:
                     self.result.thumbnailed += 1
             self._pass(rel, "thumbnail")
             if "puller" not in self.roles:
@@ -403,6 +406,11 @@ class Sync:
             if force or self._shown.get(phase) != now:
                 self._shown[phase] = now
                 self.progress(phase, *now)
+
+    def claims(self, rel: str) -> bool:
+        """This sync is taking ``rel`` through the pipeline (an agent's own hand-over leaves it alone)."""
+        with self._cond:
+            return rel in self._open
 
     def progress_snapshot(self) -> dict[str, list[int]]:
         """For a client watching a sync the agent runs: {phase: [done, total]}."""
