@@ -88,22 +88,24 @@ def _leave(code: int) -> int:
 
 
 class _ProgressLine:
-    """A one-line progress bar on a terminal; one plain line per finished phase otherwise."""
+    """One line on a terminal with every phase (they overlap: uploads, thumbnails and pulls stream);
+    one plain line per finished phase otherwise."""
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.tty = sys.stderr.isatty()
         self.enabled = enabled  # off with -q, and with --log-format json (stderr is then for a log shipper)
         self.finished: set[str] = set()
+        self.phases: dict[str, tuple[int, int]] = {}
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if phase in self.finished or not self.enabled:
             return
         complete = done >= total
+        self.phases[phase] = (done, total)
         if self.tty:
-            width = 30
-            filled = width * done // total if total else width
-            end = "\n" if complete else ""
-            sys.stderr.write(f"\r{phase:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {end}")
+            line = "  ".join(f"{p} {d}/{t}" for p, (d, t) in self.phases.items())
+            end = "\n" if all(d >= t for d, t in self.phases.values()) and complete else ""
+            sys.stderr.write(f"\r{line}\x1b[K{end}")
             sys.stderr.flush()
         elif complete:
             print(f"{phase}: {done}/{total}", file=sys.stderr)
@@ -118,6 +120,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from agent.cli.main import load
     from agent.service.runtime import open_backend, report_missing_watch_folders, state_dir
     from agent.service.sync import Sync
+    from agent.service.sync_client import sync_through_agent
 
     cfg = load(args)
     report_missing_watch_folders(cfg)
@@ -127,15 +130,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = _ProgressLine(enabled=not args.quiet and args.log_format != "json")
     try:
-        with open_backend(cfg) as backend:
+        # A running agent on this state dir does the work itself: never a second uploader and worker beside it.
+        result = sync_through_agent(cfg, state_dir(cfg), timeout=args.timeout, progress=progress, stop=stop)
+        if result is None:
             result = Sync(
-                cfg,
-                backend,
-                state_dir(cfg),
-                timeout=args.timeout,
-                progress=_ProgressLine(enabled=not args.quiet and args.log_format != "json"),
-                stop=stop,
+                cfg, lambda: open_backend(cfg), state_dir(cfg), timeout=args.timeout, progress=progress, stop=stop
             ).run()
     finally:
         for s, h in previous.items():

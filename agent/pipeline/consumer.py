@@ -100,6 +100,14 @@ class QueueConsumer:
         self._slow_backoff = Backoff(first=2.0, cap=15.0)  # refusals that a retry does not cure soon
         self._wake = threading.Event()  # set by wake() and stop(): ends a backoff wait at once
         self._heartbeat = False  # start() runs the heartbeat that extends the short receive visibility
+        # Set when a job starts or a message waits for its delete, and by stop(): the housekeeping thread
+        # sleeps on it while there is nothing in flight, instead of waking every second.
+        self._busy = threading.Event()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The job pool: the in-process hand-over runs its thumbnail jobs here too (one bound for both)."""
+        return self._pool
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -113,6 +121,7 @@ class QueueConsumer:
     def stop(self) -> None:
         self.stop_event.set()
         self._wake.set()
+        self._busy.set()
 
     def wake(self) -> None:
         """The backend is back (another role got through): try again now, from the first backoff step."""
@@ -215,6 +224,7 @@ class QueueConsumer:
         for n, msg in enumerate(messages):
             with self._lock:
                 self._inflight[msg["MessageId"]] = msg["ReceiptHandle"]
+                self._busy.set()  # under the lock: the housekeeping thread's idle check cannot miss it
             try:
                 self._pool.submit(self._run_job, msg)
             except RuntimeError:  # the pool shut down while this poll was open: hand the rest back
@@ -271,6 +281,7 @@ class QueueConsumer:
             self._inflight.pop(msg["MessageId"], None)
             self._started.discard(msg["MessageId"])
             self._to_delete.append((msg["MessageId"], msg["ReceiptHandle"]))
+            self._busy.set()
             full = len(self._to_delete) >= 10
         if full:
             self._flush_deletes()
@@ -330,12 +341,22 @@ class QueueConsumer:
             log.debug("%s: could not postpone message (tried again): %s", self.name, vis_exc)
             with self._lock:
                 self._to_postpone[msg["MessageId"]] = (msg["ReceiptHandle"], delay)
+                self._busy.set()
 
     def _housekeeping_loop(self) -> None:
-        """Every second: flush deletions, extend jobs that just started, resend failed postponements; and extend
-        every running job every visibility/3."""
+        """Flush deletions and postponements every second, extend jobs that just started, and every running job
+        every visibility/3; with nothing in flight, sleep until a job starts."""
         next_extend = time.monotonic() + self.visibility / 3
-        while not self.stop_event.wait(1.0):
+        while True:
+            with self._lock:
+                idle = not self._inflight and not self._to_delete and not self._to_postpone
+                if idle:
+                    self._busy.clear()
+            if idle:
+                self._busy.wait()
+                next_extend = time.monotonic() + self.visibility / 3  # a job starting now has a fresh visibility
+            if self.stop_event.wait(1.0):
+                return
             self._flush_deletes()
             self._flush_postpones()
             if time.monotonic() >= next_extend:

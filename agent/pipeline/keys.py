@@ -31,6 +31,17 @@ def thumbnail_name(name: str, fmt: str) -> str:
 
 
 @dataclass(frozen=True)
+class ThumbOutput:
+    """One thumbnail in the bucket; ``path`` is its local file while the job that made it runs (else None)."""
+
+    key: str
+    rel: str  # under local.thumbnails_dir
+    size: int
+    etag: str
+    path: Path | None
+
+
+@dataclass(frozen=True)
 class Layout:
     """Key mapping for one config."""
 

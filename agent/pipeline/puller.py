@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +30,7 @@ from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, is_probe, not_ours, safe_local_path
+from agent.pipeline.keys import Layout, ThumbOutput, is_probe, not_ours, safe_local_path
 from agent.state.journal import Journal
 from agent.state.processes import pid_alive
 from agent.state.status import Status
@@ -44,6 +46,7 @@ CHUNK = 1 << 20
 # (perhaps reused by another program) only after a day: a live download writes every few seconds.
 STALE_TEMP_SECONDS = 3600.0
 STALE_TEMP_LIVE_PID_SECONDS = 86400.0
+PLACE_WAIT = 60.0  # seconds a pull waits for the hand-over to place the same thumbnail
 
 
 class ThumbnailPuller:
@@ -55,6 +58,22 @@ class ThumbnailPuller:
         self.root = Path(cfg.local.thumbnails_dir)
         self.status = status
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
+        # Thumbnails this process's worker is making and will place itself (the hand-over): a pull event for one
+        # waits for that instead of downloading it a second time.
+        self._placing: dict[str, threading.Event] = {}
+        self._placing_lock = threading.Lock()
+
+    def expect(self, keys: list[str]) -> None:
+        with self._placing_lock:
+            for key in keys:
+                self._placing.setdefault(key, threading.Event())
+
+    def release(self, keys: list[str]) -> None:
+        with self._placing_lock:
+            events = [self._placing.pop(key, None) for key in keys]
+        for ev in events:
+            if ev is not None:
+                ev.set()
 
     def handle_message(self, msg: dict[str, Any]) -> None:
         errors: list[ItemError] = []
@@ -109,7 +128,11 @@ class ThumbnailPuller:
     def pull(self, key: str, rel: str, *, size: int | None = None, etag: str | None = None, mtime: float | None = None) -> str:
         """Download one thumbnail unless the local copy matches; returns 'pulled' or 'skipped'."""
         path = safe_local_path(self.root, rel)
-        if _matches(path, size, etag, mtime):
+        with self._placing_lock:
+            placing = self._placing.get(key)
+        if placing is not None:
+            placing.wait(PLACE_WAIT)
+        if self._journal_matches(path, key, size, etag) or _matches(path, size, etag, mtime):
             self.status.count("skipped")
             return "skipped"
         self.status.begin("pulling")
@@ -140,6 +163,40 @@ class ThumbnailPuller:
         if self.journal is not None:
             self.journal.record_pull(str(path), key, str(resp.get("ETag", "")).strip('"'), int(resp.get("ContentLength") or 0))
         log.info("pulled %s -> %s", key, path)
+        return "pulled"
+
+    def _journal_matches(self, path: Path, key: str, size: int | None, etag: str | None) -> bool:
+        """This very object was written to ``path`` (journal) and the file still has its size: no MD5 to compare."""
+        if self.journal is None or size is None or not etag:
+            return False
+        try:
+            if self.journal.pull(str(path)) != (key, etag, size):
+                return False
+            return path.stat().st_size == size
+        except Exception:  # noqa: BLE001 - sqlite (a name it cannot hold, a closed journal) or the file: compare the usual way
+            return False
+
+    def place(self, out: ThumbOutput, data: bytes) -> str:
+        """The in-process hand-over: write a thumbnail this process's worker just uploaded, from its bytes.
+
+        The same bytes as the object, so no download. Stamped with the time now (the object's LastModified is
+        not known without a request): the journal records what it is, so a later pull of it is a skip.
+        """
+        path = safe_local_path(self.root, out.rel)
+        started = time.monotonic()
+        with io.BytesIO(data) as body:
+            try:
+                self._write_atomic(path, body, out.key, None)
+            except OSError as exc:
+                raise ItemError(
+                    f"cannot write {path}: {exc.strerror or exc}",
+                    hint="free space or fix the permissions of local.thumbnails_dir; it is pulled again at the next rescan",
+                ) from None
+        self.status.done("pull", time.monotonic() - started, out.size)
+        self.status.pulled(str(path))
+        if self.journal is not None:
+            self.journal.record_pull(str(path), out.key, out.etag, out.size)
+        log.info("pulled %s -> %s (made here)", out.key, path)
         return "pulled"
 
     def _write_atomic(self, path: Path, body: Any, key: str, stamp: float | None) -> None:

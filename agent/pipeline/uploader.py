@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import logging
 import os
@@ -43,16 +44,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from boto3.s3.transfer import TransferConfig
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
-from agent.cloud.capabilities import degrade
-from agent.cloud.clients import Backend
-from agent.cloud.errors import call, retrying, translate
 from agent.config.model import Config
 from agent.errors import ItemError, ResourceMissingError, ThumbdropError, UnsupportedError
 from agent.pipeline.bandwidth import PauseSchedule, limiter_for, throttle
@@ -63,6 +57,11 @@ from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
 from agent.state.watch_folders import MISSING, NEW, WatchFolder, check_folder
 
+if TYPE_CHECKING:  # boto3 and watchdog load when the uploader talks to the bucket or watches: not for a no-op sync
+    from watchdog.events import FileSystemEvent
+
+    from agent.cloud.clients import Backend
+
 log = logging.getLogger(__name__)
 MIB = 1 << 20
 # How often the settle loop checks that each watch folder is still the one its inotify watch is on.
@@ -70,6 +69,8 @@ ROOT_CHECK_SECONDS = 2.0
 # The longest a file written to but not closed again waits after its last write: a writer that keeps a file open
 # without writing (or a close event lost to an inotify queue overflow) must not hold it back for ever.
 OPEN_WAIT_CAP = 300.0
+# While paused, in pause hours or before the notifications exist: how often to look again (resume wakes it at once).
+HELD_CHECK_SECONDS = 5.0
 
 
 class NameFilter:
@@ -98,6 +99,11 @@ class LocalFile:
     rel: str  # relative to the source prefix (folder name first when there are several)
 
 
+# Told of every upload attempt's outcome: (file, 'uploaded'|'unchanged'|'gone'|'failed'|'postponed'|'busy', what
+# the bucket holds now when known, the reason of a failure). The in-process hand-over (sync) listens here.
+UploadListener = Callable[[LocalFile, str, UploadRecord | None, str], None]
+
+
 @dataclass
 class Hashes:
     sha256: str
@@ -106,9 +112,10 @@ class Hashes:
 
 
 class Uploader:
-    def __init__(self, cfg: Config, backend: Backend, status: Status, journal: Journal) -> None:
+    def __init__(self, cfg: Config, backend: Backend | None, status: Status, journal: Journal) -> None:
+        """``backend`` None: only the local side (scan, local checks) until attach(); sync's no-op needs no more."""
         self.cfg = cfg
-        self.s3 = backend.s3
+        self.s3: Any = backend.s3 if backend is not None else None
         self.status = status
         self.journal = journal
         self.layout = Layout.of(cfg)
@@ -118,9 +125,6 @@ class Uploader:
         self.filter = NameFilter(cfg.watch.include, cfg.watch.exclude)
         self.threshold = cfg.transfer.multipart_threshold_mb * MIB
         self.chunk = cfg.transfer.multipart_chunksize_mb * MIB
-        self.transfer_config = TransferConfig(
-            multipart_threshold=self.threshold, multipart_chunksize=self.chunk, max_concurrency=4, use_threads=True
-        )
         self.device = cfg.local.device_name or socket.gethostname()
         self.pool = ThreadPoolExecutor(cfg.transfer.concurrency, thread_name_prefix="uploader")
         self.stop_event = threading.Event()
@@ -138,7 +142,7 @@ class Uploader:
         self._pending: dict[Path, tuple[int, int, float]] = {}
         self._busy: set[Path] = set()
         self._queued: set[Path] = set()
-        self._handler: _Handler | None = None
+        self._handler: Any = None  # a watchdog handler (see _handler_class)
         self._watches: list[Any] = []  # the observer watch of each folder, to replace when the folder is
         self._roots_seen: list[
             tuple[int, int] | None
@@ -155,6 +159,21 @@ class Uploader:
         self.open_wait_cap = OPEN_WAIT_CAP
         self._observers: list[Any] = []
         self._threads: list[threading.Thread] = []
+        self.listeners: list[UploadListener] = []
+        # Wakes the settle loop: a file event, a folder to scan, a resume. Otherwise it sleeps until the next
+        # deadline (a file due to settle, a retry, the folder check): an idle agent does not tick.
+        self._wake = threading.Event()
+
+    def attach(self, backend: Backend) -> None:
+        self.s3 = backend.s3
+
+    @functools.cached_property
+    def transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig  # only multipart uploads need it: keeps start-up lean
+
+        return TransferConfig(
+            multipart_threshold=self.threshold, multipart_chunksize=self.chunk, max_concurrency=4, use_threads=True
+        )
 
     # --- mapping ----------------------------------------------------------------------
 
@@ -196,6 +215,8 @@ class Uploader:
 
     def listing(self) -> dict[str, tuple[int, str]]:
         """key -> (size, etag) for everything under source.prefix: one paginated listing."""
+        from agent.cloud.errors import translate
+
         out: dict[str, tuple[int, str]] = {}
         paginator = self.s3.get_paginator("list_objects_v2")
         with translate("list the source bucket"):
@@ -216,6 +237,9 @@ class Uploader:
                 resumable.add(rec.upload_id)
             else:
                 self.journal.forget_multipart(rec.path)  # its file is gone: aborted below like any other
+        from agent.cloud.capabilities import degrade
+        from agent.cloud.errors import call, translate
+
         ours = {self.layout.source_key(lf.rel) for lf in self.scan()} if ours_too else set()
         now = time.time()
         aborted = 0
@@ -298,8 +322,10 @@ class Uploader:
                 self._dirty.add(lf.path)
                 return "busy"
             self._busy.add(lf.path)
+        rec: UploadRecord | None = None
+        result, reason = "failed", ""
         try:
-            result = self.upload(lf, remote)
+            result, rec = self._upload(lf, remote)
             with self._lock:
                 self._retry_at.pop(lf.path, None)
                 self._backoff.pop(lf.path, None)
@@ -307,10 +333,12 @@ class Uploader:
             self.status.online()
             return result
         except ItemError as exc:
-            self.status.fail(str(lf.path), str(exc), "uploader")
+            reason = str(exc)
+            self.status.fail(str(lf.path), reason, "uploader")
             log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
         except ThumbdropError as exc:
+            reason = str(exc)
             missing = isinstance(exc, ResourceMissingError) and self.on_missing is not None
             if exc.kind == "transient" or missing:
                 if missing:
@@ -326,7 +354,8 @@ class Uploader:
                 (log.debug if missing else log.warning)(
                     "upload of %s postponed (retry in about %.0f s): %s", printable(str(lf.path)), delay, exc
                 )
-                return "postponed"
+                result = "postponed"
+                return result
             self.status.fail(str(lf.path), str(exc), "uploader")
             log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
@@ -337,6 +366,11 @@ class Uploader:
                 self._dirty.discard(lf.path)
             if again:
                 self.touch(lf.path)
+            for listener in list(self.listeners):
+                try:
+                    listener(lf, result, rec, reason)
+                except Exception:  # noqa: BLE001 - a listener's bug must not cost the upload pool a thread
+                    log.exception("uploader: a listener failed on %s", printable(str(lf.path)))
 
     def retry_now(self) -> None:
         """The backend answers again: every postponed file is due now, and its backoff starts from the first step."""
@@ -350,33 +384,37 @@ class Uploader:
 
     def upload(self, lf: LocalFile, remote: tuple[int, str] | None = None, *, known_remote: bool = True) -> str:
         """Upload one file unless the bucket has this content; 'uploaded', 'unchanged' or 'gone'."""
+        return self._upload(lf, remote)[0]
+
+    def _upload(self, lf: LocalFile, remote: tuple[int, str] | None) -> tuple[str, UploadRecord | None]:
+        """upload(), also returning what the bucket now holds (when known) for the hand-over to the worker."""
         path = lf.path
         problem = self.layout.name_problem(lf.rel)
         if problem:
             raise ItemError(f"not uploaded: {problem}")
         if not self._inside(path, lf.folder):
             log.info("skipped %s: a symlink on its path leads outside the watch folder", path)
-            return "gone"
+            return "gone", None
         try:
             st = self._settled_stat(path)
         except FileNotFoundError:
-            return "gone"
+            return "gone", None
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror}") from None
         if st is None:
-            return "postponed"  # stopping while it was still being written: the next start takes it
+            return "postponed", None  # stopping while it was still being written: the next start takes it
         if self.still_open(path):
             self.touch(path)  # a program still writes it: the settle loop sends it once it is closed
-            return "writing"
+            return "writing", None
         if not path.is_file():
-            return "gone"
+            return "gone", None
         if self._thumbnailed_locally(lf.rel, st):
-            return "unchanged"
+            return "unchanged", None
         key = self.layout.source_key(lf.rel)
         cached = self.journal.upload(str(path))
         if remote is not None and cached and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
             if cached.key == key and remote == (cached.size, cached.etag):
-                return "unchanged"
+                return "unchanged", cached
         if cached and cached.key == key and (cached.size, cached.mtime_ns) == (st.st_size, st.st_mtime_ns):
             # The worker refused these very bytes before (the embedded backend forgets its buckets and markers
             # at every restart): the same content gets the same verdict. A changed file is tried again.
@@ -384,16 +422,17 @@ class Uploader:
             if reason is not None:
                 self.status.remember(key, reason, "worker")
                 log.debug("not uploaded again: %s failed before with the same content (%s)", printable(str(path)), reason)
-                return "known-bad"
+                return "known-bad", None
         try:
             hashes = self._hash(path, st.st_size, etag=remote is not None)
         except FileNotFoundError:
-            return "gone"
+            return "gone", None
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror or exc}") from None
         if remote is not None and hashes.etag is not None and remote == (st.st_size, hashes.etag):
-            self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag))
-            return "unchanged"
+            rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag)
+            self.journal.record_upload(rec)
+            return "unchanged", rec
         self.status.begin("uploading")
         started = time.monotonic()
         try:
@@ -405,11 +444,12 @@ class Uploader:
         if after is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             log.info("%s changed during its upload; it goes up again once it settles", path)
             self.touch(path)
-        self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag))
+        rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag)
+        self.journal.record_upload(rec)
         self.status.count("uploaded")
         self.status.resolved(str(path), "uploader")
         log.info("uploaded %s -> s3://%s/%s (%d bytes)", printable(str(path)), self.cfg.source.bucket, printable(key), st.st_size)
-        return "uploaded"
+        return "uploaded", rec
 
     def _settled_stat(self, path: Path) -> os.stat_result | None:
         """stat() once the file has not changed for settle_seconds (waits if it changed recently).
@@ -429,6 +469,11 @@ class Uploader:
                 still_since = time.monotonic()
             st = again
         return st
+
+    def up_to_date_locally(self, lf: LocalFile) -> bool:
+        """Every thumbnail of this file is in the local folder and newer than it: nothing to do, no request."""
+        st = _stat(lf.path)
+        return st is not None and self._thumbnailed_locally(lf.rel, st)
 
     def _thumbnailed_locally(self, rel: str, st: os.stat_result) -> bool:
         """The local thumbnails folder is the truth: thumbnails newer than the file mean it is done.
@@ -463,6 +508,8 @@ class Uploader:
         return Hashes(sha.hexdigest(), multipart, None)
 
     def _put(self, path: Path, key: str, st: os.stat_result, hashes: Hashes) -> str:
+        from agent.cloud.errors import retrying
+
         meta = {"sha256": hashes.sha256, "mtime": f"{st.st_mtime:.6f}", "device": ascii_meta(self.device)}
         content_type = _content_type(path.name)
         bucket = self.cfg.source.bucket
@@ -496,6 +543,7 @@ class Uploader:
             self._pending[path] = (-1, -1, now)
             if written and self.close_events:
                 self._open_for_write[path] = now
+        self._wake.set()
 
     def closed(self, path: Path) -> None:
         """The writer closed ``path`` (IN_CLOSE_WRITE): the settle time runs from now (it may reopen it)."""
@@ -521,6 +569,10 @@ class Uploader:
             )
         return False
 
+    def wake(self) -> None:
+        """Look at the pending files now (after a resume, or once the notifications exist)."""
+        self._wake.set()
+
     def forget(self, path: Path) -> None:
         with self._lock:
             self._pending.pop(path, None)
@@ -538,9 +590,12 @@ class Uploader:
     def scan_later(self, folder: Path) -> None:
         with self._lock:
             self._dirs_to_scan.add(folder)
+        self._wake.set()
 
     def start_watching(self) -> None:
-        self._handler = _Handler(self)
+        from watchdog.observers import Observer
+
+        self._handler = _handler_class()(self)
         for root in self.folders:
             if not root.is_dir():
                 folder = check_folder(root, self.journal.uploads_under)
@@ -609,22 +664,30 @@ class Uploader:
         self.status.folder_missing(folder.path, text)
 
     def _settle_loop(self) -> None:
-        last_root_check = time.monotonic()
-        while not self.stop_event.wait(0.05):
+        next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
+        timeout = 0.0
+        while True:
+            self._wake.wait(timeout)
+            if self.stop_event.is_set():
+                return
+            self._wake.clear()
             try:
-                if time.monotonic() - last_root_check >= ROOT_CHECK_SECONDS:
-                    last_root_check = time.monotonic()
+                now = time.monotonic()
+                if now >= next_root_check:
+                    next_root_check = now + ROOT_CHECK_SECONDS
                     self._check_roots()
-                self._settle_tick()
+                timeout = min(self._settle_tick(), next_root_check) - time.monotonic()
+                timeout = max(0.01, timeout)  # at least a moment: a burst of events is handled in one round
             except Exception:  # noqa: BLE001 - this thread feeds every live upload: log the bug, never die of it
                 log.exception("uploader: unexpected error while handing over settled files (continuing)")
-                self.stop_event.wait(1.0)
+                timeout = 1.0
 
-    def _settle_tick(self) -> None:
+    def _settle_tick(self) -> float:
+        """Hand over the settled files; returns when (monotonic) the next one may be due."""
         settle = self.cfg.watch.settle_seconds
         if self.paused.is_set() or not self.provisioned.is_set() or self.held():
             self._publish_pending()
-            return
+            return time.monotonic() + HELD_CHECK_SECONDS
         with self._lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:
@@ -666,11 +729,18 @@ class Uploader:
             if lf is not None:
                 self._submit(lf, self._remote_of(lf))
         self._publish_pending()
+        with self._lock:
+            due = [since + settle for (_size, _mtime, since) in self._pending.values()]
+            due.extend(self._retry_at.values())
+        # A file seen for the first time is stat'ed again after a short while even when "due" already: its
+        # size and mtime must hold still between two looks.
+        return max(min(due, default=float("inf")), now + 0.05) if due else float("inf")
 
     def _publish_pending(self) -> None:
         """Files noticed but not uploaded yet: settling, queued, uploading, or waiting to retry."""
         with self._lock:
-            self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+            n = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+        self.status.set_pending(n)
 
     def held(self) -> bool:
         """Inside a ``watch.pause_hours`` window (logged when one starts and ends)."""
@@ -694,6 +764,7 @@ class Uploader:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._wake.set()
         for o in self._observers:
             o.stop()
 
@@ -707,7 +778,7 @@ class Uploader:
             log.warning("uploads still waiting on the backend at the stop deadline: left for the next start")
 
 
-class _Handler(FileSystemEventHandler):
+class _Handler:
     """Runs under the observer's lock: filter and enqueue only, never I/O."""
 
     def __init__(self, uploader: Uploader) -> None:
@@ -748,6 +819,14 @@ def reports_close_write(observer: Any) -> bool:
     from watchdog import events
 
     return type(observer).__name__.startswith("Inotify") and hasattr(events, "FileAttribEvent")
+
+
+@functools.cache
+def _handler_class() -> type[_Handler]:
+    """_Handler as a watchdog handler; built on first use so that importing the uploader does not load watchdog."""
+    from watchdog.events import FileSystemEventHandler
+
+    return type("_WatchHandler", (_Handler, FileSystemEventHandler), {})
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -44,8 +44,9 @@ from agent.imaging.memory import MIB
 from agent.imaging.spec import PREVIEW_CONTENT_TYPE, is_video
 from agent.pipeline.admission import MemoryBudget, default_memory_mb, make_admitted
 from agent.pipeline.bandwidth import limiter_for, throttle
-from agent.pipeline.keys import Layout, ascii_meta, is_probe, not_ours
+from agent.pipeline.keys import Layout, ThumbOutput, ascii_meta, is_probe, not_ours
 from agent.pipeline.pools import shutdown_within
+from agent.state.journal import Journal
 from agent.state.processes import pid_alive
 from agent.state.status import Status
 
@@ -81,6 +82,19 @@ def _clear_dead_tmp(root: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Known:
+    """What the caller already knows of a source it just uploaded: saves the worker's HEAD requests."""
+
+    etag: str
+    sha256: str
+    no_thumbs: bool  # the listing showed no thumbnail of it
+    no_marker: bool  # ... and no failure marker
+
+
+Place = Callable[[ThumbOutput], None]
+
+
 def spec_of(cfg: Config) -> ThumbnailSpec:
     t = cfg.thumbnails
     bg = tuple(int(t.background[i : i + 2], 16) for i in (1, 3, 5))
@@ -95,15 +109,20 @@ def spec_of(cfg: Config) -> ThumbnailSpec:
     )
 
 
-def has_thumbnails(s3: Any, cfg: Config, layout: Layout, rel: str, etag: str) -> bool:
-    """Every size of this source's thumbnails is in the bucket, made from the content with ``etag``."""
-    for tkey in layout.thumb_keys(rel):
+def has_thumbnails(s3: Any, cfg: Config, layout: Layout, rel: str, etag: str, outputs: list[ThumbOutput] | None = None) -> bool:
+    """Every size of this source's thumbnails is in the bucket, made from the content with ``etag``;
+    ``outputs`` (when given) gets each one's key, size and ETag."""
+    for size in layout.sizes:
+        tkey = layout.thumb_key(rel, size)
         try:
             head = call(f"read {tkey}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=tkey)
         except ObjectGoneError:
             return False
         if head.get("Metadata", {}).get("source-etag") != etag:
             return False
+        if outputs is not None:
+            size_bytes, tag = int(head.get("ContentLength") or 0), str(head.get("ETag", "")).strip('"')
+            outputs.append(ThumbOutput(tkey, layout.thumb_rel(rel, size), size_bytes, tag, None))
     return True
 
 
@@ -136,8 +155,10 @@ def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool
 
 
 class ThumbnailWorker:
-    def __init__(self, cfg: Config, backend: Backend, status: Status, tmp_root: Path) -> None:
+    def __init__(self, cfg: Config, backend: Backend, status: Status, tmp_root: Path, journal: Journal | None = None) -> None:
         self.cfg = cfg
+        # Remembers which source ETags have thumbnails, so a redundant event costs no request at all.
+        self.journal = journal
         self.s3 = backend.s3
         self.layout = Layout.of(cfg)
         self.spec = spec_of(cfg)
@@ -195,8 +216,12 @@ class ThumbnailWorker:
                 log.info("ignored event for %s (our own output)", event.key)
                 self.status.count("ignored")
                 continue
+            if event.etag and self._journal_done(event.key, event.etag):
+                # Thumbnailed in-process already (sync, the hand-over): the event is redundant.
+                self.status.count("skipped")
+                continue
             try:
-                self.process(rel, deferred)
+                self.process(rel, deferred, seen_etag=event.etag)
             except ItemError as exc:
                 errors.append(exc)
         if errors:
@@ -283,14 +308,53 @@ class ThumbnailWorker:
 
     # --- one object ---------------------------------------------------------------
 
-    def process(self, rel: str, deferred: list[Future[None]] | None = None) -> str:
-        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped' or 'gone'.
+    def process(self, rel: str, deferred: list[Future[None]] | None = None, *, seen_etag: str | None = None) -> str:
+        """Make the thumbnails of one source; returns 'thumbnailed', 'skipped', 'superseded' or 'gone'.
 
         A video's preview is encoded before this returns, unless ``deferred`` is given: then its Future is
         appended there and it runs in the preview pool.
         """
+        return self.make(rel, seen_etag=seen_etag, deferred=deferred)[0]
+
+    def make(
+        self,
+        rel: str,
+        *,
+        known: Known | None = None,
+        place: Place | None = None,
+        seen_etag: str | None = None,
+        deferred: list[Future[None]] | None = None,
+    ) -> tuple[str, list[ThumbOutput]]:
+        """process(), also returning the thumbnails; ``place`` gets each new one while its file exists.
+
+        ``seen_etag``: the ETag an event named; when the journal says it is done by the time this job holds the
+        source's lock (another thread made it meanwhile), nothing is asked of the backend.
+        """
         with self._one_at_a_time(rel):
-            return self._process(rel, deferred)
+            # The other path (an event, or the hand-over) made them while this one waited for the source's lock.
+            done_etag = seen_etag or (known.etag if known is not None else None)
+            if done_etag and self._journal_done(self.layout.source_key(rel), done_etag):
+                self.status.count("skipped")
+                # Their sizes and ETags are not known here (0, ""): a pull of them compares nothing, it downloads.
+                unknown = [
+                    ThumbOutput(self.layout.thumb_key(rel, s), self.layout.thumb_rel(rel, s), 0, "", None)
+                    for s in self.layout.sizes
+                ]
+                return "skipped", unknown
+            return self._process(rel, known, place, deferred)
+
+    def _journal_done(self, key: str, etag: str) -> bool:
+        if self.journal is None:
+            return False
+        try:
+            return self.journal.thumbnailed(key) == etag
+        except Exception:  # noqa: BLE001 - sqlite (a name it cannot hold, a closed journal): ask the backend instead
+            return False
+
+    def _remember(self, key: str, etag: str) -> None:
+        if self.journal is not None:
+            with contextlib.suppress(Exception):
+                self.journal.record_thumbnailed(key, etag)
 
     @contextmanager
     def _one_at_a_time(self, rel: str) -> Iterator[None]:
@@ -308,22 +372,34 @@ class ThumbnailWorker:
                 if not entry[1]:
                     del self._busy[rel]
 
-    def _process(self, rel: str, deferred: list[Future[None]] | None = None) -> str:
+    def _process(
+        self, rel: str, known: Known | None = None, place: Place | None = None, deferred: list[Future[None]] | None = None
+    ) -> tuple[str, list[ThumbOutput]]:
         key = self.layout.source_key(rel)
-        try:
-            head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
-        except ObjectGoneError:
-            log.info("skipped %s: deleted before it could be thumbnailed", key)
-            return "gone"
-        etag = str(head["ETag"]).strip('"')
-        sha = head.get("Metadata", {}).get("sha256", "")
+        head: Mapping[str, Any]
+        if known is not None:
+            etag, sha, size = known.etag, known.sha256, 0
+            head = {"LastModified": datetime.now(UTC)}  # uploaded this very moment by our uploader
+        else:
+            try:
+                head = call(f"read {key}", self.s3.head_object, Bucket=self.cfg.source.bucket, Key=key)
+            except ObjectGoneError:
+                log.info("skipped %s: deleted before it could be thumbnailed", key)
+                return "gone", []
+            etag = str(head["ETag"]).strip('"')
+            sha = head.get("Metadata", {}).get("sha256", "")
+            size = int(head.get("ContentLength") or 0)
+        no_thumbs = known is not None and known.no_thumbs
+        no_marker = known is not None and known.no_marker
         video = is_video(rel)
         want_preview = video and self._previews is not None and not self._preview_done(rel, etag)
-        posters_done = self._done_already(rel, etag)
+        outputs: list[ThumbOutput] = []
+        posters_done = not no_thumbs and self._done_already(rel, etag, outputs)
         if posters_done and not want_preview:
             self.status.count("skipped")
+            self._remember(key, etag)
             log.debug("skipped %s: thumbnails exist for this content", key)
-            return "skipped"
+            return "skipped", outputs
         running = self._running_previews.get((rel, etag)) if posters_done else None
         if running is not None:
             # A second event for a video whose preview is being made (moto's double event, a redelivery): wait for
@@ -333,30 +409,39 @@ class ThumbnailWorker:
             else:
                 running.result()
             self.status.count("skipped")
-            return "skipped"
-        known = self._known_failure(rel, etag)
-        if known:
+            return "skipped", outputs
+        if not posters_done:
+            outputs = []
+        failed_before = None if no_marker else self._known_failure(rel, etag)
+        if failed_before:
             # A redelivered event for a file that already failed: same content, same verdict.
-            raise ImageError(known)
+            raise ImageError(failed_before)
         if video:
             self._require_video_support(rel, key, etag, sha)
-        size = int(head.get("ContentLength") or 0)
-        if video:
             self._check_free_space(key, size * (2 if want_preview else 1))
         self.status.begin("thumbnailing")
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.tmp_root))
         handed_over = False
+        made_thumbs = False
         try:
             src = work / "source"
-            self._download(key, etag, src)
-            if posters_done:
-                thumbs = []
-            else:
-                made = self._thumbnail(rel, key, etag, sha, src, work, head)
+            try:
+                size = self._download(key, etag, src) or size
+            except ObjectGoneError:
+                if known is None:
+                    raise
+                log.info("skipped %s: deleted or replaced before it could be thumbnailed", key)
+                return "gone", []
+            if not posters_done:
+                made = self._thumbnail(rel, key, etag, sha, src, work, head, clear_marker=not no_marker)
                 if made is None:
-                    return "superseded"
-                thumbs = made
+                    return "superseded", []
+                outputs, made_thumbs = made, True
+                self._remember(key, etag)
+                if place is not None:
+                    for out in outputs:
+                        place(out)  # while the files exist: the local copy needs no download
             if want_preview:
                 job = _PreviewJob(rel, key, etag, sha, src, work)
                 if deferred is None:
@@ -368,13 +453,13 @@ class ThumbnailWorker:
             if not handed_over:
                 shutil.rmtree(work, ignore_errors=True)
             self.status.end("thumbnailing")
-        if not thumbs:
-            return "skipped"
+        if not made_thumbs:
+            return "skipped", outputs
         self.status.done("thumbnail", time.monotonic() - started, size)
         self.status.count("thumbnailed")
         self.status.resolved(key, "worker")
-        log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(thumbs), (time.monotonic() - started) * 1000)
-        return "thumbnailed"
+        log.info("thumbnailed %s (%d size(s), %.0f ms)", key, len(outputs), (time.monotonic() - started) * 1000)
+        return "thumbnailed", [ThumbOutput(o.key, o.rel, o.size, o.etag, None) for o in outputs]
 
     def _superseded(self, key: str, etag: str) -> bool:
         """The source now holds other content than the version that failed (or is gone)."""
@@ -400,8 +485,17 @@ class ThumbnailWorker:
         return max(5.0, self.incomplete_grace - age)
 
     def _thumbnail(
-        self, rel: str, key: str, etag: str, sha: str, src: Path, work: Path, head: Mapping[str, Any]
-    ) -> list[Any] | None:
+        self,
+        rel: str,
+        key: str,
+        etag: str,
+        sha: str,
+        src: Path,
+        work: Path,
+        head: Mapping[str, Any],
+        *,
+        clear_marker: bool = True,
+    ) -> list[ThumbOutput] | None:
         """Make and upload the thumbnails (a video's: of its poster frame) of the downloaded source ``src``; None
         when it failed but a newer version has replaced it meanwhile."""
         try:
@@ -427,11 +521,13 @@ class ThumbnailWorker:
             log.error("failed %s: %s", key, exc)
             raise
         by_size = {t.size: t for t in thumbs}
+        outputs: list[ThumbOutput] = []
         for size in self.layout.sizes:
             thumb = by_size[size]
-            throttle(self.limiter, os.path.getsize(thumb.path))
+            nbytes = os.path.getsize(thumb.path)
+            throttle(self.limiter, nbytes)
             with open(thumb.path, "rb") as body:
-                call(
+                put = call(
                     f"upload thumbnail of {key}",
                     self.s3.put_object,
                     Bucket=self.cfg.thumbnails.bucket,
@@ -440,8 +536,11 @@ class ThumbnailWorker:
                     ContentType=thumb.content_type,
                     Metadata={"source-key": ascii_meta(key), "source-etag": etag, "source-sha256": sha},
                 )
-        self._clear_failed(rel)
-        return thumbs
+            tkey, trel = self.layout.thumb_key(rel, size), self.layout.thumb_rel(rel, size)
+            outputs.append(ThumbOutput(tkey, trel, nbytes, str(put.get("ETag", "")).strip('"'), Path(thumb.path)))
+        if clear_marker:
+            self._clear_failed(rel)
+        return outputs
 
     # --- videos -----------------------------------------------------------------------------
 
@@ -531,8 +630,9 @@ class ThumbnailWorker:
         how = "remuxed" if made.remuxed else f"encoded at {made.width}x{made.height}"
         log.info("preview of %s %s (%.1f s)", job.key, how, time.monotonic() - started)
 
-    def _done_already(self, rel: str, etag: str) -> bool:
-        return has_thumbnails(self.s3, self.cfg, self.layout, rel, etag)
+    def _done_already(self, rel: str, etag: str, outputs: list[ThumbOutput] | None = None) -> bool:
+        """Every size is in the bucket, made from this content; ``outputs`` gets what they are."""
+        return has_thumbnails(self.s3, self.cfg, self.layout, rel, etag, outputs)
 
     def _known_failure(self, rel: str, etag: str) -> str | None:
         try:
@@ -548,8 +648,8 @@ class ThumbnailWorker:
             return str(marker.get("reason", "failed before"))
         return None
 
-    def _download(self, key: str, etag: str, dest: Path) -> None:
-        """Stream to a file: memory stays bounded whatever the size of the original."""
+    def _download(self, key: str, etag: str, dest: Path) -> int:
+        """Stream to a file: memory stays bounded whatever the size of the original. Returns its size."""
         resp = call(f"download {key}", self.s3.get_object, Bucket=self.cfg.source.bucket, Key=key, IfMatch=etag)
         body = resp["Body"]
         try:
@@ -562,6 +662,7 @@ class ThumbnailWorker:
                     out.write(chunk)
         finally:
             body.close()
+        return int(resp.get("ContentLength") or 0)
 
     def _mark_failed(self, rel: str, key: str, etag: str, sha: str, reason: str, *, needs: str = "") -> None:
         marker = {"source_key": key, "source_etag": etag, "source_sha256": sha, "reason": reason, "at": time.time()}

@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from agent.errors import ResourceMissingError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule
 from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
+from agent.pipeline.handoff import Handoff
 from agent.pipeline.puller import ThumbnailPuller
-from agent.pipeline.uploader import Uploader
-from agent.pipeline.worker import ThumbnailWorker
-from agent.service.control import ControlServer
+from agent.pipeline.uploader import LocalFile, Uploader
+from agent.pipeline.worker import Known, ThumbnailWorker
+from agent.service.control import CommandError, ControlServer
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
-from agent.state.journal import Journal
+from agent.service.sync import Parts, Sync, SyncJob
+from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ PAUSE_FILE = "paused"
 RESETUP_SECONDS = 60.0
 # A reconcile round on the backend's return after an outage runs at most this often (a flapping link).
 CATCH_UP_SECONDS = 10.0
+PUBLISH_EVERY = 1.0  # seconds: at most one status.json write this often
 
 
 class Agent:
@@ -55,6 +59,7 @@ class Agent:
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
         self.worker: ThumbnailWorker | None = None
+        self.handoff: Handoff | None = None
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
@@ -68,6 +73,9 @@ class Agent:
         self.status.on_back.append(self._backend_back)
         self.control = ControlServer(state_dir, self)
         self.gallery: Any = None  # agent.gallery.server.Gallery when gallery.enabled
+        self.on_stop: Callable[[], None] = lambda: None  # told when the agent stops itself (fatal error, stop command)
+        self._syncs: dict[int, SyncJob] = {}
+        self._syncs_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -140,6 +148,7 @@ class Agent:
                     log.error("%s", exc)
                     self.status.set_state("error", fatal=str(exc))
                     self.stop_event.set()
+                    self.on_stop()
                     return
                 self.status.offline(str(exc))
                 self._sleep(backoff.next())
@@ -148,8 +157,10 @@ class Agent:
         self.status.online()
         if self.uploader is not None:
             self.uploader.provisioned.set()
+            self.uploader.wake()
         if "worker" in self.roles and urls.events:
-            worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
+            # With the journal: events for what a sync made in-process are skipped without an S3 call.
+            worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
             self._add_consumer(
                 "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
             )
@@ -163,10 +174,40 @@ class Agent:
                 urls.pull_dlq,
                 self.cfg.transfer.concurrency,
             )
+        if self.uploader is not None and self.worker is not None:
+            self._start_handoff()
         self.status.set_state("paused" if self.paused.is_set() else "running")
         self.ready.set()
         log.info("thumbdrop agent running")
         self._reconcile_loop()
+
+    def _start_handoff(self) -> None:
+        """Inside this process a key just uploaded goes straight to the worker (no HEAD, no wait for its event);
+        the event that follows is skipped by the journal. Jobs run on the worker consumer's own pool, so
+        worker.concurrency still bounds the thumbnail jobs of this agent. The thumbnails still come down through
+        the pull queue, as every other host's do (sync, and poll mode, also hand them to the puller directly)."""
+        pool = next((c.pool for c in self.consumers if c.name == "worker"), None)
+        self.handoff = Handoff(
+            self.worker,
+            None,
+            worker_concurrency=worker_concurrency(self.cfg),
+            pull_concurrency=self.cfg.transfer.concurrency,
+            listener=self._handed_over,
+            worker_pool=pool,
+        )
+        assert self.uploader is not None
+        self.uploader.listeners.append(self._hand_over)
+
+    def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
+        if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
+            if any(job.sync.claims(lf.rel) for job in list(self._syncs.values()) if not job.done.is_set()):
+                return  # a sync running in this agent hands it over itself (and counts it)
+            self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
+
+    def _handed_over(self, rel: str, stage: str, result: str, reason: str) -> None:
+        # Failures are reported by the roles themselves; the event that follows retries or dead-letters them.
+        if result == "failed":
+            log.debug("hand-over: %s of %s failed: %s", stage, rel, reason)
 
     def _add_consumer(self, name: str, handle, describe, url: str, dlq: str | None, concurrency: int) -> None:  # type: ignore[no-untyped-def]
         consumer = QueueConsumer(
@@ -303,19 +344,59 @@ class Agent:
         """Run a reconcile round (upload and pull what is missing) now instead of at the next rescan."""
         self._wake.set()
 
+    # --- sync on request (thumbdrop sync beside run) ---------------------------------------------
+
+    def start_sync(self, timeout: float | None) -> int:
+        """Run a streamed sync on this agent's own uploader, worker and journal; returns its id."""
+        if not self.ready.is_set():
+            raise CommandError("not-ready", "the agent is still starting or waits for the backend; try again in a moment")
+        sync = Sync(
+            self.cfg,
+            self.backend,
+            self.state_dir,
+            timeout=timeout,
+            progress=lambda _p, _d, _t: None,
+            stop=threading.Event(),
+            parts=Parts(self.journal, self.uploader, self.worker, self.puller),
+            status=self.status,
+        )
+        with self._syncs_lock:
+            job = SyncJob(len(self._syncs) + 1, sync)
+            self._syncs[job.id] = job
+        log.info("sync %d requested through the control interface", job.id)
+        job.thread.start()
+        return job.id
+
+    def sync_state(self, job_id: int, wait: float) -> dict[str, object]:
+        job = self._syncs.get(job_id)
+        if job is None:
+            raise CommandError("unknown-sync", f"no sync {job_id} in this agent")
+        return job.state(wait)
+
+    def cancel_sync(self, job_id: int) -> None:
+        job = self._syncs.get(job_id)
+        if job is not None:
+            job.sync.stop.set()
+
     def request_stop(self) -> None:
         """Ask the owner of this agent (``service.run``) to stop it; returns at once."""
         log.info("stop requested through the control interface")
         self.stop_event.set()
         self._wake.set()
+        self.on_stop()
 
     def _publish_loop(self) -> None:
+        """Write status.json when the status changes, at most once a second; an idle agent writes nothing."""
         while True:
+            self.status.changed.clear()
             try:
                 self.status.publish(self.state_dir)
             except OSError as exc:
                 log.debug("could not publish status: %s", exc)
-            if self.stop_event.wait(1.0):
+            if self.stop_event.wait(PUBLISH_EVERY):
+                return
+            self.status.changed.wait()  # stop() changes the state too, so this wakes for it
+            if self.stop_event.is_set():
                 return
 
     def _record_failure(self, name: str, reason: str, role: str, version: str | None) -> None:
@@ -345,6 +426,7 @@ class Agent:
         self.paused.clear()
         if self.uploader is not None:
             self.uploader.paused.clear()
+            self.uploader.wake()
         self.status.set_state("running")
         if was:
             log.info("resumed: uploads and pulls go on")
@@ -373,10 +455,16 @@ class Agent:
             c.stop()
         for c in self.consumers:
             c.join(max(0.5, deadline - time.monotonic()))
+        if self.handoff is not None:
+            self.handoff.close(wait=False)
         if self.uploader is not None:
             self.uploader.join(max(0.5, deadline - time.monotonic()))
+        for job in list(self._syncs.values()):
+            job.sync.stop.set()
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        for job in list(self._syncs.values()):
+            job.thread.join(max(0.1, deadline - time.monotonic()))
         if self.worker is not None:
             self.worker.close()
         if self.gallery is not None:

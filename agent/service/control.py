@@ -34,9 +34,26 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 # AF_UNIX paths longer than this do not fit sockaddr_un (108 bytes with the NUL, less on BSDs).
 _MAX_SUN_PATH = 100
-COMMANDS = ("info", "status", "queues", "pause", "resume", "sync-now", "retry", "cleanup-now", "dlq-redrive", "stop")
 # ``status`` with ``after``: a long poll, answered once the status changes or after ``wait`` seconds (at most this).
 MAX_STATUS_WAIT = 20.0
+# accept() waits this long at most before looking at the stop flag again: only a safety net where shutting the
+# socket down does not wake it (not Linux).
+ACCEPT_SAFETY_SECONDS = 10.0
+COMMANDS = (
+    "info",
+    "status",
+    "queues",
+    "pause",
+    "resume",
+    "sync-now",
+    "retry",
+    "sync",
+    "sync-status",
+    "sync-cancel",
+    "cleanup-now",
+    "dlq-redrive",
+    "stop",
+)
 
 
 class Controllable(Protocol):
@@ -132,7 +149,8 @@ class ControlServer:
             os.replace(tmp, self.path)
             self._inode = os.stat(self.path).st_ino
             sock.listen(16)
-            sock.settimeout(0.2)  # the accept loop checks the stop event this often
+            # accept() blocks: stop() shuts the socket down, which wakes it (no polling while idle).
+            sock.settimeout(ACCEPT_SAFETY_SECONDS)
         except OSError as exc:
             sock.close()
             with contextlib.suppress(OSError):
@@ -174,6 +192,8 @@ class ControlServer:
         """Stop accepting; remove the socket file if it is still ours. Idempotent."""
         self._stop.set()
         if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
             with contextlib.suppress(OSError):
                 self._sock.close()
         with self._conns_lock:
@@ -293,6 +313,9 @@ class ControlServer:
             "resume": lambda _a: _then(self._running(t.resume), lambda: t.status.snapshot()["state"]),
             "sync-now": lambda _a: _then(self._running(t.sync_now), lambda: {"triggered": True}),
             "retry": lambda a: _then(self._running(lambda: None), lambda: retry_item(t, a)),
+            "sync": lambda a: self._start_sync(a),
+            "sync-status": lambda a: self._sync_call("sync_state", a, wait=_number(a.get("wait"), 0.0)),
+            "sync-cancel": lambda a: _then(lambda: self._sync_call("cancel_sync", a), lambda: {"cancelled": True}),
             "cleanup-now": lambda a: _then(
                 self._running(lambda: None), lambda: cleanup_now(t, dry_run=bool(a.get("dry_run", True)))
             ),
@@ -311,6 +334,25 @@ class ControlServer:
                 raise CommandError("bad-request", "status: 'wait' must be a number of seconds >= 0")
             self.target.status.wait_change(after, min(float(wait), MAX_STATUS_WAIT, self.connection_timeout / 2))
         return self.target.status.snapshot()
+
+    def _start_sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        start = getattr(self.target, "start_sync", None)
+        if start is None:
+            raise CommandError("unavailable", "this agent cannot run a sync on request")
+        seconds = args.get("seconds")
+        holder: list[int] = []
+        self._running(lambda: holder.append(start(None if seconds is None else _number(seconds, 0.0))))()
+        return {"id": holder[0]}
+
+    def _sync_call(self, method: str, args: dict[str, Any], **extra: Any) -> Any:
+        fn = getattr(self.target, method, None)
+        if fn is None:
+            raise CommandError("unavailable", "this agent cannot run a sync on request")
+        try:
+            job_id = int(args.get("id"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise CommandError("bad-request", "sync commands need an integer 'id'") from None
+        return fn(job_id, **extra)
 
     def _running(self, action: Callable[[], None]) -> Callable[[], None]:
         """``action``, refused once the agent is stopping (a pause then would hide "stopping" from status)."""
@@ -336,6 +378,13 @@ class ControlServer:
             "thumbnails_dir": cfg.local.thumbnails_dir,
             "features": {"cleanup": feature_available(CLEANER_MODULE), "dlq": feature_available(DLQ_MODULE)},
         }
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _then(action: Callable[[], None], result: Callable[[], Any]) -> Any:

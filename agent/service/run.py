@@ -23,31 +23,42 @@ from agent.service.sdnotify import Heartbeat, Notifier
 from agent.service.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+SERVICE_TICK = 4.0  # seconds; Supervisor.alive() wants a turn within 10
 
 
 def serve(cfg: Config, *, roles: list[str] | None = None, reload: Callable[[], Config] | None = None) -> int:
     """``reload``: how to read the config again on SIGHUP (the CLI passes its own lookup); default: cfg.origin."""
     stop = threading.Event()
     reload_requested = threading.Event()
+    # The service loop sleeps on this: signals, and an agent that stops itself, wake it; else it turns every
+    # SERVICE_TICK (the systemd watchdog's "alive" and the embedded backend's health), never faster.
+    wake = threading.Event()
     notifier = Notifier.from_env()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             reload_requested.set()
+            wake.set()
             return
         log.info("received %s: draining and stopping", signal.Signals(signum).name)
         stop.set()
+        wake.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     if "uploader" in (roles if roles is not None else cfg.roles):
         report_missing_watch_folders(cfg)
-    supervisor = Supervisor(cfg, roles=roles, load=reload or _reload_from(cfg))
+    supervisor = Supervisor(cfg, roles=roles, load=reload or _reload_from(cfg), wake=wake.set)
     heartbeat = Heartbeat(notifier, status_text=supervisor.status_line, alive=supervisor.alive)
     try:
         supervisor.start()
         heartbeat.start()
         ready_sent = False
-        while not stop.wait(0.5):
+        while True:
+            # Quick turns only until READY=1 is sent (the agent's ready event has no hook here).
+            wake.wait(SERVICE_TICK if ready_sent else 0.5)
+            wake.clear()
+            if stop.is_set():
+                break
             supervisor.tick()
             if reload_requested.is_set():
                 reload_requested.clear()

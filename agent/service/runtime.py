@@ -8,16 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
-from agent.cloud.clients import Backend
-from agent.cloud.errors import call
-from agent.cloud.local_backend import LocalBackend, attach_or_start, find_running
-from agent.cloud.provision import Provisioner, dlq_name
 from agent.config.loader import DEFAULTS_ORIGIN
 from agent.config.model import Config
 from agent.errors import BackendError, ResourceMissingError
+
+if TYPE_CHECKING:  # boto3 and moto's helpers load when a backend is opened: a no-op 'sync' never opens one
+    from agent.cloud.clients import Backend
+    from agent.cloud.local_backend import LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ def open_backend(cfg: Config, *, publish: bool = True, start: bool = True) -> It
     ``start=False`` is for commands that inspect or prune what is there (dlq, cleanup): a new embedded server is
     empty, so their answer would be a misleading "nothing" or "missing, run setup".
     """
+    from agent.cloud.clients import Backend
+    from agent.cloud.local_backend import attach_or_start, find_running
+
     local: LocalBackend | None = None
     try:
         if cfg.backend.endpoint_url == "local" and not start:
@@ -88,6 +92,8 @@ class Queues:
 
 def ensure_resources(cfg: Config, backend: Backend) -> None:
     """Provision what is missing (auto_setup), or check it is there and name 'thumbdrop setup' if not."""
+    from agent.cloud.provision import Provisioner
+
     if cfg.backend.auto_setup:
         report = Provisioner(cfg, backend).setup()
         for change in report.changes:
@@ -108,6 +114,8 @@ def ensure_resources(cfg: Config, backend: Backend) -> None:
 
 
 def queue_urls(cfg: Config, backend: Backend) -> Queues:
+    from agent.cloud.provision import Provisioner, dlq_name
+
     prov = Provisioner(cfg, backend, dry_run=True)
     return Queues(
         events=prov.queue_url(cfg.queues.events),
@@ -119,6 +127,8 @@ def queue_urls(cfg: Config, backend: Backend) -> Queues:
 
 def queue_depths(cfg: Config, backend: Backend) -> dict[str, dict[str, int] | None]:
     """{"events"|"pull": {"visible", "in_flight", "dead_letter"?}} (None: the queue is missing)."""
+    from agent.cloud.errors import call
+
     urls = queue_urls(cfg, backend)
     out: dict[str, dict[str, int] | None] = {}
     for name, url, dlq in (("events", urls.events, urls.events_dlq), ("pull", urls.pull, urls.pull_dlq)):

@@ -30,8 +30,11 @@ LOCAL_RESTART_INTERVAL = 10.0  # seconds between two restarts of a dead embedded
 class Supervisor:
     """Owns the running Agent; ``reload`` swaps it for one built from the new config."""
 
-    def __init__(self, cfg: Config, *, roles: list[str] | None, load: Callable[[], Config]) -> None:
+    def __init__(
+        self, cfg: Config, *, roles: list[str] | None, load: Callable[[], Config], wake: Callable[[], None] = lambda: None
+    ) -> None:
         self.cfg = cfg
+        self.wake = wake  # called when the running agent stops itself: the service loop looks at once
         self.roles = roles
         self.load = load
         self.agent: Agent | None = None
@@ -196,6 +199,7 @@ class Supervisor:
     def _start_agent(self, cfg: Config, *, previous: Agent | None) -> Agent:
         assert self.backend is not None
         agent = Agent(cfg, self.backend, state_dir(cfg), roles=self.roles)
+        agent.on_stop = self.wake
         if previous is not None:
             _carry_counts(previous, agent)
         if self._metrics is not None:

@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS multipart_parts (
     etag TEXT NOT NULL,
     PRIMARY KEY (upload_id, number)
 );
+CREATE TABLE IF NOT EXISTS thumbnailed (
+    key TEXT PRIMARY KEY,
+    etag TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -223,6 +228,21 @@ class Journal:
         with self._lock:
             row = self._db.execute("SELECT key, etag, size FROM pulls WHERE path = ?", (path,)).fetchone()
         return (str(row[0]), str(row[1]), int(row[2])) if row else None
+
+    def record_thumbnailed(self, key: str, etag: str) -> None:
+        """The thumbnails of source ``key`` at ``etag`` exist: a later event for it is redundant."""
+        with self._lock:
+            if self._closed:
+                return
+            self._db.execute("INSERT OR REPLACE INTO thumbnailed VALUES (?, ?, ?)", (key, etag, time.time()))
+
+    def thumbnailed(self, key: str) -> str | None:
+        """The source ETag whose thumbnails this host last made or found, or None."""
+        with self._lock:
+            if self._closed:
+                return None
+            row = self._db.execute("SELECT etag FROM thumbnailed WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     def record_failure(self, name: str, role: str, reason: str, *, sha256: str | None = None) -> int:
         """Remember a failure; returns how many times this item has failed so far. ``sha256``: the content that

@@ -33,16 +33,35 @@ class Failure:
         return {"name": self.name, "reason": self.reason, "role": self.role, "at": self.at}
 
 
+class _ChangeLock:
+    """The status lock: leaving it marks the status changed (every writer takes it), so that the publisher
+    sleeps until there is something new to write instead of waking every second."""
+
+    def __init__(self) -> None:
+        self.quiet = threading.Lock()  # for readers: taking it marks nothing
+        self.changed = threading.Event()
+        # Every change bumps ``version`` and wakes ``cond`` (the control socket's status long-poll).
+        self.cond = threading.Condition(self.quiet)
+        self.version = 0
+
+    def __enter__(self) -> None:
+        self.quiet.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.version += 1
+        self.cond.notify_all()
+        self.quiet.release()
+        self.changed.set()
+
+
 class Status:
     """Thread-safe counters and state for one agent process."""
 
     COUNTERS = ("seen", "uploaded", "thumbnailed", "previewed", "pulled", "skipped", "failed", "ignored")
 
     def __init__(self, roles: list[str], *, one_shot: bool = False) -> None:
-        self._lock = threading.Lock()
-        # Every change bumps ``version`` and wakes ``wait_change`` (the control socket's status long-poll).
-        self._changed = threading.Condition(self._lock)
-        self.version = 0
+        self._lock = _ChangeLock()
+        self.changed = self._lock.changed  # set on every change; the publisher clears it
         self.roles = list(roles)
         self.one_shot = one_shot  # a command such as sync, which ends instead of waiting for the backend
         self.state = "starting"  # starting, running, paused, stopping, stopped, error
@@ -52,7 +71,7 @@ class Status:
         self.fatal: str | None = None
         self.counts = dict.fromkeys(self.COUNTERS, 0)
         self.active: dict[str, int] = {"uploading": 0, "thumbnailing": 0, "transcoding": 0, "pulling": 0}
-        self._pending_local = 0
+        self.pending_local = 0
         self.failures: deque[Failure] = deque(maxlen=50)
         self.recent_thumbnails: deque[str] = deque(maxlen=10)
         self.backend = ""
@@ -76,31 +95,19 @@ class Status:
         # role that is waiting out the outage, so work resumes at once instead of after each one's backoff.
         self.on_back: list[Callable[[], None]] = []
 
-    def _bump(self) -> None:
-        """Under the lock: one more change."""
-        self.version += 1
-        self._changed.notify_all()
-
     @property
-    def pending_local(self) -> int:
-        return self._pending_local
-
-    @pending_local.setter
-    def pending_local(self, value: int) -> None:
-        with self._lock:
-            if value != self._pending_local:
-                self._pending_local = value
-                self._bump()
+    def version(self) -> int:
+        """Bumped by every change (each write under the status lock)."""
+        return self._lock.version
 
     def wait_change(self, after: int, timeout: float) -> None:
         """Return once ``version`` is past ``after``, or after ``timeout`` seconds."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.version > after, timeout)
+        with self._lock.cond:
+            self._lock.cond.wait_for(lambda: self._lock.version > after, timeout)
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counts[name] += n
-            self._bump()
 
     def fail(self, name: str, reason: str, role: str, *, once: bool = False, version: str | None = None) -> None:
         """Record a failure. ``once``: not again if ``name`` is already listed with this reason (the puller
@@ -118,7 +125,6 @@ class Status:
             self.failed_total += 1
             self._unresolved[(name, role)] = self._unresolved.get((name, role), 0) + 1
             self.failures.append(Failure(name, reason, role, time.time()))
-            self._bump()
         if self.on_failure is not None:
             self.on_failure(name, reason, role, version)
 
@@ -128,7 +134,6 @@ class Status:
         with self._lock:
             if not any(f.name == name and f.role == role for f in self.failures):
                 self.failures.append(Failure(name, reason, role, time.time()))
-                self._bump()
 
     def resolved(self, name: str, role: str) -> None:
         """``name`` went through ``role`` after all (a fixed file, a passing cause): drop that role's failures of
@@ -143,8 +148,6 @@ class Status:
                 kept = [f for f in self.failures if not (f.name == name and f.role == role)]
                 self.failures.clear()
                 self.failures.extend(kept)
-            if counted or listed:
-                self._bump()
         if (counted or listed) and self.on_resolved is not None:
             self.on_resolved(name, role)
 
@@ -156,27 +159,22 @@ class Status:
             self.failures.extend(failures)
             self._unresolved.update(unresolved)
             self.failed_total = total
-            self._bump()
 
     def folder_missing(self, folder: str, detail: str) -> None:
         with self._lock:
             self.missing_folders[folder] = detail
-            self._bump()
 
     def folder_back(self, folder: str) -> None:
         with self._lock:
-            if self.missing_folders.pop(folder, None) is not None:
-                self._bump()
+            self.missing_folders.pop(folder, None)
 
     def begin(self, activity: str) -> None:
         with self._lock:
             self.active[activity] += 1
-            self._bump()
 
     def end(self, activity: str) -> None:
         with self._lock:
             self.active[activity] -= 1
-            self._bump()
 
     def done(self, activity: str, seconds: float, nbytes: int = 0) -> None:
         """One upload/thumbnail/pull finished in ``seconds``, moving ``nbytes``."""
@@ -190,7 +188,6 @@ class Status:
         with self._lock:
             self.counts["pulled"] += 1
             self.recent_thumbnails.append(printable(path))
-            self._bump()
 
     def offline(self, reason: str, *, quiet: bool = False) -> None:
         """The backend cannot be used now; ``quiet``: the caller says why in its own words."""
@@ -199,7 +196,6 @@ class Status:
             if went:
                 self.offline_since = time.time()
             self.offline_reason = reason
-            self._bump()
         if went and not quiet:  # once per outage: each role's own retries log at their own pace
             if self.one_shot:
                 log.warning("backend unreachable: %s; what is not done when the command ends is listed as unfinished", reason)
@@ -207,10 +203,11 @@ class Status:
                 log.warning("backend unreachable: %s; work is kept locally and resumes when it is back", reason)
 
     def online(self) -> None:
+        if self.offline_since is None:
+            return  # the usual case (every receive, every upload): nothing changes, nothing to publish
         with self._lock:
             since, self.offline_since = self.offline_since, None
             self.offline_reason = ""
-            self._bump()
         if since is not None:
             log.info("backend reachable again after %.0f s", time.time() - since)
             for hook in list(self.on_back):
@@ -221,10 +218,14 @@ class Status:
             self.state = state
             if fatal:
                 self.fatal = fatal
-            self._bump()
+
+    def set_pending(self, n: int) -> None:
+        if n != self.pending_local:
+            with self._lock:
+                self.pending_local = n
 
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
+        with self._lock.quiet:
             return {
                 "pid": os.getpid(),
                 "version": self.version,
@@ -239,7 +240,7 @@ class Status:
                 "counts": dict(self.counts),
                 "failed_total": self.failed_total,
                 "active": dict(self.active),
-                "pending_local": self._pending_local,
+                "pending_local": self.pending_local,
                 "failures": [f.as_dict() for f in self.failures],
                 "missing_folders": [{"folder": k, "detail": v} for k, v in self.missing_folders.items()],
                 "recent_thumbnails": list(self.recent_thumbnails),

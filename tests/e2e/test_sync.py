@@ -174,3 +174,36 @@ def test_inspecting_the_embedded_backend_with_no_agent_says_so(e2e: E2EEnv) -> N
         assert "the embedded backend is not running" in res.stderr and "thumbdrop run" in res.stderr, str(res)
     setup = e2e.cli("--local", "setup", config=False)
     assert setup.rc == 0 and "'run' and 'sync' set it up themselves" in setup.stdout, str(setup)
+
+
+def test_sync_beside_a_running_agent_asks_the_agent(e2e: E2EEnv) -> None:
+    """Issue 14 item 9: the agent does the work; sync prints its result and exit code and uploads nothing itself."""
+    e2e.write_config()
+    agent = e2e.start_agent()
+    agent.wait_ready()
+    assert e2e.cli("pause").rc == 0  # the agent's watcher holds back: every upload below is the sync's request
+    for rel, (size, color, _thumb) in GOOD.items():
+        make_image(e2e.inbox / rel, size, color=color)
+    (e2e.inbox / "bad.jpg").write_bytes(b"this is not an image at all")
+    res = e2e.cli("-v", "sync", "--json", timeout=180)
+    assert res.rc == 1, str(res) + agent.diagnose()
+    summary = json.loads(res.stdout)
+    assert (summary["files"], summary["uploaded"], summary["thumbnailed"], summary["pulled"]) == (4, 4, 3, 3), summary
+    assert [f["name"] for f in summary["failures"]] == ["bad.jpg"] and summary["failures"][0]["reason"], summary
+    assert files_under(e2e.thumbs) == {thumb for _s, _c, thumb in GOOD.values()}
+    assert "runs on this state dir: it does this sync" in res.stderr, str(res)
+    assert "uploaded " not in res.stderr and "thumbnailed " not in res.stderr, str(res)  # not done by this process
+    log = agent.log()
+    assert "sync 1 requested through the control interface" in log, agent.diagnose()
+    for rel in GOOD:
+        assert f"uploaded {e2e.inbox / rel}" in log, agent.diagnose()
+
+    again = e2e.cli("sync", timeout=120)  # the agent again; text output, same exit code rule
+    assert again.rc == 1, str(again)
+    assert re.search(r"4 image\(s\) in scope: 0 uploaded, 0 thumbnailed, 0 pulled, 1 failed", again.stdout), str(again)
+    assert set(failed_lines(again.stdout)) == {"bad.jpg"}, str(again)
+    (e2e.inbox / "bad.jpg").unlink()
+    assert e2e.cli("sync", timeout=120).rc == 0
+    assert "sync 3 requested" in agent.log()
+    rc, _ = agent.terminate(timeout=30)
+    assert rc == 0, agent.diagnose()
