@@ -270,9 +270,9 @@ def test_status_long_poll_answers_on_a_change_or_after_the_wait(agent: FakeAgent
 def test_pending_local_changes_bump_the_status_version() -> None:
     status = Status(["uploader"])
     before = status.version
-    status.pending_local = 3
+    status.set_pending(3)
     assert status.version == before + 1 and status.snapshot()["pending_local"] == 3
-    status.pending_local = 3  # no change: no wake-up for the long polls
+    status.set_pending(3)  # no change: no wake-up for the long polls
     assert status.version == before + 1
 
 
