@@ -24,7 +24,17 @@ from agent.pipeline.keys import Layout
 from agent.pipeline.puller import TMP_MARK
 from agent.pipeline.uploader import NameFilter
 from agent.state.journal import Journal
-from agent.state.watch_folders import EMPTIED, MISSING, NEW, RecordedUnder, check_folders
+from agent.state.watch_folders import (
+    EMPTIED,
+    FEW,
+    MIN_SHARE,
+    MISSING,
+    NEW,
+    OTHER,
+    AcceptedId,
+    RecordedUnder,
+    check_folders,
+)
 
 # path of a source file -> the key this machine uploaded it to (None: never uploaded from here)
 UploadedFrom = Callable[[str], "str | None"]
@@ -35,9 +45,25 @@ def journal_lookup(journal: Journal) -> UploadedFrom:
 
     def lookup(path: str) -> str | None:
         rec = journal.upload(path)
-        return rec.key if rec is not None else None
+        if rec is None:
+            return None
+        if rec.folder_id is not None and rec.folder_id != journal.folder_identity(_root_of(path, journal)):
+            return None  # uploaded while another drive was mounted there: not this folder's file
+        return rec.key
 
     return lookup
+
+
+def _root_of(path: str, journal: Journal) -> str:
+    """The watch folder whose accepted identity a record's path falls under ("" when none does)."""
+    for parent in Path(path).parents:
+        if journal.folder_identity(str(parent)) is not None:
+            return str(parent)
+    return ""
+
+
+def accepted_lookup(journal: Journal | None) -> AcceptedId | None:
+    return journal.folder_identity if journal is not None else None
 
 
 def walk_thumbnails(root: Path) -> dict[str, LocalStat]:
@@ -65,18 +91,20 @@ def select_local(
     *,
     uploaded_from: UploadedFrom,
     recorded_under: RecordedUnder | None = None,
+    accepted: AcceptedId | None = None,
 ) -> tuple[list[Deletion], list[str]]:
     """Deletions and moves in the local folders, and notes on rules that were skipped.
 
     ``recorded_under(folder)``: the paths the journal records as uploaded from a folder (how a folder
     that came back empty is told from one whose files were deleted); None: no journal to ask.
+    ``accepted(folder)``: the identity recorded for a folder (how another drive in its place is told apart).
     """
     out: list[Deletion] = []
     notes: list[str] = []
     if cfg.cleanup.inbox_after_upload != "keep":
         out.extend(_finished_inbox_files(cfg, snap, remote, notes))
     if cfg.cleanup.remove_orphan_local_thumbnails:
-        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, recorded_under or _no_records, notes))
+        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, recorded_under or _no_records, accepted, notes))
     if cfg.cleanup.remove_unlisted_sizes:
         out.extend(select_unlisted_sizes_local(cfg, snap, remote))
     return out, notes
@@ -155,20 +183,29 @@ _SKIPPED = {
     MISSING: "it is missing, but files were uploaded from it (an unplugged drive is not a deletion)",
     EMPTIED: "it holds none of the files uploaded from it (an empty mount point or another drive is not a deletion)",
     NEW: "it does not exist",
+    OTHER: "it is another drive than the one its files were uploaded from (another drive is not a deletion)",
+    FEW: f"it holds fewer than {MIN_SHARE:.0%} of the files uploaded from it (another drive or card is not a deletion)",
 }
 
 
 def _orphan_local_thumbnails(
-    cfg: Config, snap: Snapshot, uploaded_from: UploadedFrom, recorded_under: RecordedUnder, notes: list[str]
+    cfg: Config,
+    snap: Snapshot,
+    uploaded_from: UploadedFrom,
+    recorded_under: RecordedUnder,
+    accepted: AcceptedId | None,
+    notes: list[str],
 ) -> list[Deletion]:
     if not cfg.watch.folders:
         notes.append("remove_orphan_local_thumbnails skipped: no watch folders")
         return []
     moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
     # Only a folder that is there and still holds files of its own proves that a file absent from it was deleted.
-    untrusted = [f for f in check_folders(cfg.watch.folders, recorded_under, moved_to=moved_to) if not f.trusted]
+    folders = check_folders(cfg.watch.folders, recorded_under, moved_to=moved_to, accepted=accepted)
+    untrusted = [f for f in folders if not f.trusted]
     for f in untrusted:
-        notes.append(f"remove_orphan_local_thumbnails skipped for {f.path}: {_SKIPPED[f.state]}")
+        way_out = f"; {f.fix()}" if f.state in (OTHER, FEW, EMPTIED) else ""
+        notes.append(f"remove_orphan_local_thumbnails skipped for {f.path}: {_SKIPPED[f.state]}{way_out}")
     if len(untrusted) == len(cfg.watch.folders):
         return []
     untrusted_roots = [Path(f.path) for f in untrusted]

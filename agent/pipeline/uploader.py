@@ -53,6 +53,7 @@ from agent.backoff import Backoff
 from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, retrying, translate
+from agent.config.cleanup_checks import move_target
 from agent.config.model import Config
 from agent.errors import ItemError, ResourceMissingError, ThumbdropError, UnsupportedError
 from agent.pipeline.bandwidth import PauseSchedule, limiter_for, throttle
@@ -61,7 +62,7 @@ from agent.pipeline.multipart import ResumableUpload, source_of
 from agent.pipeline.pools import shutdown_within
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
-from agent.state.watch_folders import MISSING, NEW, WatchFolder, check_folder
+from agent.state.watch_folders import MISSING, NEW, WatchFolder, check_folder, identify, read_marker
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -149,6 +150,8 @@ class Uploader:
         # A bucket that is gone (the backend came back empty): the agent sets up again or says what to run.
         self.on_missing: Callable[[ThumbdropError], None] | None = None
         self._dirs_to_scan: set[Path] = set()
+        # folder index -> ((st_dev, st_ino) when worked out, its identity): see _folder_id
+        self._folder_ids: dict[int, tuple[tuple[int, int] | None, str | None]] = {}
         # path -> when it was last written to, for files not closed since (only where close events exist).
         self._open_for_write: dict[Path, float] = {}
         self.close_events = False  # set by start_watching when the observer reports close-write (inotify)
@@ -392,7 +395,9 @@ class Uploader:
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror or exc}") from None
         if remote is not None and hashes.etag is not None and remote == (st.st_size, hashes.etag):
-            self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag))
+            self.journal.record_upload(
+                UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag, self._folder_id(lf.folder))
+            )
             return "unchanged"
         self.status.begin("uploading")
         started = time.monotonic()
@@ -405,11 +410,33 @@ class Uploader:
         if after is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             log.info("%s changed during its upload; it goes up again once it settles", path)
             self.touch(path)
-        self.journal.record_upload(UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag))
+        self.journal.record_upload(
+            UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag, self._folder_id(lf.folder))
+        )
         self.status.count("uploaded")
         self.status.resolved(str(path), "uploader")
         log.info("uploaded %s -> s3://%s/%s (%d bytes)", printable(str(path)), self.cfg.source.bucket, printable(key), st.st_size)
         return "uploaded"
+
+    def _folder_id(self, folder: int) -> str | None:
+        """The identity of watch folder ``folder`` to record with an upload (state.watch_folders): worked out
+        again when the folder's inode changes (another drive mounted there)."""
+        root = self.folders[folder]
+        marker = read_marker(root)
+        if marker is not None and marker == self.journal.folder_identity(str(root)):
+            return marker  # the known drive (also right after 'cleanup --forget-folder' accepted one)
+        now = _identity(root)
+        with self._lock:
+            cached = self._folder_ids.get(folder)
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        moved_to = move_target(self.cfg) if self.cfg.cleanup.inbox_after_upload == "move" else None
+        found = identify(
+            root, self.journal.uploads_under, self.journal.folder_identity, self.journal.accept_folder, moved_to=moved_to
+        )
+        with self._lock:
+            self._folder_ids[folder] = (now, found)
+        return found
 
     def _settled_stat(self, path: Path) -> os.stat_result | None:
         """stat() once the file has not changed for settle_seconds (waits if it changed recently).
