@@ -150,6 +150,7 @@ class Uploader:
         # A bucket that is gone (the backend came back empty): the agent sets up again or says what to run.
         self.on_missing: Callable[[ThumbdropError], None] | None = None
         self._dirs_to_scan: set[Path] = set()
+        self._unsent = 0  # found by count_unsent() while paused; the next reconcile takes them
         # folder index -> ((st_dev, st_ino) when worked out, its identity): see _folder_id
         self._folder_ids: dict[int, tuple[tuple[int, int] | None, str | None]] = {}
         # path -> when it was last written to, for files not closed since (only where close events exist).
@@ -254,8 +255,26 @@ class Uploader:
             log.info("aborted %d unfinished multipart upload(s) left by an earlier run", aborted)
         return aborted
 
+    def count_unsent(self) -> int:
+        """Local files a paused agent has not reconciled yet (changed since the journal's record and not
+        thumbnailed locally): shown as pending while paused, uploaded by the reconcile that 'resume' runs."""
+        count = 0
+        for lf in self.scan():
+            st = _stat(lf.path)
+            if st is None or self._thumbnailed_locally(lf.rel, st):
+                continue
+            rec = self.journal.upload(str(lf.path))
+            if rec is None or (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                count += 1
+        with self._lock:
+            self._unsent = count
+        self._publish_pending()
+        return count
+
     def reconcile(self) -> list[Future[str]]:
         """Upload what is missing or different in the bucket; returns the futures of the uploads."""
+        with self._lock:
+            self._unsent = 0  # this round takes them all
         remote = self.listing()
         futures = []
         seen = 0
@@ -697,7 +716,9 @@ class Uploader:
     def _publish_pending(self) -> None:
         """Files noticed but not uploaded yet: settling, queued, uploading, or waiting to retry."""
         with self._lock:
-            self.status.pending_local = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+            self.status.pending_local = (
+                len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at) + self._unsent
+            )
 
     def held(self) -> bool:
         """Inside a ``watch.pause_hours`` window (logged when one starts and ends)."""

@@ -207,6 +207,8 @@ class Agent:
                 first = False
                 if self.uploader is not None and not self.paused.is_set():
                     self.uploader.reconcile()
+                elif self.uploader is not None:
+                    self.uploader.count_unsent()  # 'resume' runs the round this one skips (see resume())
                 if self.worker is not None:
                     # Events lost to a partial outage (dead-lettered after max_receives) or never sent.
                     self.worker.reconcile(self.stop_event)
@@ -348,6 +350,9 @@ class Agent:
         self.status.set_state("running")
         if was:
             log.info("resumed: uploads and pulls go on")
+            # Rounds skipped while paused (the start-up one after a restart in the paused state): catch up now,
+            # not at the next rescan.
+            self.sync_now()
         self._remember_pause(False)
 
     def _remember_pause(self, paused: bool) -> None:
