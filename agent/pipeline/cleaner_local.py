@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -235,3 +236,47 @@ def _orphan_local_thumbnails(
         if key in snap.thumbs:
             out.append(Deletion(cfg.thumbnails.bucket, key, "thumbnail of a deleted local file", snap.thumbs[key].size))
     return out
+
+
+class DeletedLocally:
+    """Whether the source of a rel is a file this machine uploaded and the user deleted locally, while
+    ``remove_orphan_local_thumbnails`` mirrors such deletions: its thumbnails must not be made and pulled again
+    (the worker reconcile, the puller), else they come back after the cleaner removed them.
+
+    The same proof as the cleaner's: the journal records the upload from that path to that key (of the
+    folder's own drive), the file and its moved copy are gone, and its watch folder is trusted.
+    """
+
+    FOLDERS_TTL = 60.0  # folder states are re-checked at most this often (a full check stats the folder's files)
+
+    def __init__(self, cfg: Config, journal: Journal) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.layout = Layout.of(cfg)
+        self.uploaded_from = journal_lookup(journal)
+        self.moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
+        self._trusted: tuple[float, list[Path]] | None = None
+
+    def __call__(self, rel: str) -> bool:
+        path = local_source(self.cfg, self.layout, rel)
+        if path is None or path.exists():
+            return False
+        if self.moved_to is not None and self.moved_to.joinpath(*rel.split("/")).exists():
+            return False
+        if self.uploaded_from(str(path)) != self.layout.source_key(rel):
+            return False
+        return any(root in path.parents for root in self._trusted_roots())
+
+    def thumbnail(self, thumb_rel: str) -> bool:
+        """The same for a thumbnail: every source that could have made it was deleted locally."""
+        rels = source_rels_of(self.layout, thumb_rel)
+        return bool(rels) and all(self(rel) for rel in rels)
+
+    def _trusted_roots(self) -> list[Path]:
+        now = time.monotonic()
+        if self._trusted is None or now - self._trusted[0] > self.FOLDERS_TTL:
+            folders = check_folders(
+                self.cfg.watch.folders, self.journal.uploads_under, moved_to=self.moved_to, accepted=self.journal.folder_identity
+            )
+            self._trusted = (now, [Path(f.path) for f in folders if f.trusted])
+        return self._trusted[1]

@@ -153,6 +153,7 @@ class Uploader:
         self._unsent = 0  # found by count_unsent() while paused; the next reconcile takes them
         # folder index -> ((st_dev, st_ino) when worked out, its identity): see _folder_id
         self._folder_ids: dict[int, tuple[tuple[int, int] | None, str | None]] = {}
+        self._id_lock = threading.Lock()
         # path -> when it was last written to, for files not closed since (only where close events exist).
         self._open_for_write: dict[Path, float] = {}
         self.close_events = False  # set by start_watching when the observer reports close-write (inotify)
@@ -445,15 +446,14 @@ class Uploader:
         if marker is not None and marker == self.journal.folder_identity(str(root)):
             return marker  # the known drive (also right after 'cleanup --forget-folder' accepted one)
         now = _identity(root)
-        with self._lock:
+        with self._id_lock:  # parallel uploads from a new folder: one of them stamps it, the others wait
             cached = self._folder_ids.get(folder)
-        if cached is not None and cached[0] == now:
-            return cached[1]
-        moved_to = move_target(self.cfg) if self.cfg.cleanup.inbox_after_upload == "move" else None
-        found = identify(
-            root, self.journal.uploads_under, self.journal.folder_identity, self.journal.accept_folder, moved_to=moved_to
-        )
-        with self._lock:
+            if cached is not None and cached[0] == now:
+                return cached[1]
+            moved_to = move_target(self.cfg) if self.cfg.cleanup.inbox_after_upload == "move" else None
+            found = identify(
+                root, self.journal.uploads_under, self.journal.folder_identity, self.journal.accept_folder, moved_to=moved_to
+            )
             self._folder_ids[folder] = (now, found)
         return found
 

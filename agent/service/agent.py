@@ -18,6 +18,7 @@ from agent.cloud.clients import Backend
 from agent.config.model import Config
 from agent.errors import ResourceMissingError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule
+from agent.pipeline.cleaner_local import DeletedLocally
 from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.puller import ThumbnailPuller
@@ -148,13 +149,19 @@ class Agent:
         self.status.online()
         if self.uploader is not None:
             self.uploader.provisioned.set()
+        # Thumbnails of photos deleted here must not come back (made again by a reconcile or a sizes change).
+        deleted = DeletedLocally(self.cfg, self.journal) if self.cfg.cleanup.remove_orphan_local_thumbnails else None
         if "worker" in self.roles and urls.events:
             worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp")
             self._add_consumer(
                 "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
             )
+        if self.worker is not None and deleted is not None:
+            self.worker.deleted_locally = deleted
         if "puller" in self.roles and urls.pull:
             self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
+            if deleted is not None:
+                self.puller.deleted_locally = deleted.thumbnail
             self._add_consumer(
                 "puller",
                 self.puller.handle_message,

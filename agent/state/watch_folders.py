@@ -112,14 +112,17 @@ def stamp_marker(folder: str | Path) -> str | None:
         return found
     new = uuid.uuid4().hex
     path = Path(folder) / MARKER
-    tmp = path.with_name(f"{MARKER}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(new + "\n", encoding="ascii")
-        os.replace(tmp, path)
+        # Created exclusively (no rename: FAT/exFAT cards have no hard links): of two writers, the second
+        # reads the first one's identity instead of replacing it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return read_marker(folder)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         log.info("cannot write %s (%s): this folder is told from another drive by its files alone", path, exc.strerror)
         return None
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(new + "\n")
     return new
 
 
