@@ -594,8 +594,11 @@ class Uploader:
                     # First run: ~/ThumbDrop/inbox is made for the user. Never a folder files were uploaded
                     # from: that is an unplugged drive, and an empty stand-in would read as "all deleted".
                     root.mkdir(parents=True, exist_ok=True)
+                    log.info("created watch folder %s", root)
                 else:
                     self._report_missing(folder)
+            else:
+                self._note_other_drive(root)
             observer = Observer()
             self.close_events = reports_close_write(observer)
             observer.name = f"watch-{root.name}"
@@ -628,10 +631,11 @@ class Uploader:
                 if self._watches[i] is None:
                     continue
                 if self._roots_seen[i] is None:
-                    log.warning("watch folder %s is back: watching it again", root)
+                    log.info("watch folder %s is back: watching it again", root)
                 else:
-                    log.warning("watch folder %s was replaced: watching the new one", root)
+                    log.info("watch folder %s was replaced: watching the new one", root)
                 self.status.folder_back(str(root))
+                self._note_other_drive(root)
                 self.touch_tree(root)
             self._roots_seen[i] = now
 
@@ -645,9 +649,20 @@ class Uploader:
             log.warning("cannot watch %s yet: %s", root, exc)
             return None
 
+    def _note_other_drive(self, root: Path) -> None:
+        """A folder that is there but holds another drive (or an empty mount point): status and the log say so
+        (status shows it as WAITING, like a missing one); uploads from it go on."""
+        moved_to = move_target(self.cfg) if self.cfg.cleanup.inbox_after_upload == "move" else None
+        folder = check_folder(root, self.journal.uploads_under, moved_to=moved_to, accepted=self.journal.folder_identity)
+        if folder.trusted:
+            return
+        text = f"{folder.describe()} ({folder.fix()})"
+        log.warning("%s", text)
+        self.status.folder_missing(folder.path, text)
+
     def _report_missing(self, folder: WatchFolder) -> None:
         text = (
-            folder.describe()
+            f"{folder.describe()} ({folder.fix()})"
             if folder.state == MISSING
             else f"watch folder {folder.path} is gone; watching it again when it is back"
         )
