@@ -2,14 +2,15 @@
 
 A watch folder is in one of six states:
 
-* ``ok``: there, and either nothing was uploaded from it yet or at least one file the journal
-  recorded under it is still there (or was moved away by ``inbox_after_upload: move``);
+* ``ok``: there, its identity (below) is the recorded one or none is recorded, and either nothing was
+  uploaded from it yet or at least half of the files the journal recorded under it are still there
+  (or were moved away by ``inbox_after_upload: move``);
 * ``new``: not there, and nothing was ever uploaded from it: the agent may create it (first run);
 * ``missing``: not there, but the journal records uploads from it: an unplugged drive or an
   unmounted share. Nobody creates it, the agent waits for it, cleanup leaves its files alone;
 * ``emptied``: there, but none of the files recorded under it is: an empty mount point, or another
-  drive mounted in its place. Cleanup leaves it alone until a file of it is seen again (a new file
-  uploaded from it counts);
+  drive mounted in its place. Cleanup leaves it alone until its files are seen again, or
+  ``thumbdrop cleanup --forget-folder PATH`` accepts it as it is;
 * ``other``: there, but its identity is not the one recorded with its uploads: another drive or card
   mounted in its place. No cleanup rule acts on the recorded files until the user accepts it
   (``thumbdrop cleanup --forget-folder PATH``) or the right drive is back;
@@ -70,7 +71,7 @@ class WatchFolder:
         if self.state == EMPTIED:
             return (
                 f"watch folder {self.path} holds none of the files uploaded from it (an empty mount point, or "
-                "another drive?): cleanup leaves its thumbnails alone until one of its files is seen again"
+                "another drive?): cleanup leaves its thumbnails alone until its files are seen again"
             )
         if self.state == OTHER:
             return (
