@@ -123,7 +123,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from agent.service.sync_client import sync_through_agent
 
     cfg = load(args)
-    report_missing_watch_folders(cfg)
+    missing = report_missing_watch_folders(cfg)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -143,7 +143,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             signal.signal(s, h)
     code = EXIT_INTERRUPTED if result.interrupted else EXIT_OK if result.ok else EXIT_ITEMS_FAILED
     if args.json:
-        report = {"ok": result.ok, "exit_code": code, **result.as_dict()}
+        report = {"ok": result.ok, "exit_code": code, **result.as_dict(), "missing_folders": missing}
         if result.interrupted or result.timed_out:
             stopped = "interrupted" if result.interrupted else f"timed out after {args.timeout:g} s"
             report["error"] = {
@@ -158,6 +158,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
     for name, reason in sorted(result.failures.items()):
         print(f"  FAILED {printable(name)}: {printable(reason)}")
+    for m in missing:
+        print(f"  SKIPPED {printable(m['detail'])}")
     why = " (interrupted)" if result.interrupted else " (timed out)" if result.timed_out else ""
     if result.unfinished:
         print(f"  {len(result.unfinished)} unfinished{why}:")

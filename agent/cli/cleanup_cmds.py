@@ -26,6 +26,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="instead of the policy: remove queues, topics and subscriptions thumbdrop created for an older config",
     )
+    p.add_argument(
+        "--forget-folder",
+        metavar="PATH",
+        help="instead of the policy: accept the drive now in watch folder PATH as that folder (after a drive swap); "
+        "the journal forgets the files not on it, so no rule ever takes them as deleted (their thumbnails stay)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask before purging or removing")
     p.set_defaults(func=cmd_cleanup)
 
@@ -93,12 +99,21 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     cfg = load(args)
     if args.purge_queues or args.stale_resources:
         return _queues_and_resources(cfg, args)
+    if args.forget_folder:
+        return _forget_folder(cfg, args.forget_folder)
     with open_backend(cfg, start=False) as backend:
         journal = Journal(state_dir(cfg) / "journal.sqlite3") if cfg.cleanup.remove_orphan_local_thumbnails else None
         try:
             lookup = journal_lookup(journal) if journal is not None else None
             under = journal.uploads_under if journal is not None else None
-            plan = plan_cleanup(cfg, backend, now=datetime.now(UTC), uploaded_from=lookup, recorded_under=under)
+            plan = plan_cleanup(
+                cfg,
+                backend,
+                now=datetime.now(UTC),
+                uploaded_from=lookup,
+                recorded_under=under,
+                accepted=journal.folder_identity if journal is not None else None,
+            )
         finally:
             if journal is not None:
                 journal.close()
@@ -121,6 +136,47 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if stopped and not args.json:
         raise MassDeleteError(plan.problems)
     return EXIT_ITEMS_FAILED if report["stopped"] or report["errors"] else EXIT_OK
+
+
+def _forget_folder(cfg: Any, given: str) -> int:
+    """Accept what is in a watch folder now as that folder: the way out of "another drive" (state.watch_folders)."""
+    from pathlib import Path
+
+    from agent.config.cleanup_checks import move_target
+    from agent.errors import UsageError
+    from agent.service.runtime import state_dir
+    from agent.state.journal import JOURNAL_FILE, Journal
+    from agent.state.watch_folders import stamp_marker
+    from agent.text import printable
+
+    wanted = Path(given).expanduser().resolve()
+    roots = [Path(f) for f in cfg.watch.folders if Path(f).expanduser().resolve() == wanted]
+    if not roots:
+        raise UsageError(f"{given} is not one of watch.folders ({', '.join(cfg.watch.folders) or 'none'}); give one of them")
+    root = roots[0]
+    if not root.is_dir():
+        raise UsageError(f"watch folder {root} is not there: mount the drive you want to accept first")
+    moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
+
+    def present(path: str) -> bool:
+        if Path(path).exists():
+            return True
+        if moved_to is None:
+            return False
+        rel = Path(path).relative_to(root)
+        return (moved_to / rel).exists() or (moved_to / root.name / rel).exists()
+
+    marker = stamp_marker(root)
+    journal = Journal(state_dir(cfg) / JOURNAL_FILE)
+    try:
+        dropped = journal.forget_folder(str(root), marker, present)
+    finally:
+        journal.close()
+    print(
+        f"watch folder {printable(str(root))}: the drive there now is accepted as this folder; the journal forgot "
+        f"{dropped} file(s) not on it (their thumbnails stay: delete them by hand if unwanted)"
+    )
+    return EXIT_OK
 
 
 def _print_cleanup(report: dict[str, Any], rows: list[Any], args: argparse.Namespace, outcome: Any) -> None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,17 @@ from agent.pipeline.keys import Layout
 from agent.pipeline.puller import TMP_MARK
 from agent.pipeline.uploader import NameFilter
 from agent.state.journal import Journal
-from agent.state.watch_folders import EMPTIED, MISSING, NEW, RecordedUnder, check_folders
+from agent.state.watch_folders import (
+    EMPTIED,
+    FEW,
+    MIN_SHARE,
+    MISSING,
+    NEW,
+    OTHER,
+    AcceptedId,
+    RecordedUnder,
+    check_folders,
+)
 
 # path of a source file -> the key this machine uploaded it to (None: never uploaded from here)
 UploadedFrom = Callable[[str], "str | None"]
@@ -35,9 +46,25 @@ def journal_lookup(journal: Journal) -> UploadedFrom:
 
     def lookup(path: str) -> str | None:
         rec = journal.upload(path)
-        return rec.key if rec is not None else None
+        if rec is None:
+            return None
+        if rec.folder_id is not None and rec.folder_id != journal.folder_identity(_root_of(path, journal)):
+            return None  # uploaded while another drive was mounted there: not this folder's file
+        return rec.key
 
     return lookup
+
+
+def _root_of(path: str, journal: Journal) -> str:
+    """The watch folder whose accepted identity a record's path falls under ("" when none does)."""
+    for parent in Path(path).parents:
+        if journal.folder_identity(str(parent)) is not None:
+            return str(parent)
+    return ""
+
+
+def accepted_lookup(journal: Journal | None) -> AcceptedId | None:
+    return journal.folder_identity if journal is not None else None
 
 
 def walk_thumbnails(root: Path) -> dict[str, LocalStat]:
@@ -65,18 +92,20 @@ def select_local(
     *,
     uploaded_from: UploadedFrom,
     recorded_under: RecordedUnder | None = None,
+    accepted: AcceptedId | None = None,
 ) -> tuple[list[Deletion], list[str]]:
     """Deletions and moves in the local folders, and notes on rules that were skipped.
 
     ``recorded_under(folder)``: the paths the journal records as uploaded from a folder (how a folder
     that came back empty is told from one whose files were deleted); None: no journal to ask.
+    ``accepted(folder)``: the identity recorded for a folder (how another drive in its place is told apart).
     """
     out: list[Deletion] = []
     notes: list[str] = []
     if cfg.cleanup.inbox_after_upload != "keep":
         out.extend(_finished_inbox_files(cfg, snap, remote, notes))
     if cfg.cleanup.remove_orphan_local_thumbnails:
-        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, recorded_under or _no_records, notes))
+        out.extend(_orphan_local_thumbnails(cfg, snap, uploaded_from, recorded_under or _no_records, accepted, notes))
     if cfg.cleanup.remove_unlisted_sizes:
         out.extend(select_unlisted_sizes_local(cfg, snap, remote))
     return out, notes
@@ -155,20 +184,29 @@ _SKIPPED = {
     MISSING: "it is missing, but files were uploaded from it (an unplugged drive is not a deletion)",
     EMPTIED: "it holds none of the files uploaded from it (an empty mount point or another drive is not a deletion)",
     NEW: "it does not exist",
+    OTHER: "it is another drive than the one its files were uploaded from (another drive is not a deletion)",
+    FEW: f"it holds fewer than {MIN_SHARE:.0%} of the files uploaded from it (another drive or card is not a deletion)",
 }
 
 
 def _orphan_local_thumbnails(
-    cfg: Config, snap: Snapshot, uploaded_from: UploadedFrom, recorded_under: RecordedUnder, notes: list[str]
+    cfg: Config,
+    snap: Snapshot,
+    uploaded_from: UploadedFrom,
+    recorded_under: RecordedUnder,
+    accepted: AcceptedId | None,
+    notes: list[str],
 ) -> list[Deletion]:
     if not cfg.watch.folders:
         notes.append("remove_orphan_local_thumbnails skipped: no watch folders")
         return []
     moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
     # Only a folder that is there and still holds files of its own proves that a file absent from it was deleted.
-    untrusted = [f for f in check_folders(cfg.watch.folders, recorded_under, moved_to=moved_to) if not f.trusted]
+    folders = check_folders(cfg.watch.folders, recorded_under, moved_to=moved_to, accepted=accepted)
+    untrusted = [f for f in folders if not f.trusted]
     for f in untrusted:
-        notes.append(f"remove_orphan_local_thumbnails skipped for {f.path}: {_SKIPPED[f.state]}")
+        way_out = f"; {f.fix()}" if f.state in (OTHER, FEW, EMPTIED) else ""
+        notes.append(f"remove_orphan_local_thumbnails skipped for {f.path}: {_SKIPPED[f.state]}{way_out}")
     if len(untrusted) == len(cfg.watch.folders):
         return []
     untrusted_roots = [Path(f.path) for f in untrusted]
@@ -198,3 +236,47 @@ def _orphan_local_thumbnails(
         if key in snap.thumbs:
             out.append(Deletion(cfg.thumbnails.bucket, key, "thumbnail of a deleted local file", snap.thumbs[key].size))
     return out
+
+
+class DeletedLocally:
+    """Whether the source of a rel is a file this machine uploaded and the user deleted locally, while
+    ``remove_orphan_local_thumbnails`` mirrors such deletions: its thumbnails must not be made and pulled again
+    (the worker reconcile, the puller), else they come back after the cleaner removed them.
+
+    The same proof as the cleaner's: the journal records the upload from that path to that key (of the
+    folder's own drive), the file and its moved copy are gone, and its watch folder is trusted.
+    """
+
+    FOLDERS_TTL = 60.0  # folder states are re-checked at most this often (a full check stats the folder's files)
+
+    def __init__(self, cfg: Config, journal: Journal) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.layout = Layout.of(cfg)
+        self.uploaded_from = journal_lookup(journal)
+        self.moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
+        self._trusted: tuple[float, list[Path]] | None = None
+
+    def __call__(self, rel: str) -> bool:
+        path = local_source(self.cfg, self.layout, rel)
+        if path is None or path.exists():
+            return False
+        if self.moved_to is not None and self.moved_to.joinpath(*rel.split("/")).exists():
+            return False
+        if self.uploaded_from(str(path)) != self.layout.source_key(rel):
+            return False
+        return any(root in path.parents for root in self._trusted_roots())
+
+    def thumbnail(self, thumb_rel: str) -> bool:
+        """The same for a thumbnail: every source that could have made it was deleted locally."""
+        rels = source_rels_of(self.layout, thumb_rel)
+        return bool(rels) and all(self(rel) for rel in rels)
+
+    def _trusted_roots(self) -> list[Path]:
+        now = time.monotonic()
+        if self._trusted is None or now - self._trusted[0] > self.FOLDERS_TTL:
+            folders = check_folders(
+                self.cfg.watch.folders, self.journal.uploads_under, moved_to=self.moved_to, accepted=self.journal.folder_identity
+            )
+            self._trusted = (now, [Path(f.path) for f in folders if f.trusted])
+        return self._trusted[1]

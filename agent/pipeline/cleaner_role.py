@@ -45,6 +45,7 @@ class CleanerRole:
         self.paused = paused
         self.uploaded_from: UploadedFrom | None = journal_lookup(journal) if journal is not None else None
         self.recorded_under = journal.uploads_under if journal is not None else None
+        self.accepted = journal.folder_identity if journal is not None else None
         self.clock = clock
         self.runs = 0
 
@@ -70,6 +71,7 @@ class CleanerRole:
                 now=self.clock(),
                 uploaded_from=self.uploaded_from,
                 recorded_under=self.recorded_under,
+                accepted=self.accepted,
                 stop=self.stop,
             )
             for note in plan.notes:

@@ -34,7 +34,8 @@ from agent.errors import (
 from agent.pipeline.cleaner import LOCAL, Deletion, Obj, Scope, Snapshot, Upload, guard_problems, needs, scopes, select_remote
 from agent.pipeline.cleaner_local import UploadedFrom, select_local, walk_thumbnails
 from agent.pipeline.cleaner_sizes import select_unlisted_sizes
-from agent.state.watch_folders import RecordedUnder
+from agent.state.watch_folders import AcceptedId, RecordedUnder
+from agent.text import printable
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # DeleteObjects takes at most 1000 keys
@@ -147,6 +148,7 @@ def plan_cleanup(
     now: datetime,
     uploaded_from: UploadedFrom | None = None,
     recorded_under: RecordedUnder | None = None,
+    accepted: AcceptedId | None = None,
     stop: threading.Event | None = None,
 ) -> Plan:
     """Everything a run would delete, and whether the mass-delete guard would stop it. Deletes nothing."""
@@ -161,7 +163,12 @@ def plan_cleanup(
     if cfg.cleanup.remove_unlisted_sizes:
         remote += select_unlisted_sizes(cfg, snap, lookup)
     local, local_notes = select_local(
-        cfg, snap, remote, uploaded_from=uploaded_from or (lambda _path: None), recorded_under=recorded_under
+        cfg,
+        snap,
+        remote,
+        uploaded_from=uploaded_from or (lambda _path: None),
+        recorded_under=recorded_under,
+        accepted=accepted,
     )
     seen: set[tuple[str, str, str | None]] = set()
     deletions = []
@@ -273,6 +280,11 @@ def _apply_local(cfg: Config, d: Deletion) -> str | None:
             path.unlink()
     except OSError as exc:
         return f"{'move' if d.move_to else 'delete'} failed: {exc.strerror or exc}"
+    # Each local file by name: a removal the user did not expect can be traced in the log.
+    if d.move_to:
+        log.info("cleanup: moved %s -> %s (%s)", printable(str(path)), printable(d.move_to), d.reason)
+    else:
+        log.info("cleanup: removed %s (%s)", printable(str(path)), d.reason)
     for root in (Path(cfg.local.thumbnails_dir), *(Path(f) for f in cfg.watch.folders)):
         if root in path.parents:
             _prune_empty_dirs(path.parent, root)

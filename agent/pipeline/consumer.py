@@ -179,6 +179,10 @@ class QueueConsumer:
                 self._slow_backoff.reset()
                 self.status.online()
             except ThumbdropError as exc:
+                if self.stop_event.is_set():
+                    # A long poll cut off by the stop (the embedded server goes down with the agent): no outage.
+                    log.debug("%s: receive ended by the stop: %s", self.name, exc)
+                    return
                 if exc.kind == "transient":
                     self.status.offline(str(exc))
                     delay = self.backoff.next()

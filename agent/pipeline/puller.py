@@ -52,6 +52,8 @@ PLACE_WAIT = 60.0  # seconds a pull waits for the hand-over to place the same th
 class ThumbnailPuller:
     def __init__(self, cfg: Config, backend: Backend, status: Status, journal: Journal | None = None) -> None:
         self.journal = journal
+        # Set by the agent while remove_orphan_local_thumbnails is on: thumb rel -> its source was deleted here.
+        self.deleted_locally: Callable[[str], bool] | None = None
         self.cfg = cfg
         self.s3 = backend.s3
         self.layout = Layout.of(cfg)
@@ -128,6 +130,11 @@ class ThumbnailPuller:
     def pull(self, key: str, rel: str, *, size: int | None = None, etag: str | None = None, mtime: float | None = None) -> str:
         """Download one thumbnail unless the local copy matches; returns 'pulled' or 'skipped'."""
         path = safe_local_path(self.root, rel)
+        if self.deleted_locally is not None and not path.exists() and self.deleted_locally(rel):
+            # Made elsewhere (or before a sizes change) for a photo the user deleted here: it stays away.
+            log.debug("skipped %s: its source was deleted locally (remove_orphan_local_thumbnails)", key)
+            self.status.count("skipped")
+            return "skipped"
         with self._placing_lock:
             placing = self._placing.get(key)
         if placing is not None:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
+from agent.config.cleanup_checks import move_target
 from agent.config.model import Config
 from agent.errors import ItemError, ResourceMissingError, ThumbdropError, UnsupportedError
 from agent.pipeline.bandwidth import PauseSchedule, limiter_for, throttle
@@ -55,7 +56,7 @@ from agent.pipeline.multipart import ResumableUpload, source_of
 from agent.pipeline.pools import shutdown_within
 from agent.state.journal import Journal, UploadRecord
 from agent.state.status import Status
-from agent.state.watch_folders import MISSING, NEW, WatchFolder, check_folder
+from agent.state.watch_folders import MISSING, NEW, WatchFolder, check_folder, identify, read_marker
 
 if TYPE_CHECKING:  # boto3 and watchdog load when the uploader talks to the bucket or watches: not for a no-op sync
     from watchdog.events import FileSystemEvent
@@ -153,6 +154,10 @@ class Uploader:
         # A bucket that is gone (the backend came back empty): the agent sets up again or says what to run.
         self.on_missing: Callable[[ThumbdropError], None] | None = None
         self._dirs_to_scan: set[Path] = set()
+        self._unsent = 0  # found by count_unsent() while paused; the next reconcile takes them
+        # folder index -> ((st_dev, st_ino) when worked out, its identity): see _folder_id
+        self._folder_ids: dict[int, tuple[tuple[int, int] | None, str | None]] = {}
+        self._id_lock = threading.Lock()
         # path -> when it was last written to, for files not closed since (only where close events exist).
         self._open_for_write: dict[Path, float] = {}
         self.close_events = False  # set by start_watching when the observer reports close-write (inotify)
@@ -275,8 +280,26 @@ class Uploader:
             log.info("aborted %d unfinished multipart upload(s) left by an earlier run", aborted)
         return aborted
 
+    def count_unsent(self) -> int:
+        """Local files a paused agent has not reconciled yet (changed since the journal's record and not
+        thumbnailed locally): shown as pending while paused, uploaded by the reconcile that 'resume' runs."""
+        count = 0
+        for lf in self.scan():
+            st = _stat(lf.path)
+            if st is None or self._thumbnailed_locally(lf.rel, st):
+                continue
+            rec = self.journal.upload(str(lf.path))
+            if rec is None or (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                count += 1
+        with self._lock:
+            self._unsent = count
+        self._publish_pending()
+        return count
+
     def reconcile(self) -> list[Future[str]]:
         """Upload what is missing or different in the bucket; returns the futures of the uploads."""
+        with self._lock:
+            self._unsent = 0  # this round takes them all
         remote = self.listing()
         futures = []
         seen = 0
@@ -430,7 +453,7 @@ class Uploader:
         except OSError as exc:
             raise ItemError(f"cannot read {path}: {exc.strerror or exc}") from None
         if remote is not None and hashes.etag is not None and remote == (st.st_size, hashes.etag):
-            rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag)
+            rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, hashes.etag, self._folder_id(lf.folder))
             self.journal.record_upload(rec)
             return "unchanged", rec
         self.status.begin("uploading")
@@ -444,12 +467,31 @@ class Uploader:
         if after is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             log.info("%s changed during its upload; it goes up again once it settles", path)
             self.touch(path)
-        rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag)
+        rec = UploadRecord(str(path), key, st.st_size, st.st_mtime_ns, hashes.sha256, etag, self._folder_id(lf.folder))
         self.journal.record_upload(rec)
         self.status.count("uploaded")
         self.status.resolved(str(path), "uploader")
         log.info("uploaded %s -> s3://%s/%s (%d bytes)", printable(str(path)), self.cfg.source.bucket, printable(key), st.st_size)
         return "uploaded", rec
+
+    def _folder_id(self, folder: int) -> str | None:
+        """The identity of watch folder ``folder`` to record with an upload (state.watch_folders): worked out
+        again when the folder's inode changes (another drive mounted there)."""
+        root = self.folders[folder]
+        marker = read_marker(root)
+        if marker is not None and marker == self.journal.folder_identity(str(root)):
+            return marker  # the known drive (also right after 'cleanup --forget-folder' accepted one)
+        now = _identity(root)
+        with self._id_lock:  # parallel uploads from a new folder: one of them stamps it, the others wait
+            cached = self._folder_ids.get(folder)
+            if cached is not None and cached[0] == now:
+                return cached[1]
+            moved_to = move_target(self.cfg) if self.cfg.cleanup.inbox_after_upload == "move" else None
+            found = identify(
+                root, self.journal.uploads_under, self.journal.folder_identity, self.journal.accept_folder, moved_to=moved_to
+            )
+            self._folder_ids[folder] = (now, found)
+        return found
 
     def _settled_stat(self, path: Path) -> os.stat_result | None:
         """stat() once the file has not changed for settle_seconds (waits if it changed recently).
@@ -603,8 +645,11 @@ class Uploader:
                     # First run: ~/ThumbDrop/inbox is made for the user. Never a folder files were uploaded
                     # from: that is an unplugged drive, and an empty stand-in would read as "all deleted".
                     root.mkdir(parents=True, exist_ok=True)
+                    log.info("created watch folder %s", root)
                 else:
                     self._report_missing(folder)
+            else:
+                self._note_other_drive(root)
             observer = Observer()
             self.close_events = reports_close_write(observer)
             observer.name = f"watch-{root.name}"
@@ -637,10 +682,11 @@ class Uploader:
                 if self._watches[i] is None:
                     continue
                 if self._roots_seen[i] is None:
-                    log.warning("watch folder %s is back: watching it again", root)
+                    log.info("watch folder %s is back: watching it again", root)
                 else:
-                    log.warning("watch folder %s was replaced: watching the new one", root)
+                    log.info("watch folder %s was replaced: watching the new one", root)
                 self.status.folder_back(str(root))
+                self._note_other_drive(root)
                 self.touch_tree(root)
             self._roots_seen[i] = now
 
@@ -654,9 +700,20 @@ class Uploader:
             log.warning("cannot watch %s yet: %s", root, exc)
             return None
 
+    def _note_other_drive(self, root: Path) -> None:
+        """A folder that is there but holds another drive (or an empty mount point): status and the log say so
+        (status shows it as WAITING, like a missing one); uploads from it go on."""
+        moved_to = move_target(self.cfg) if self.cfg.cleanup.inbox_after_upload == "move" else None
+        folder = check_folder(root, self.journal.uploads_under, moved_to=moved_to, accepted=self.journal.folder_identity)
+        if folder.trusted:
+            return
+        text = f"{folder.describe()} ({folder.fix()})"
+        log.warning("%s", text)
+        self.status.folder_missing(folder.path, text)
+
     def _report_missing(self, folder: WatchFolder) -> None:
         text = (
-            folder.describe()
+            f"{folder.describe()} ({folder.fix()})"
             if folder.state == MISSING
             else f"watch folder {folder.path} is gone; watching it again when it is back"
         )
@@ -739,7 +796,7 @@ class Uploader:
     def _publish_pending(self) -> None:
         """Files noticed but not uploaded yet: settling, queued, uploading, or waiting to retry."""
         with self._lock:
-            n = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at)
+            n = len(self._pending) + len(self._queued) + len(self._busy) + len(self._retry_at) + self._unsent
         self.status.set_pending(n)
 
     def held(self) -> bool:

@@ -164,6 +164,8 @@ class ThumbnailWorker:
         self.spec = spec_of(cfg)
         self.status = status
         self.concurrency = cfg.worker.concurrency or os.cpu_count() or 1
+        # Set by the agent while remove_orphan_local_thumbnails is on (cleaner_local.DeletedLocally).
+        self.deleted_locally: Callable[[str], bool] | None = None
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
         # Shared by the queue's jobs and the reconcile's: decode memory stays within worker.max_memory_mb.
         self.budget = MemoryBudget((cfg.worker.max_memory_mb or default_memory_mb()) * MIB)
@@ -285,6 +287,11 @@ class ThumbnailWorker:
         """Thumbnail every source whose event was lost (dead-lettered during an outage, or uploaded
         before the bucket notifications existed). Returns how many were made."""
         missing, _failed = self.pending()
+        if self.deleted_locally is not None:
+            gone = {rel for rel in missing if self.deleted_locally(rel)}
+            if gone:
+                log.debug("worker reconcile: %d source(s) deleted locally are not thumbnailed again", len(gone))
+                missing = set(missing) - gone
         if not missing:
             return 0
         log.info("worker reconcile: %d source(s) without thumbnails", len(missing))

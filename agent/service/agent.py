@@ -19,6 +19,7 @@ from agent.cloud.clients import Backend
 from agent.config.model import Config
 from agent.errors import ResourceMissingError, ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule
+from agent.pipeline.cleaner_local import DeletedLocally
 from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.handoff import Handoff
@@ -158,14 +159,20 @@ class Agent:
         if self.uploader is not None:
             self.uploader.provisioned.set()
             self.uploader.wake()
+        # Thumbnails of photos deleted here must not come back (made again by a reconcile or a sizes change).
+        deleted = DeletedLocally(self.cfg, self.journal) if self.cfg.cleanup.remove_orphan_local_thumbnails else None
         if "worker" in self.roles and urls.events:
             # With the journal: events for what a sync made in-process are skipped without an S3 call.
             worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
             self._add_consumer(
                 "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
             )
+        if self.worker is not None and deleted is not None:
+            self.worker.deleted_locally = deleted
         if "puller" in self.roles and urls.pull:
             self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
+            if deleted is not None:
+                self.puller.deleted_locally = deleted.thumbnail
             self._add_consumer(
                 "puller",
                 self.puller.handle_message,
@@ -248,6 +255,8 @@ class Agent:
                 first = False
                 if self.uploader is not None and not self.paused.is_set():
                     self.uploader.reconcile()
+                elif self.uploader is not None:
+                    self.uploader.count_unsent()  # 'resume' runs the round this one skips (see resume())
                 if self.worker is not None:
                     # Events lost to a partial outage (dead-lettered after max_receives) or never sent.
                     self.worker.reconcile(self.stop_event)
@@ -430,6 +439,9 @@ class Agent:
         self.status.set_state("running")
         if was:
             log.info("resumed: uploads and pulls go on")
+            # Rounds skipped while paused (the start-up one after a restart in the paused state): catch up now,
+            # not at the next rescan.
+            self.sync_now()
         self._remember_pause(False)
 
     def _remember_pause(self, paused: bool) -> None:

@@ -424,6 +424,7 @@ def cleanup_now(target: Controllable, *, dry_run: bool) -> dict[str, Any]:
             now=datetime.now(UTC),
             uploaded_from=_uploaded_from(target),
             recorded_under=journal.uploads_under if journal is not None else None,
+            accepted=journal.folder_identity if journal is not None else None,
             stop=stop,
         )
         totals: dict[str, Any] = {"objects": len(plan.deletions), "bytes": plan.total_bytes}

@@ -37,7 +37,7 @@ from agent.errors import (
 )
 from agent.pipeline.keys import PROBE_MARK
 from agent.state.journal import JOURNAL_FILE, Journal
-from agent.state.watch_folders import EMPTIED, MISSING, NEW, WatchFolder, check_folders
+from agent.state.watch_folders import MISSING, NEW, OK, WatchFolder, check_folders
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +491,12 @@ def watch_folder_states(cfg: Config) -> list[WatchFolder]:
         return check_folders(cfg.watch.folders, lambda _f: [])
     journal = Journal(path)
     try:
-        return check_folders(cfg.watch.folders, lambda f: list(journal.uploads_under(f)), moved_to=_moved_to(cfg))
+        return check_folders(
+            cfg.watch.folders,
+            lambda f: list(journal.uploads_under(f)),
+            moved_to=_moved_to(cfg),
+            accepted=journal.folder_identity,
+        )
     finally:
         journal.close()
 
@@ -501,18 +506,11 @@ def _moved_to(cfg: Config) -> Path | None:
 
 
 def watch_folders_check(folders: list[WatchFolder]) -> Check:
-    """A folder files were uploaded from that is missing or came back empty: an unplugged drive, most likely."""
-    lost = [f for f in folders if f.state == MISSING]
-    emptied = [f for f in folders if f.state == EMPTIED]
-    if lost or emptied:
-        fixes = []
-        if lost:
-            fixes.append(
-                "plug the drive in or mount the share (the agent waits for it); if it is gone for good, remove it from watch.folders"
-            )
-        if emptied:
-            fixes.append("mount the right drive; if its files were deleted on purpose, drop a new image in it")
-        return Check("watch folders", WARN, "; ".join(f.describe() for f in lost + emptied), "; ".join(fixes))
+    """A folder files were uploaded from that is missing, came back empty or is another drive: cleanup skips it."""
+    untrusted = [f for f in folders if f.state not in (OK, NEW)]
+    if untrusted:
+        fixes = list(dict.fromkeys(f.fix() for f in untrusted))
+        return Check("watch folders", WARN, "; ".join(f.describe() for f in untrusted), "; ".join(fixes))
     new = [f.path for f in folders if f.state == NEW]
     text = f"{len(folders) - len(new)} of {len(folders)} there"
     if new:

@@ -18,7 +18,6 @@ from types import FrameType
 from agent.config.loader import DEFAULTS_ORIGIN, load_config
 from agent.config.model import Config
 from agent.errors import EXIT_BACKEND, EXIT_OK
-from agent.service.runtime import report_missing_watch_folders
 from agent.service.sdnotify import Heartbeat, Notifier
 from agent.service.supervisor import Supervisor
 
@@ -45,8 +44,7 @@ def serve(cfg: Config, *, roles: list[str] | None = None, reload: Callable[[], C
         wake.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    if "uploader" in (roles if roles is not None else cfg.roles):
-        report_missing_watch_folders(cfg)
+    # A missing watch folder is named once by the uploader itself (with the right advice for an unplugged drive).
     supervisor = Supervisor(cfg, roles=roles, load=reload or _reload_from(cfg), wake=wake.set)
     heartbeat = Heartbeat(notifier, status_text=supervisor.status_line, alive=supervisor.alive)
     try:

@@ -29,18 +29,37 @@ def state_dir(cfg: Config) -> Path:
     return path
 
 
-def report_missing_watch_folders(cfg: Config) -> list[str]:
-    """Name each watch folder that does not exist, once per command, with what to do about it."""
-    missing = [folder for folder in cfg.watch.folders if not Path(folder).is_dir()]
+def report_missing_watch_folders(cfg: Config) -> list[dict[str, str]]:
+    """Name each watch folder that does not exist, once per command, with what to do about it: for one the
+    journal has uploads from (an unplugged drive), never "create it". ``[{folder, detail}]`` for --json.
+
+    For 'sync' only: 'run' leaves this to its uploader (which creates a new folder and waits for a missing one).
+    """
+    from agent.state.journal import JOURNAL_FILE, Journal
+    from agent.state.watch_folders import MISSING, check_folder
+
     where = "the config" if cfg.origin == DEFAULTS_ORIGIN else cfg.origin
-    for folder in missing:
-        log.warning(
-            "watch folder %s does not exist: nothing is uploaded from it until it does "
-            "(create it, mount the drive it is on, or fix watch.folders in %s)",
-            folder,
-            where,
-        )
-    return missing
+    path = state_dir(cfg) / JOURNAL_FILE
+    journal = Journal(path) if path.exists() else None  # read, never created here
+    out: list[dict[str, str]] = []
+    try:
+        for folder in cfg.watch.folders:
+            if Path(folder).is_dir():
+                continue
+            state = check_folder(folder, journal.uploads_under if journal is not None else lambda _f: [])
+            if state.state == MISSING:
+                text = f"{state.describe()} ({state.fix()})"
+            else:
+                text = (
+                    f"watch folder {folder} does not exist: nothing is uploaded from it until it does "
+                    f"(create it, mount the drive it is on, or fix watch.folders in {where})"
+                )
+            log.warning("%s", text)
+            out.append({"folder": folder, "detail": text})
+    finally:
+        if journal is not None:
+            journal.close()
+    return out
 
 
 def pool_size(cfg: Config) -> int:

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS thumbnailed (
     etag TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS folders (
+    path TEXT PRIMARY KEY,
+    folder_id TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -76,6 +81,9 @@ class UploadRecord:
     mtime_ns: int
     sha256: str
     etag: str
+    # The identity (state.watch_folders marker) of the watch folder the file was in; None: not known
+    # (a journal from before identities, or a folder that could not be stamped).
+    folder_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,12 +127,14 @@ class Journal:
         columns = {row[1] for row in db.execute("PRAGMA table_info(failures)")}
         if "sha256" not in columns:  # a journal from before failures were tied to a version of the file
             db.execute("ALTER TABLE failures ADD COLUMN sha256 TEXT")
+        if "folder_id" not in {row[1] for row in db.execute("PRAGMA table_info(uploads)")}:
+            db.execute("ALTER TABLE uploads ADD COLUMN folder_id TEXT")  # a journal from before folder identities
         return db
 
     def upload(self, path: str) -> UploadRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT path, key, size, mtime_ns, sha256, etag FROM uploads WHERE path = ?", (path,)
+                "SELECT path, key, size, mtime_ns, sha256, etag, folder_id FROM uploads WHERE path = ?", (path,)
             ).fetchone()
         return UploadRecord(*row) if row else None
 
@@ -133,12 +143,17 @@ class Journal:
             if self._closed:
                 return  # an upload that outlived its sync: the next reconcile records it
             self._db.execute(
-                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time()),
+                "INSERT OR REPLACE INTO uploads (path, key, size, mtime_ns, sha256, etag, at, folder_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time(), rec.folder_id),
             )
 
     def uploads_under(self, folder: str) -> Iterator[str]:
-        """Paths of the uploads recorded inside ``folder`` (an index range scan: no LIKE, no wildcards to escape)."""
+        """Paths of the uploads recorded inside ``folder`` (an index range scan: no LIKE, no wildcards to escape).
+
+        Only those of the folder's accepted identity (or of no known identity): files uploaded while another
+        drive was mounted there are not the folder's own, so their absence never reads as a deletion.
+        """
         prefix = folder.rstrip(os.sep) + os.sep
         upper = prefix[:-1] + chr(ord(os.sep) + 1)  # every path below the folder sorts in [prefix, upper)
         last = ""
@@ -148,8 +163,10 @@ class Journal:
                     return
                 try:
                     rows = self._db.execute(
-                        "SELECT path FROM uploads WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT 500",
-                        (prefix, upper, last),
+                        "SELECT path FROM uploads WHERE path >= ? AND path < ? AND path > ?"
+                        " AND (folder_id IS NULL OR folder_id = (SELECT folder_id FROM folders WHERE path = ?))"
+                        " ORDER BY path LIMIT 500",
+                        (prefix, upper, last, folder),
                     ).fetchall()
                 except UnicodeEncodeError:
                     return  # a folder name that is not UTF-8: nothing under it can have been recorded either
@@ -158,6 +175,46 @@ class Journal:
             for row in rows:
                 yield str(row[0])
             last = str(rows[-1][0])
+
+    def folder_identity(self, folder: str) -> str | None:
+        """The identity accepted for a watch folder (its marker), None before its first stamped upload."""
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT folder_id FROM folders WHERE path = ?", (folder,)).fetchone()
+            except UnicodeEncodeError:
+                return None
+        return str(row[0]) if row else None
+
+    def accept_folder(self, folder: str, folder_id: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (folder, folder_id, time.time()))
+
+    def forget_folder(self, folder: str, folder_id: str | None, present: Callable[[str], bool]) -> int:
+        """Accept what is in ``folder`` now: drop the records of its files that are not there, stamp the rest
+        with ``folder_id`` (the marker now in it) and make that its identity. Returns the records dropped."""
+        paths = list(self.uploads_under(folder))
+        prefix = folder.rstrip(os.sep) + os.sep
+        upper = prefix[:-1] + chr(ord(os.sep) + 1)
+        with self._lock:
+            other = self._db.execute(
+                "SELECT path FROM uploads WHERE path >= ? AND path < ? AND folder_id IS NOT NULL", (prefix, upper)
+            ).fetchall()
+        paths = sorted(set(paths) | {str(r[0]) for r in other})
+        dropped = 0
+        with self._lock:
+            for path in paths:
+                if present(path):
+                    self._db.execute("UPDATE uploads SET folder_id = ? WHERE path = ?", (folder_id, path))
+                else:
+                    self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))
+                    dropped += 1
+            if folder_id is None:
+                self._db.execute("DELETE FROM folders WHERE path = ?", (folder,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (folder, folder_id, time.time()))
+        return dropped
 
     def forget_upload(self, path: str) -> None:
         with self._lock:

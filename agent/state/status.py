@@ -191,6 +191,10 @@ class Status:
 
     def offline(self, reason: str, *, quiet: bool = False) -> None:
         """The backend cannot be used now; ``quiet``: the caller says why in its own words."""
+        if self.state in ("stopping", "stopped"):
+            # A call cut off by the agent's own stop (the embedded server stops with it) is not an outage.
+            log.debug("backend call ended by the stop: %s", reason)
+            return
         with self._lock:
             went = self.offline_since is None
             if went:

@@ -321,3 +321,34 @@ def test_the_embedded_backend_is_started_again_if_it_dies(e2e: E2EEnv) -> None:
             proc.kill()
             raise
     assert rc == 0, log_path.read_text()
+
+
+def test_a_clean_stop_on_the_embedded_backend_logs_no_warning(e2e: E2EEnv) -> None:
+    """The embedded server stops with the agent: a consumer's long poll cut off by that is not an outage."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import REPO
+
+    thumbs = e2e.home / "ThumbDrop" / "thumbnails"
+    log_path = e2e.root / "agent-local.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--local", "run"], cwd=REPO, env=e2e.env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        make_image(e2e.home / "ThumbDrop" / "inbox" / "one.jpg", (400, 300))
+        wait_for(lambda: (thumbs / "one.jpg").exists(), 90, "the first thumbnail", log_path.read_text)
+        wait_for(lambda: "thumbdrop agent running" in log_path.read_text(), 30, "the agent to run", log_path.read_text)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    text = log_path.read_text()
+    assert rc == 0, text
+    assert "thumbdrop agent stopped" in text, text
+    assert [line for line in text.splitlines() if "WARNING" in line or "ERROR" in line] == [], text

@@ -42,6 +42,10 @@ def test_an_unplugged_watch_folder_keeps_its_thumbnails_locally_and_in_the_bucke
     log = agent.log()
     assert f"watch folder {drive} is missing, but files were uploaded from it" in log
     assert f"remove_orphan_local_thumbnails skipped for {drive}: it is missing" in log
+    # Named once, with the advice for an unplugged drive (never "create it").
+    warned = [line for line in log.splitlines() if "WARNING" in line and str(drive) in line]
+    assert len(warned) == 1 and "plug the drive in or mount the share" in warned[0], log
+    assert "create it" not in log, log
 
     status = e2e.cli("status")
     assert status.rc == 0, str(status)
@@ -55,7 +59,15 @@ def test_an_unplugged_watch_folder_keeps_its_thumbnails_locally_and_in_the_bucke
     # The mount point comes back empty (the drive is not in it): watched again, but still no deletion.
     drive.mkdir()
     wait_for(lambda: f"watch folder {drive} is back" in agent.log(), 30, "the folder to be watched again", agent.diagnose)
-    wait_for(lambda: not json.loads(e2e.cli("status", "--json").stdout)["agent"]["missing_folders"], 30, "status to clear")
+    assert [line for line in agent.log().splitlines() if "is back" in line][0].split()[1] == "INFO"
+
+    def waiting() -> str:
+        return " ".join(m["detail"] for m in json.loads(e2e.cli("status", "--json").stdout)["agent"]["missing_folders"])
+
+    # status shows the empty stand-in as WAITING too (as doctor does).
+    wait_for(lambda: "holds none of the files uploaded from it" in waiting(), 30, "status to show the empty stand-in")
+    status = e2e.cli("status")
+    assert f"WAITING: watch folder {drive} holds none of the files uploaded from it" in status.stdout, str(status)
     cleanup = e2e.cli("cleanup")
     assert cleanup.rc == 0, str(cleanup)
     assert f"skipped for {drive}: it holds none of the files uploaded from it" in cleanup.stdout, str(cleanup)
@@ -85,6 +97,9 @@ def test_a_new_watch_folder_is_still_created(e2e: E2EEnv) -> None:
     agent = e2e.start_agent()
     agent.wait_ready()
     assert fresh.is_dir()
+    # First run: the folder is made and said so at INFO, with no warning telling the user to create it.
+    assert f"INFO    created watch folder {fresh}" in agent.log(), agent.log()
+    assert not [line for line in agent.log().splitlines() if "WARNING" in line and str(fresh) in line], agent.log()
     make_image(fresh / "x.jpg", (100, 80))
     wait_for(lambda: (e2e.thumbs / "x.jpg").exists(), 45, "the thumbnail of a file in the new folder", agent.diagnose)
     assert "missing" not in json.dumps(json.loads(e2e.cli("status", "--json").stdout)["agent"]["missing_folders"])

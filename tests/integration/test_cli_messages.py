@@ -174,3 +174,36 @@ def test_sync_names_a_missing_watch_folder_once_with_a_hint(
         f"watch folder {gone} does not exist: nothing is uploaded from it until it does "
         f"(create it, mount the drive it is on, or fix watch.folders in {cfg})"
     ) in lines[0]
+
+
+def test_sync_names_an_unplugged_drive_once_with_the_right_advice_and_in_its_json(
+    moto_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from PIL import Image
+
+    drive = tmp_path / "usb"
+    cfg = write_config(tmp_path, moto_url, watch={"folders": [str(tmp_path / "inbox"), str(drive)]})
+    drive.mkdir()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(drive / "a.jpg")
+    assert main(["sync", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    os.rename(drive, tmp_path / "shelf")  # unplugged: the journal has an upload from it
+
+    assert main(["sync", "--config", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if str(drive) in ln]
+    assert len(lines) == 1, captured.err
+    detail = (
+        f"watch folder {drive} is missing, but files were uploaded from it (an unplugged drive or an unmounted share?): "
+        "waiting for it; cleanup leaves its thumbnails alone (plug the drive in or mount the share (the agent waits for "
+        "it); if it is gone for good, remove it from watch.folders)"
+    )
+    assert lines[0].endswith(detail) and "create it" not in lines[0], lines[0]
+    assert f"  SKIPPED {detail}" in captured.out.splitlines(), captured.out
+
+    assert main(["sync", "--config", str(cfg), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["missing_folders"] == [{"folder": str(drive), "detail": detail}]
+    assert not drive.exists()

@@ -48,3 +48,30 @@ def test_pause_survives_a_restart_and_resume_clears_it(tmp_path: Path, moto_url:
         assert client.call("status")["state"] == "running"
     finally:
         agent.stop()
+
+
+def test_resume_after_a_paused_restart_uploads_what_was_dropped_while_stopped(tmp_path: Path, moto_url: str) -> None:
+    cfg = config(tmp_path, moto_url)  # rescan_seconds 0: no periodic rescan would pick the file up
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    backend = Backend(cfg.backend, endpoint_url=moto_url, local=False, pool_size=pool_size(cfg))
+    agent = Agent(cfg, backend, state)
+    agent.start()
+    try:
+        assert agent.ready.wait(60), "the agent did not become ready"
+        assert ControlClient(state).call("pause") == "paused"
+    finally:
+        agent.stop()
+
+    drop_image(tmp_path / "inbox" / "dropped while stopped.jpg")  # no agent: no event for it, ever
+    agent = Agent(cfg, backend, state)
+    agent.start()
+    try:
+        assert agent.ready.wait(60), "the agent did not become ready"
+        client = ControlClient(state)
+        assert client.call("status")["state"] == "paused"
+        wait_for(lambda: client.call("status")["pending_local"] == 1, 30, "status to count the file while paused")
+        assert client.call("resume") == "running"
+        wait_for((tmp_path / "thumbs" / "dropped while stopped.jpg").exists, 60, "the thumbnail once resumed")
+    finally:
+        agent.stop()

@@ -44,3 +44,20 @@ def test_moved_files_leave_no_empty_folders_behind(tmp_path: Path) -> None:
     last = select_local(cfg, Snapshot(local_thumbs={"last.jpg": LocalStat(3, later + 10)}), [], uploaded_from=lambda _p: None)
     execute(Plan(last[0], [], []), cfg, backend)
     assert inbox.is_dir() and sorted(p.name for p in inbox.rglob("*")) == ["day2", "trip"]
+
+
+def test_each_removed_local_file_is_logged_by_name(tmp_path: Path, caplog: Any) -> None:
+    import logging
+
+    from agent.pipeline.cleaner import LOCAL, Deletion
+
+    cfg = parse_config({"watch": {"folders": [str(tmp_path / "inbox")]}, "local": {"thumbnails_dir": str(tmp_path / "th")}})
+    thumb = tmp_path / "th" / "trip" / "a.jpg"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"thumb")
+    why = f"local thumbnail; its source {tmp_path / 'inbox' / 'trip' / 'a.jpg'} was deleted"
+    backend: Any = SimpleNamespace(s3=None)  # local deletions only: the backend is never called
+    with caplog.at_level(logging.INFO, logger="agent.pipeline.cleanup_run"):
+        outcome = execute(Plan([Deletion(LOCAL, str(thumb), why, 5)], [], []), cfg, backend)
+    assert outcome.errors == [] and not thumb.exists()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", f"cleanup: removed {thumb} ({why})")]

@@ -8,7 +8,19 @@ from agent.config.loader import parse_config
 from agent.pipeline.cleaner import LocalStat, Snapshot
 from agent.pipeline.cleaner_local import select_local
 from agent.state.journal import Journal, UploadRecord
-from agent.state.watch_folders import EMPTIED, MISSING, NEW, OK, check_folder
+from agent.state.watch_folders import (
+    EMPTIED,
+    FEW,
+    MARKER,
+    MISSING,
+    NEW,
+    OK,
+    OTHER,
+    UNMARKED,
+    check_folder,
+    identify,
+    stamp_marker,
+)
 
 
 def record(journal: Journal, path: Path, key: str) -> None:
@@ -101,5 +113,71 @@ def test_local_orphans_are_kept_for_a_missing_or_emptied_folder_and_removed_for_
         f"remove_orphan_local_thumbnails skipped for {folders['drive']}: it is missing, but files were uploaded from it "
         "(an unplugged drive is not a deletion)",
         f"remove_orphan_local_thumbnails skipped for {folders['stick']}: it holds none of the files uploaded from it "
-        "(an empty mount point or another drive is not a deletion)",
+        "(an empty mount point or another drive is not a deletion); mount the right drive; to accept the drive that "
+        "is there now as this folder (the thumbnails of files not on it stay; delete them by hand if unwanted): "
+        f"thumbdrop cleanup --forget-folder {folders['stick']}",
     ]
+
+
+def test_a_folder_holding_fewer_than_half_of_its_files_is_not_trusted(tmp_path: Path) -> None:
+    folder = tmp_path / "card"
+    folder.mkdir()
+    recorded = [str(folder / f"IMG_{i}.JPG") for i in range(5)]
+    for path in recorded[:2]:
+        Path(path).write_bytes(b"x")
+    few = check_folder(folder, lambda _f: recorded)
+    assert (few.state, few.present, few.total, few.trusted) == (FEW, 2, 5, False)
+    assert "holds only 2 of the 5 files uploaded from it" in few.describe()
+    Path(recorded[2]).write_bytes(b"x")
+    assert check_folder(folder, lambda _f: recorded).state == OK  # 3 of 5: a real deletion of two
+
+
+def test_another_drive_is_told_apart_by_its_marker(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    try:
+        folder = tmp_path / "usb"
+        folder.mkdir()
+        (folder / "a.jpg").write_bytes(b"x")
+        first = identify(folder, journal.uploads_under, journal.folder_identity, journal.accept_folder)
+        assert first is not None and (folder / MARKER).read_text().strip() == first
+        assert journal.folder_identity(str(folder)) == first
+        journal.record_upload(UploadRecord(str(folder / "a.jpg"), "usb/a.jpg", 1, 1, "sha", "etag", first))
+        assert check_folder(folder, journal.uploads_under, accepted=journal.folder_identity).state == OK
+
+        # Another drive in its place, with a file of the same name: no marker, so another drive.
+        (folder / MARKER).unlink()
+        assert check_folder(folder, journal.uploads_under, accepted=journal.folder_identity).state == OTHER
+        # Its uploads are recorded as not the folder's own, and it is not stamped behind the user's back.
+        assert identify(folder, journal.uploads_under, journal.folder_identity, journal.accept_folder) == UNMARKED
+        assert not (folder / MARKER).exists()
+        journal.record_upload(UploadRecord(str(folder / "b.jpg"), "usb/b.jpg", 1, 1, "sha", "etag", UNMARKED))
+        assert list(journal.uploads_under(str(folder))) == [str(folder / "a.jpg")]
+        # A drive with a marker of its own (used with thumbdrop elsewhere) is another drive too.
+        other = stamp_marker(folder)
+        assert other is not None and other != first
+        assert check_folder(folder, journal.uploads_under, accepted=journal.folder_identity).state == OTHER
+
+        # Accepting it deliberately: the journal forgets what is not on it, and the drive is the folder now.
+        assert journal.forget_folder(str(folder), other, lambda p: Path(p).exists()) == 1  # b.jpg is not there
+        assert journal.folder_identity(str(folder)) == other
+        assert check_folder(folder, journal.uploads_under, accepted=journal.folder_identity).state == OK
+    finally:
+        journal.close()
+
+
+def test_a_journal_from_before_identities_stamps_only_a_folder_that_holds_most_of_its_files(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    try:
+        folder = tmp_path / "usb"
+        folder.mkdir()
+        for i in range(4):
+            record(journal, folder / f"{i}.jpg", f"usb/{i}.jpg")  # no identity recorded
+        (folder / "new.jpg").write_bytes(b"x")  # another drive: none of the recorded files
+        assert identify(folder, journal.uploads_under, journal.folder_identity, journal.accept_folder) is None
+        assert not (folder / MARKER).exists() and journal.folder_identity(str(folder)) is None
+        for i in range(3):
+            (folder / f"{i}.jpg").write_bytes(b"x")  # the right drive
+        stamped = identify(folder, journal.uploads_under, journal.folder_identity, journal.accept_folder)
+        assert stamped is not None and journal.folder_identity(str(folder)) == stamped
+    finally:
+        journal.close()
