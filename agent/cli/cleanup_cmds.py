@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
             a.add_argument("--json", action="store_true", help="print as JSON")
         if name == "purge":
             a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        if name == "redrive":
+            # Redrive loses nothing, so it never asks; --yes is accepted so one script line fits redrive and purge.
+            a.add_argument("--yes", action="store_true", help="accepted for scripts; redrive never asks")
         a.set_defaults(func=func)
 
 
