@@ -32,7 +32,7 @@ from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.uploader import Uploader
 from agent.pipeline.worker import ThumbnailWorker
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
-from agent.state.journal import Journal
+from agent.state.journal import Journal, keep_verdicts
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,17 @@ class Sync:
         return False
 
     def run(self) -> SyncResult:
+        # As run does: the worker's verdict on a file's content goes to the journal, so an unchanged bad file is
+        # not uploaded again by the next sync (the embedded backend forgets its buckets and markers in between).
+        verdicts = Journal(self.state_dir / "journal.sqlite3")
+        keep_verdicts(self.status, verdicts)
+        try:
+            return self._run()
+        finally:
+            self.status.on_failure = self.status.on_resolved = None
+            verdicts.close()
+
+    def _run(self) -> SyncResult:
         ensure_resources(self.cfg, self.backend)
         scope = self._upload()
         # An uploader-only host has nothing to wait for: thumbnails are made and pulled elsewhere.

@@ -238,7 +238,8 @@ def test_a_known_bad_file_is_not_uploaded_and_reported_again_after_the_backend_c
         wait_for(lambda: agent.status.snapshot()["failures"], 60, "the verdict remembered from the journal")
         snap = agent.status.snapshot()
         assert [(f["name"], f["role"]) for f in snap["failures"]] == [("bad.jpg", "worker")]
-        assert snap["counts"]["uploaded"] == 0 and snap["counts"]["failed"] == 0, snap["counts"]
+        # Not uploaded again, and still failing: the count agrees with the list.
+        assert snap["counts"]["uploaded"] == 0 and snap["counts"]["failed"] == 1, snap["counts"]
         listed = agent.backend.s3.list_objects_v2(Bucket=cfg.source.bucket).get("Contents", [])
         assert listed == []
 
