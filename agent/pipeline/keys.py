@@ -131,8 +131,10 @@ class Layout:
         """Why a source named ``rel`` cannot make the round trip (checked before any upload), or None.
 
         S3 keys are UTF-8, so a name in another encoding (an old camera, a zip, a Samba share) cannot be a key;
+        a control character (newline, tab, CR, other C0, DEL) is refused on every store alike, as moto refuses it;
         and a thumbnail the puller would have to refuse (a name over 255 bytes once ``.jpg`` is added, a
-        backslash) is better refused before the upload, decode and thumbnail work than after.
+        backslash) is better refused before the upload, decode and thumbnail work than after. The message names
+        the folder when a folder's name is at fault.
         """
         parts = rel.split("/")
         for i, part in enumerate(parts):
