@@ -81,6 +81,10 @@ def render(cfg: Config, *, user: bool, exec_start: str | None = None) -> str:
             lines.append(f"Environment={_quote('THUMBDROP_CONFIG=' + (conf or SYSTEM_CONFIG))}")
         elif key == "ReadWritePaths" and conf:
             lines.append("ReadWritePaths=" + " ".join(_quote("-" + p) for p in writable_paths(cfg)))
+        elif line.startswith("#   sudo install -d ") and conf:
+            # The by-hand steps create this config's folders (the move target too), not the shipped defaults.
+            folders = " ".join(_quote(p) for p in writable_paths(cfg))
+            lines.append(f"#   sudo install -d -o {SERVICE_USER} -g {SERVICE_USER} {folders}")
         elif line.startswith("# Config: ") and conf:
             # The comment names the config the service actually reads.
             lines.append(line.replace(SYSTEM_CONFIG, conf))

@@ -178,6 +178,10 @@ def test_system_unit_lets_the_service_write_where_uploaded_files_are_moved(tmp_p
     ]
     steps = units._prerequisites(cfg, user=False)
     assert any(s.startswith("install -d ") and s.endswith(" /srv/photos/done /var/lib/thumbdrop") for s in steps), steps
+    assert (
+        '#   sudo install -d -o thumbdrop -g thumbdrop /srv/photos/inbox "/home/ann/Camera Uploads" /srv/photos/thumbs '
+        "/srv/photos/done /var/lib/thumbdrop\n" in text
+    )
     # The header comment names the config this unit reads, not the shipped default.
     assert f"# Config: {path} (readable by the thumbdrop user)" in text
     assert "/etc/thumbdrop/config.yaml" not in text
