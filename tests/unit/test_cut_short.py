@@ -74,7 +74,7 @@ def box(kind: bytes, body: bytes, declared: int | None = None) -> bytes:
         (b"MM\x00*" + struct.pack(">I", 8) + b"\0" * 100, None),
         (b"GIF89a" + b"\0" * 100, "it does not end with the GIF trailer"),
         (b"GIF89a" + b"\0" * 100 + b";", None),
-        (b"\xff\xd8\xff\xe0" + b"\0" * 100, "it does not end with the JPEG end marker"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 100, None),  # JPEG: its decoder's own verdict stands
         (b"just text, not an image at all\n", None),
     ],
 )
