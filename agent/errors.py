@@ -185,6 +185,21 @@ class MassDeleteError(ThumbdropError):
         self.problems = list(problems)
         super().__init__(
             "nothing was deleted: " + "; ".join(self.problems),
-            hint="check source/thumbnails bucket and prefix in the config; if the list is right, run "
+            hint=f"{guard_check(self.problems)}; if the list is right, run "
             "'thumbdrop cleanup --force' (or raise cleanup.max_delete_fraction)",
         )
+
+
+LOCAL_SCOPE = "(local thumbnails)"  # how the guard's problem names the local thumbnails folder (pipeline/cleaner.py)
+
+
+def guard_check(problems: list[str]) -> str:
+    """What to check when the mass-delete guard trips: the buckets' settings, the local folders', or both."""
+    local = any(LOCAL_SCOPE in p for p in problems)
+    bucket = any(LOCAL_SCOPE not in p for p in problems)
+    folders = "local.thumbnails_dir and watch.folders in the config (a drive or share with the photos not mounted?)"
+    if local and not bucket:
+        return f"check {folders}"
+    if local:
+        return f"check source/thumbnails bucket and prefix, and {folders}"
+    return "check source/thumbnails bucket and prefix in the config"

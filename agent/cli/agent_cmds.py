@@ -169,7 +169,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         for name in shown:
             print(f"  UNFINISHED {printable(name)}")
         if len(names) > len(shown):
-            print(f"  ... and {len(names) - len(shown)} more ('thumbdrop sync --json' lists them all)")
+            print(f"  ... and {len(names) - len(shown)} more (run sync with --json to get every name)")
     elif why:
         print(f"  {why.strip(' ()')}")
     return code

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, MassDeleteError
+from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, MassDeleteError, guard_check
 
 
 def register(sub: Any) -> None:
@@ -51,6 +51,9 @@ def register(sub: Any) -> None:
             a.add_argument("--json", action="store_true", help="print as JSON")
         if name == "purge":
             a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        if name == "redrive":
+            # Redrive loses nothing, so it never asks; --yes is accepted so one script line fits redrive and purge.
+            a.add_argument("--yes", action="store_true", help="accepted for scripts; redrive never asks")
         a.set_defaults(func=func)
 
 
@@ -180,10 +183,14 @@ def _forget_folder(cfg: Any, given: str) -> int:
 
 
 def _print_cleanup(report: dict[str, Any], rows: list[Any], args: argparse.Namespace, outcome: Any) -> None:
+    # inbox_after_upload: move makes rows that are moves: the heading says what the rows are.
+    actions = {str(i["action"]) for i in report["items"]}
+    verbs = [v for a, v in (({"delete", "abort"}, "remove"), ({"move"}, "move")) if a & actions] or ["remove"]
     if outcome is None:
-        print(f"cleanup on {report['backend']} ({'dry run: ' if args.dry_run else ''}nothing deleted); would remove:")
+        what = " or ".join(verbs)
+        print(f"cleanup on {report['backend']} ({'dry run: ' if args.dry_run else ''}nothing deleted); would {what}:")
     else:
-        print(f"cleanup on {report['backend']}; removed:")
+        print(f"cleanup on {report['backend']}; {' or '.join(v + 'd' for v in verbs)}:")
     print_table(rows)
     t = report["totals"]
     print(f"total: {t['count']} item(s), {t['bytes']} bytes ({_human(t['bytes'])})")
@@ -195,7 +202,7 @@ def _print_cleanup(report: dict[str, Any], rows: list[Any], args: argparse.Names
         print("a real run would stop here, deleting nothing:")
         for problem in report["stopped"]:
             print(f"  {problem}")
-        print("  (check the buckets and prefixes; if the list is right, use --force)")
+        print(f"  ({guard_check(report['stopped'])}; if the list is right, use --force)")
 
 
 def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:

@@ -34,9 +34,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         invalid = True
         # An invalid config is the first finding of a doctor, not a reason to stop before reporting.
-        checks = [
-            Check("config", FAIL, f"{exc.source}: {'; '.join(exc.problems)}", "fix the key(s) named; see config.example.yaml")
-        ]
+        checks = [Check("config", FAIL, f"{exc.source}: {'; '.join(exc.problems)}", _config_fix(exc.problems))]
         header = str(exc.source)
     else:
         checks = diagnose(cfg)
@@ -55,6 +53,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if invalid:
         return EXIT_USAGE  # the README's rule for every command: an invalid config exits 2
     return EXIT_ITEMS_FAILED if failed(checks) else EXIT_OK
+
+
+def _config_fix(problems: list[str]) -> str:
+    """The fix for an invalid config: per key, unless the file itself is the problem (its problem then says how)."""
+    first = problems[0] if len(problems) == 1 else ""
+    if first.startswith("file not found"):
+        return ""  # the problem already says: create it with 'thumbdrop init', or fix --config
+    if first.startswith("cannot read file"):
+        return "make the file readable by this user, or fix --config"
+    if "not valid YAML" in first:
+        return "correct the YAML there (indent with spaces, a colon and a space after each key); see config.example.yaml"
+    if first.startswith("the top level must be"):
+        return "start from 'thumbdrop init' or config.example.yaml: sections such as watch:, local:, backend:"
+    return "fix the key(s) named; see config.example.yaml"
 
 
 def cmd_service_install(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from agent.errors import (
     BackendError,
     ClockSkewError,
     CredentialsError,
+    ItemError,
     ObjectGoneError,
     OfflineError,
     RegionError,
@@ -62,6 +63,9 @@ REFUSED_CREDENTIAL_CODES = {
 ACCESS_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AuthorizationError", "Forbidden", "AllAccessDisabled"}
 MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
 UNSUPPORTED_CODES = {"NotImplemented", "MethodNotAllowed", "UnsupportedOperation", "XNotImplemented"}
+# Actions (see the uploader and multipart) that create an object: a 404 there is a refused key, not a gone object.
+# Not "upload part N of": a part of an aborted upload is gone (NoSuchUpload, and some stores send a bare 404).
+WRITE_ACTIONS = ("upload ", "start the upload of ")
 GONE_OBJECT_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 # Answers that mean "this request was signed for, or sent to, the wrong region".
 REGION_CODES = {"PermanentRedirect", "IllegalLocationConstraintException", "InvalidRegion", "AuthorizationQueryParametersError"}
@@ -215,9 +219,19 @@ def _convert_client_error(exc: bx.ClientError, action: str, region: str | None =
         )
     if code == "NotFound" and "topic" in action:
         return ResourceMissingError(f"SNS topic does not exist ({action})", hint="run 'thumbdrop setup'")
+    if status == 404 and code not in ("NoSuchUpload", "NoSuchBucket") and _writes(action):
+        # Nothing can be "not found" about an object being written: the store refused its key.
+        return ItemError(
+            f"the store refused its key: it answered {code or status} Not Found to the upload (moto, the embedded "
+            "backend, refuses keys that contain a newline); rename the file"
+        )
     if code in GONE_OBJECT_CODES or status == 404:
         return ObjectGoneError(f"object not found while trying to {action}")
     return BackendError(f"the backend refused to {action}: {code}: {message}")
+
+
+def _writes(action: str) -> bool:
+    return action.startswith(WRITE_ACTIONS) and not action.startswith("upload part ")
 
 
 def _one_line(message: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.imaging import pillow_engine
+from agent.errors import ImageError
+from agent.imaging import guards, pillow_engine
 from agent.imaging.spec import Thumbnail, ThumbnailSpec
 
 
@@ -26,5 +27,11 @@ def make_thumbnails(source: Path, spec: ThumbnailSpec, out_dir: Path) -> list[Th
             from agent.imaging import vips  # optional extra: imported only when asked for
         except (ImportError, OSError) as exc:  # OSError: the pyvips binding is there but libvips is not
             raise ValueError(f'engine "pyvips" needs the optional extra: pip install "pyvips[binary]" ({exc})') from exc
-        return vips.make_thumbnails(source, spec, out_dir)
-    return pillow_engine.make_thumbnails(source, spec, out_dir)
+        make = vips.make_thumbnails
+    else:
+        make = pillow_engine.make_thumbnails
+    try:
+        return make(source, spec, out_dir)
+    except ImageError as exc:
+        # A file cut short (still being written) can fail as "corrupt" (libwebp): say truncated, so it is retried.
+        raise guards.classify(source, exc) from exc

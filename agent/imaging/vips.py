@@ -179,5 +179,5 @@ def _failure(exc: pyvips.Error) -> ImageError:
     detail = " ".join(str(getattr(exc, "detail", "")).split()) or str(exc)
     lowered = detail.lower()
     if "premature end" in lowered or "truncated" in lowered or "read error" in lowered or "out of data" in lowered:
-        return ImageError(f"{guards.TRUNCATED} ({_first_line(exc)})")
-    return ImageError(f"corrupt image data ({_first_line(exc)})")
+        return guards.bad_file(guards.with_detail(guards.TRUNCATED, _first_line(exc)))
+    return guards.bad_file(guards.with_detail("corrupt image data", _first_line(exc)))

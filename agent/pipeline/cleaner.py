@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from agent.config.model import CleanupConfig, Config
+from agent.errors import LOCAL_SCOPE
 from agent.imaging.spec import FORMAT_EXTENSIONS
 from agent.pipeline.keys import Layout, thumbnail_name
 
@@ -278,7 +279,7 @@ def scopes(cfg: Config, snap: Snapshot, deletions: list[Deletion], listed: set[s
     if "local" in listed:
         root = os.path.join(cfg.local.thumbnails_dir, "")
         n = sum(1 for d in objects if d.bucket == LOCAL and d.move_to is None and d.key.startswith(root))
-        out.append(Scope(f"{cfg.local.thumbnails_dir} (local thumbnails)", len(snap.local_thumbs), n))
+        out.append(Scope(f"{cfg.local.thumbnails_dir} {LOCAL_SCOPE}", len(snap.local_thumbs), n))
     return out
 
 

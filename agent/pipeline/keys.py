@@ -142,13 +142,26 @@ class Layout:
         """Why a source named ``rel`` cannot make the round trip (checked before any upload), or None.
 
         S3 keys are UTF-8, so a name in another encoding (an old camera, a zip, a Samba share) cannot be a key;
+        a control character (newline, tab, CR, other C0, DEL) is refused on every store alike, as moto refuses it;
         and a thumbnail the puller would have to refuse (a name over 255 bytes once ``.jpg`` is added, a
-        backslash) is better refused before the upload, decode and thumbnail work than after.
+        backslash) is better refused before the upload, decode and thumbnail work than after. The message names
+        the folder when a folder's name is at fault.
         """
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:
-            return "its name is not valid UTF-8 (S3 keys must be); rename the file (e.g. convmv -f latin1 -t utf8)"
+        parts = rel.split("/")
+        for i, part in enumerate(parts):
+            # Name the component at fault: renaming the file does not help when it is a folder's name.
+            last = i == len(parts) - 1
+            what, fix = ("its name", "rename the file") if last else (f"its folder '{printable(part)}'", "rename the folder")
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError:
+                how = "convmv -f latin1 -t utf8" if last else "convmv -r -f latin1 -t utf8"
+                return f"{what} is not valid UTF-8 (S3 keys must be); {fix} (e.g. {how})"
+            bad = next((c for c in part if ord(c) < 0x20 or ord(c) == 0x7F), None)
+            if bad is not None:
+                # S3 takes such keys, but moto (the embedded backend) refuses a newline, and a thumbnail named so
+                # breaks shell loops and many tools: the same refusal on every store.
+                return f"{what} contains a control character ({printable(bad)}), which S3 tools and stores handle badly; {fix}"
         for size in self.sizes:
             why = unsafe_reason(self.thumb_rel(rel, size))
             if why:

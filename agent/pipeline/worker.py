@@ -486,7 +486,14 @@ class ThumbnailWorker:
         modified = head.get("LastModified")
         if not isinstance(modified, datetime):
             return None
-        age = time.time() - modified.timestamp()
+        # LastModified is the upload's time; a file that sat unchanged for minutes before it went up is not being
+        # written: the uploader's "mtime" metadata (the local file's) must be recent too.
+        times = [modified.timestamp()]
+        try:
+            times.append(float(head.get("Metadata", {}).get("mtime", "")))
+        except ValueError:
+            pass  # uploaded by another tool: the upload time alone
+        age = time.time() - min(times)
         if age >= self.incomplete_grace:
             return None
         return max(5.0, self.incomplete_grace - age)

@@ -7,7 +7,6 @@ Knows nothing of the CLI, the tray or systemd; signal handling lives in
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from agent.pipeline.worker import Known, ThumbnailWorker
 from agent.service.control import CommandError, ControlServer
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
 from agent.service.sync import Parts, Sync, SyncJob
-from agent.state.journal import Journal, UploadRecord
+from agent.state.journal import Journal, UploadRecord, keep_verdicts
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.paused = threading.Event()
         self.journal = Journal(state_dir / "journal.sqlite3")
-        self.status.on_failure = self._record_failure
-        self.status.on_resolved = self._forget_failure
+        keep_verdicts(self.status, self.journal)
         self.uploader: Uploader | None = None
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
@@ -407,18 +405,6 @@ class Agent:
             self.status.changed.wait()  # stop() changes the state too, so this wakes for it
             if self.stop_event.is_set():
                 return
-
-    def _record_failure(self, name: str, reason: str, role: str, version: str | None) -> None:
-        try:
-            self.journal.record_failure(name, role, reason, sha256=version)
-        except sqlite3.Error as exc:
-            log.debug("could not record the failure of %s: %s", name, exc)
-
-    def _forget_failure(self, name: str, _role: str) -> None:
-        try:
-            self.journal.clear_failure(name)
-        except sqlite3.Error as exc:
-            log.debug("could not clear the failure of %s: %s", name, exc)
 
     def pause(self) -> None:
         was = self.paused.is_set()

@@ -35,7 +35,7 @@ from agent.config.model import Config
 from agent.errors import ThumbdropError
 from agent.pipeline.keys import Layout, ThumbOutput, printable
 from agent.pipeline.uploader import LocalFile, Uploader
-from agent.state.journal import Journal, UploadRecord
+from agent.state.journal import Journal, UploadRecord, keep_verdicts
 from agent.state.status import Status
 
 if TYPE_CHECKING:
@@ -161,6 +161,19 @@ class Sync:
     # --- the whole run ---------------------------------------------------------------------
 
     def run(self) -> SyncResult:
+        if self.parts:
+            return self._run()  # inside a running agent: its journal keeps the verdicts already
+        # As run does: the worker's verdict on a file's content goes to the journal, so an unchanged bad file is
+        # not uploaded again by the next sync (the embedded backend forgets its buckets and markers in between).
+        verdicts = Journal(self.state_dir / "journal.sqlite3")
+        keep_verdicts(self.status, verdicts)
+        try:
+            return self._run()
+        finally:
+            self.status.on_failure = self.status.on_resolved = None
+            verdicts.close()
+
+    def _run(self) -> SyncResult:
         journal = self.parts.journal if self.parts else Journal(self.state_dir / "journal.sqlite3")
         uploader = self.parts.uploader if self.parts and self.parts.uploader else Uploader(self.cfg, None, self.status, journal)
         own_uploader = not (self.parts and self.parts.uploader)

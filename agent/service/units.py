@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from agent.config.cleanup_checks import move_target
 from agent.config.loader import DEFAULTS_ORIGIN
 from agent.config.model import Config
 
@@ -53,8 +54,11 @@ def config_file(cfg: Config) -> str | None:
 
 
 def writable_paths(cfg: Config) -> list[str]:
-    """What the agent writes besides its StateDirectory: watch folders (temp files of atomic writes), thumbnails, logs."""
+    """What the agent writes besides its StateDirectory: watch folders (temp files of atomic writes), thumbnails,
+    the folder uploaded files are moved to, logs."""
     paths = [*cfg.watch.folders, cfg.local.thumbnails_dir]
+    if cfg.cleanup.inbox_after_upload == "move":
+        paths.append(str(move_target(cfg)))
     if cfg.local.state_dir:
         paths.append(cfg.local.state_dir)
     if cfg.local.log_file and "/" in cfg.local.log_file:
@@ -77,6 +81,13 @@ def render(cfg: Config, *, user: bool, exec_start: str | None = None) -> str:
             lines.append(f"Environment={_quote('THUMBDROP_CONFIG=' + (conf or SYSTEM_CONFIG))}")
         elif key == "ReadWritePaths" and conf:
             lines.append("ReadWritePaths=" + " ".join(_quote("-" + p) for p in writable_paths(cfg)))
+        elif line.startswith("#   sudo install -d ") and conf:
+            # The by-hand steps create this config's folders (the move target too), not the shipped defaults.
+            folders = " ".join(_quote(p) for p in writable_paths(cfg))
+            lines.append(f"#   sudo install -d -o {SERVICE_USER} -g {SERVICE_USER} {folders}")
+        elif line.startswith("# Config: ") and conf:
+            # The comment names the config the service actually reads.
+            lines.append(line.replace(SYSTEM_CONFIG, conf))
         elif key == "ProtectHome" and conf and any(p.startswith(HOME_ROOTS) for p in writable_paths(cfg)):
             lines.append("ProtectHome=read-only")
         else:

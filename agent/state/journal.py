@@ -15,6 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"  # in the state dir
@@ -339,3 +343,23 @@ class Journal:
         with self._lock:
             self._closed = True
             self._db.close()
+
+
+def keep_verdicts(status: Status, journal: Journal) -> None:
+    """Record ``status``'s failures in ``journal`` (with the content's sha256: the worker's verdict on those bytes)
+    and forget them once resolved: what ``run`` and ``sync`` both do, so a known-bad file is not uploaded again."""
+
+    def record(name: str, reason: str, role: str, version: str | None) -> None:
+        try:
+            journal.record_failure(name, role, reason, sha256=version)
+        except sqlite3.Error as exc:
+            log.debug("could not record the failure of %s: %s", name, exc)
+
+    def forget(name: str, _role: str) -> None:
+        try:
+            journal.clear_failure(name)
+        except sqlite3.Error as exc:
+            log.debug("could not clear the failure of %s: %s", name, exc)
+
+    status.on_failure = record
+    status.on_resolved = forget

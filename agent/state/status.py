@@ -129,11 +129,16 @@ class Status:
             self.on_failure(name, reason, role, version)
 
     def remember(self, name: str, reason: str, role: str) -> None:
-        """List a failure known from before (the journal), without counting or reporting it again."""
+        """List a failure known from before (the journal), without reporting it again. It still fails, so it
+        counts in ``counts["failed"]`` (the count and the list agree) until resolved; not in ``failed_total``,
+        which counts failures as they happen."""
         name, reason = printable(name), printable(reason)
         with self._lock:
             if not any(f.name == name and f.role == role for f in self.failures):
                 self.failures.append(Failure(name, reason, role, time.time()))
+                if not self._unresolved.get((name, role)):
+                    self.counts["failed"] += 1
+                    self._unresolved[(name, role)] = 1
 
     def resolved(self, name: str, role: str) -> None:
         """``name`` went through ``role`` after all (a fixed file, a passing cause): drop that role's failures of

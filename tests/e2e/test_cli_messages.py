@@ -45,7 +45,7 @@ def test_a_timed_out_sync_names_20_unfinished_then_counts_the_rest(e2e: E2EEnv) 
     lines = res.stdout.splitlines()
     assert "  26 unfinished (timed out):" in lines, str(res)
     assert [ln for ln in lines if ln.startswith("  UNFINISHED ")] == [f"  UNFINISHED {n}" for n in names[:20]], str(res)
-    assert lines[-1] == "  ... and 6 more ('thumbdrop sync --json' lists them all)", str(res)
+    assert lines[-1] == "  ... and 6 more (run sync with --json to get every name)", str(res)
     js = e2e.cli("sync", "--timeout", "0.001", "--json")
     assert js.rc == 1, str(js)
     assert len(json.loads(js.stdout)["unfinished"]) == 26

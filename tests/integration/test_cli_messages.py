@@ -135,7 +135,7 @@ def test_stopped_sync_names_20_unfinished_then_counts(
     assert listed == [f"  UNFINISHED {n}" for n in names[: agent_cmds.UNFINISHED_SHOWN]]
     assert agent_cmds.UNFINISHED_SHOWN == 20
     assert f"  57 unfinished ({why}):" in lines
-    assert lines[-1] == "  ... and 37 more ('thumbdrop sync --json' lists them all)"
+    assert lines[-1] == "  ... and 37 more (run sync with --json to get every name)"
 
 
 def test_a_complete_list_when_sync_was_not_stopped(fake_sync: Path, capsys: pytest.CaptureFixture[str]) -> None:

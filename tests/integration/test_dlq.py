@@ -164,6 +164,11 @@ def test_dlq_cli_list_redrive_and_purge(moto_url: str, tmp_path: Path, capsys: p
     assert main(["-q", "--config", str(cfg_path), "dlq", "redrive", "--queue", "pull"]) == 0
     assert "td-pull-dlq: 1 message(s) sent back for another try" in capsys.readouterr().out
     assert depth(backend.sqs, urls.pull) == 1
+    # Redrive never asks, but a script passing --yes to both redrive and purge must work (README: asks unless --yes).
+    backend.sqs.send_message(QueueUrl=urls.pull_dlq, MessageBody=s3_event("thumbs/c.jpg"))
+    assert main(["-q", "--config", str(cfg_path), "dlq", "redrive", "--queue", "pull", "--yes"]) == 0
+    assert "td-pull-dlq: 1 message(s) sent back for another try" in capsys.readouterr().out
+    assert depth(backend.sqs, urls.pull) == 2
 
     assert main(["-q", "--config", str(cfg_path), "dlq", "purge"]) == 2  # no terminal to ask on, no --yes
     assert depth(backend.sqs, urls.events_dlq) == 1

@@ -238,7 +238,8 @@ def test_a_known_bad_file_is_not_uploaded_and_reported_again_after_the_backend_c
         wait_for(lambda: agent.status.snapshot()["failures"], 60, "the verdict remembered from the journal")
         snap = agent.status.snapshot()
         assert [(f["name"], f["role"]) for f in snap["failures"]] == [("bad.jpg", "worker")]
-        assert snap["counts"]["uploaded"] == 0 and snap["counts"]["failed"] == 0, snap["counts"]
+        # Not uploaded again, and still failing: the count agrees with the list.
+        assert snap["counts"]["uploaded"] == 0 and snap["counts"]["failed"] == 1, snap["counts"]
         listed = agent.backend.s3.list_objects_v2(Bucket=cfg.source.bucket).get("Contents", [])
         assert listed == []
 
@@ -307,13 +308,16 @@ def test_sync_and_dlq_list_show_a_name_with_a_newline_on_one_line(
     data = config_data(tmp_path, moto_url)
     cfg_file = tmp_path / "thumbdrop.yaml"
     cfg_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    # moto refuses keys with a newline (S3 takes them): the upload fails, which is what this test needs, a failure
-    # named by a name with a newline in it.
+    # A name with a control character is refused before the upload (moto would refuse the key with a 404): a
+    # failure named by a name with a newline in it, which is what this test needs.
     drop(tmp_path / "inbox" / "bad\nname.jpg", small_jpeg())
     capsys.readouterr()
     assert main(["-q", "--config", str(cfg_file), "sync", "--timeout", "120"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[1].startswith("  FAILED ") and "inbox/bad\\nname.jpg: " in lines[1], lines
+    assert len(lines) == 2 and lines[1] == (
+        f"  FAILED {tmp_path}/inbox/bad\\nname.jpg: not uploaded: its name contains a control character (\\n), "
+        "which S3 tools and stores handle badly; rename the file"
+    ), lines
     assert main(["-q", "--config", str(cfg_file), "sync", "--json", "--timeout", "120"]) == 1
     names = [f["name"] for f in json.loads(capsys.readouterr().out)["failures"]]
     assert names == [f"{tmp_path}/inbox/bad\\nname.jpg"]

@@ -100,6 +100,29 @@ def test_invalid_yaml_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not valid YAML" in err and "line " in err
 
 
+def test_doctor_on_a_missing_or_broken_config_gives_the_fix_that_fits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor followed every config failure with "fix: fix the key(s) named", also when no key was named."""
+    nope = tmp_path / "nope.yaml"
+    assert main(["doctor", "--config", str(nope)]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"FAIL  config  {nope}: file not found (create it with 'thumbdrop init', or fix --config)",
+        "1 fail",
+    ]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("watch:\n  folders: [a\n  x: 1\n", encoding="utf-8")
+    assert main(["doctor", "--config", str(broken)]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"FAIL  config  {broken}: line ") and "not valid YAML" in lines[1], lines
+    assert lines[2] == (
+        "              fix: correct the YAML there (indent with spaces, a colon and a space after each key); "
+        "see config.example.yaml"
+    )
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text("queues:\n  max_receives: 0\n", encoding="utf-8")
+    assert main(["doctor", "--config", str(bad_key)]) == 2
+    assert "fix: fix the key(s) named; see config.example.yaml" in capsys.readouterr().out
+
+
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])

@@ -231,6 +231,24 @@ def test_gone_object_is_item_error(code: str, status: int) -> None:
     assert "trip/a.jpg" in exc.message
 
 
+def test_a_404_to_an_upload_is_a_refused_key_not_a_gone_object() -> None:
+    # moto answers 404 to a PUT of a key with a newline; "object not found while trying to upload" misled.
+    exc = convert(client_error("404", 404, op="PutObject"), "upload /in/line\nbreak.jpg")
+    assert type(exc) is ItemError
+    assert exc.message == (
+        "the store refused its key: it answered 404 Not Found to the upload (moto, the embedded backend, refuses keys "
+        "that contain a newline); rename the file"
+    )
+    assert "/in/" not in str(exc)  # the log line names the path already
+    assert type(convert(client_error("NoSuchKey", 404), "start the upload of /in/a.jpg")) is ItemError
+
+
+@pytest.mark.parametrize("code", ["NoSuchUpload", "404"])
+def test_a_gone_multipart_upload_stays_gone(code: str) -> None:
+    # The multipart code restarts an upload aborted under it: that must stay an ObjectGoneError.
+    assert type(convert(client_error(code, 404, op="UploadPart"), "upload part 2 of /in/a.jpg")) is ObjectGoneError
+
+
 # --- leftovers ----------------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image, features
 
+import agent.imaging
 from agent.errors import ImageError
 from agent.imaging import CONTENT_TYPES, FORMAT_EXTENSIONS, Thumbnail, ThumbnailSpec, make_thumbnails
 
@@ -165,6 +166,8 @@ def test_spec_accepts_lists_from_config_and_stays_hashable() -> None:
 def test_pyvips_engine_without_the_extra_is_a_value_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = save(upright_test_image(), tmp_path / "a.png")
     monkeypatch.setitem(sys.modules, "agent.imaging.vips", None)  # makes the import fail like a missing extra
+    # An earlier test's import left the submodule as an attribute, which "from agent.imaging import vips" prefers.
+    monkeypatch.delattr(agent.imaging, "vips", raising=False)
     with pytest.raises(ValueError, match="pyvips"):
         thumbs(source, tmp_path, engine="pyvips")
 

@@ -232,3 +232,44 @@ def test_ascii_meta() -> None:
 
     assert unquote(encoded) == "été/plage.jpg"
     assert unquote(ascii_meta("100%.jpg")) == "100%.jpg"
+
+
+# --- names refused before the upload -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rel", "expected"),
+    [
+        (
+            "line\nbreak.jpg",
+            "its name contains a control character (\\n), which S3 tools and stores handle badly; rename the file",
+        ),
+        ("tab\there.jpg", "its name contains a control character (\\t), which S3 tools and stores handle badly; rename the file"),
+        ("cr\r.jpg", "its name contains a control character (\\r), which S3 tools and stores handle badly; rename the file"),
+        (
+            "bell\x07.jpg",
+            "its name contains a control character (\\x07), which S3 tools and stores handle badly; rename the file",
+        ),
+        ("del\x7f.jpg", "its name contains a control character (\\x7f), which S3 tools and stores handle badly; rename the file"),
+        (
+            "trip\nday/a.jpg",
+            "its folder 'trip\\nday' contains a control character (\\n), which S3 tools and stores handle badly; "
+            "rename the folder",
+        ),
+        (
+            "caf\udce9.jpg",
+            "its name is not valid UTF-8 (S3 keys must be); rename the file (e.g. convmv -f latin1 -t utf8)",
+        ),
+        (
+            "dir-\udce9/inside.jpg",
+            "its folder 'dir-\\xe9' is not valid UTF-8 (S3 keys must be); rename the folder (e.g. convmv -r -f latin1 -t utf8)",
+        ),
+    ],
+)
+def test_names_that_cannot_round_trip_are_refused_naming_the_part_to_rename(rel: str, expected: str) -> None:
+    assert layout().name_problem(rel) == expected
+
+
+@pytest.mark.parametrize("rel", ["été/plage.jpg", "My Photos/IMG 1.jpg", "日本/写真.png", "a+b%20c.jpg", "-rf.jpg"])
+def test_ordinary_names_are_not_refused(rel: str) -> None:
+    assert layout().name_problem(rel) is None

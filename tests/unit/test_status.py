@@ -46,6 +46,22 @@ def test_resolved_drops_the_item_from_recent_failures_and_the_failed_count() -> 
     assert status.counts["failed"] == 2 and resolved == [("a.jpg", "worker")]
 
 
+def test_a_remembered_failure_counts_as_failing_until_resolved() -> None:
+    """After a restart status listed 2 recent failures (from the journal) under "0 failed": they still fail."""
+    status = Status(["uploader", "worker"])
+    reported: list[str] = []
+    status.on_failure = lambda name, *_rest: reported.append(name)
+    status.remember("bad.jpg", "not an image", "worker")
+    status.remember("bad.jpg", "not an image", "worker")  # every rescan finds it again: counted once
+    status.remember("cut.jpg", "truncated image data", "worker")
+    assert status.counts["failed"] == 2 and len(status.failures) == 2
+    assert status.snapshot()["failed_total"] == 0 and reported == []  # not a new failure: not reported again
+    status.fail("cut.jpg", "truncated image data", "worker")  # it failed again: listed once, counted twice
+    status.resolved("bad.jpg", "worker")
+    status.resolved("cut.jpg", "worker")
+    assert status.counts["failed"] == 0 and not status.failures
+
+
 def test_names_are_kept_escaped_so_the_journal_and_the_log_line_after_them_work(tmp_path: Path) -> None:
     """A name that is not UTF-8 (a surrogate from os.fsdecode) made SQLite raise out of fail(), so the caller's log
     line never ran; a newline split the status line."""

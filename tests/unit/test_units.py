@@ -163,3 +163,31 @@ def test_install_with_systemd_enables_it(tmp_path: Path, monkeypatch: pytest.Mon
     result = units.install(load_config(config(tmp_path)), user=True)
     assert result.enabled and not result.warnings
     assert calls == [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", "thumbdrop"]]
+
+
+def test_system_unit_lets_the_service_write_where_uploaded_files_are_moved(tmp_path: Path) -> None:
+    path = config(tmp_path, state_dir="/var/lib/thumbdrop")
+    data = yaml.safe_load(path.read_text())
+    data["cleanup"] = {"inbox_after_upload": "move", "inbox_move_to": "/srv/photos/done"}
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    text = units.render(cfg, user=False, exec_start="/opt/thumbdrop/bin/thumbdrop")
+    # ProtectSystem=strict: a folder not in ReadWritePaths is read-only, so every move would fail.
+    assert keys(text)["ReadWritePaths"] == [
+        '-/srv/photos/inbox "-/home/ann/Camera Uploads" -/srv/photos/thumbs -/srv/photos/done -/var/lib/thumbdrop'
+    ]
+    steps = units._prerequisites(cfg, user=False)
+    assert any(s.startswith("install -d ") and s.endswith(" /srv/photos/done /var/lib/thumbdrop") for s in steps), steps
+    assert (
+        '#   sudo install -d -o thumbdrop -g thumbdrop /srv/photos/inbox "/home/ann/Camera Uploads" /srv/photos/thumbs '
+        "/srv/photos/done /var/lib/thumbdrop\n" in text
+    )
+    # The header comment names the config this unit reads, not the shipped default.
+    assert f"# Config: {path} (readable by the thumbdrop user)" in text
+    assert "/etc/thumbdrop/config.yaml" not in text
+
+
+def test_a_kept_inbox_adds_no_move_folder(tmp_path: Path) -> None:
+    cfg = load_config(config(tmp_path))
+    assert cfg.cleanup.inbox_after_upload == "keep"
+    assert not any(p.endswith("/done") for p in units.writable_paths(cfg))
