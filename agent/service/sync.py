@@ -193,8 +193,6 @@ class Sync:
             if self._open and (self.result.timed_out or self.result.interrupted or self._late()):
                 self.result.unfinished = sorted(self.layout.source_key(rel) for rel in self._open)
             self._show_progress(force=True)
-            for f in self.status.failures:
-                self.result.failures.setdefault(f.name, f.reason)
             # One name per item, shown as everywhere else: the status keeps names escaped, the steps here raw keys.
             failures: dict[str, str] = {}
             for name, reason in self.result.failures.items():

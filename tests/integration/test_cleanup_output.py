@@ -69,17 +69,20 @@ def test_dry_run_past_the_guard_prints_the_table_the_totals_and_the_refusal(moto
 
 def test_the_guards_hint_fits_when_the_local_thumbnails_folder_trips_it(moto_url: str, tmp_path: Path) -> None:
     """The hint always said "check source/thumbnails bucket and prefix", also when no bucket was at stake."""
-    data = config_data(moto_url, tmp_path, remove_orphan_local_thumbnails=True)
+    # Most of the folder's files are still there (else the folder itself looks unplugged and is skipped), and
+    # a strict guard: 2 of 5 local thumbnails to delete trips it.
+    data = config_data(moto_url, tmp_path, remove_orphan_local_thumbnails=True, max_delete_fraction=0.3)
     del data["queues"]
     cfg_path = write_config(tmp_path / "config.yaml", data)
     cfg = parse_config(data)
     make_buckets(backend_for(cfg), cfg)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "kept.jpg").write_bytes(b"photo")
+    for name in ("kept0.jpg", "kept1.jpg", "kept2.jpg"):
+        (inbox / name).write_bytes(b"photo")
     journal = Journal(tmp_path / "state" / "journal.sqlite3")
     try:
-        for name in ("kept.jpg", "gone0.jpg", "gone1.jpg", "gone2.jpg"):
+        for name in ("kept0.jpg", "kept1.jpg", "kept2.jpg", "gone0.jpg", "gone1.jpg"):
             journal.record_upload(UploadRecord(str(inbox / name), f"originals/{name}", 5, 1, "sha", "etag"))
             local_thumbnail(cfg, name)
     finally:
@@ -89,8 +92,8 @@ def test_the_guards_hint_fits_when_the_local_thumbnails_folder_trips_it(moto_url
     assert dry.returncode == 1, dry.stderr
     out = dry.stdout.splitlines()
     assert out[-2:] == [
-        f"  would delete 3 of the 4 objects under {tmp_path / 'thumbnails'} (local thumbnails) (75%), more than "
-        "cleanup.max_delete_fraction (0.5)",
+        f"  would delete 2 of the 5 objects under {tmp_path / 'thumbnails'} (local thumbnails) (40%), more than "
+        "cleanup.max_delete_fraction (0.3)",
         "  (check local.thumbnails_dir and watch.folders in the config (a drive or share with the photos not mounted?); "
         "if the list is right, use --force)",
     ], dry.stdout
@@ -100,7 +103,7 @@ def test_the_guards_hint_fits_when_the_local_thumbnails_folder_trips_it(moto_url
         "how to fix: check local.thumbnails_dir and watch.folders in the config (a drive or share with the photos not "
         "mounted?); if the list is right, run 'thumbdrop cleanup --force' (or raise cleanup.max_delete_fraction)"
     ) in real.stderr, real.stderr
-    assert all((tmp_path / "thumbnails" / n).exists() for n in ("gone0.jpg", "gone1.jpg", "gone2.jpg"))
+    assert all((tmp_path / "thumbnails" / n).exists() for n in ("gone0.jpg", "gone1.jpg"))
 
 
 def test_cleanup_that_only_moved_files_says_moved(moto_url: str, tmp_path: Path) -> None:

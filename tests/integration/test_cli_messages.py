@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from PIL import Image
 
 from agent.cli import agent_cmds
 from agent.cli.main import main
@@ -79,6 +80,8 @@ def test_sync_json_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_sync_json_backend_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    # An image to upload: a sync with nothing to do asks the backend nothing, so it could not fail.
+    Image.new("RGB", (32, 24), "red").save(tmp_path / "inbox" / "a.jpg")
     code = main(["sync", "--json", "--config", str(cfg)])
     captured = capsys.readouterr()
     assert code == 3, captured
