@@ -348,6 +348,10 @@ class ThumbnailWorker:
                     for s in self.layout.sizes
                 ]
                 return "skipped", unknown
+            if deferred is None and known is not None:
+                # The hand-over does not wait for a video's preview: it runs in the preview pool, so the thumbnail
+                # jobs behind it never wait for an encode (the video's event then finds it running or done).
+                deferred = []
             return self._process(rel, known, place, deferred)
 
     def _journal_done(self, key: str, etag: str) -> bool:
