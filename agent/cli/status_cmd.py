@@ -40,6 +40,9 @@ def _depths(cfg: Any) -> tuple[dict[str, Any], bool]:
     found: dict[str, Any] = {}
     refused: list[ThumbdropError] = []
 
+    if cfg.queues.mode == "poll":
+        found["queues"] = "poll mode: no queues"
+
     def query() -> None:
         try:
             for name, entry in queue_depths(cfg, backend).items():
