@@ -247,7 +247,7 @@ def failure_markers(s3: Any, cfg: Config, *, limit: int | None = None) -> list[d
 
 def clear_markers(s3: Any, cfg: Config, keys: list[str]) -> tuple[int, list[str]]:
     """Delete failure markers (<= 1000 per request) so the next listing retries them: (removed, failures)."""
-    removed, failed = 0, []
+    removed, failed = 0, list[str]()
     for i in range(0, len(keys), 1000):
         batch = keys[i : i + 1000]
         resp = call(
