@@ -99,3 +99,38 @@ def test_failure_markers_are_listed_and_redriven(s3) -> None:  # type: ignore[no
     assert [(r["item"], r["reason"]) for r in rows] == [("dev/bad one.jpg", "not an image")]
     assert clear_markers(s3, cfg, [r["marker"] for r in rows]) == (1, [])  # type: ignore[arg-type]
     assert failure_markers(s3, cfg) == []  # type: ignore[arg-type]
+
+
+def test_a_listed_job_that_another_worker_did_meanwhile_counts_as_a_duplicate(s3) -> None:  # type: ignore[no-untyped-def]
+    from agent.pipeline.poll import Poller
+    from agent.state.status import Status
+
+    cfg, layout = _layout()
+    s3.put_object(Bucket="src", Key="dev/a.jpg", Body=b"x")
+    handed: list[str] = []
+
+    class Handoff:
+        def thumbnail(self, rel: str) -> None:
+            handed.append(rel)
+
+    class Worker:
+        deleted_locally = None
+
+        def _journal_done(self, _key: str, _etag: str) -> bool:
+            return False
+
+        def _done_already(self, _rel: str, _etag: str) -> bool:
+            return False
+
+    status = Status(["worker"])
+    poller = Poller(cfg, s3, Handoff(), status, worker=Worker(), puller=None)  # type: ignore[arg-type]
+    import threading
+
+    assert poller.worker_pass(threading.Event()) == 1 and handed == ["a.jpg"]
+    assert poller.worker_pass(threading.Event()) == 0  # still in flight: not handed over twice
+    assert s3.list_objects_v2(Bucket="thm", Prefix="t/.thumbdrop-lease/")["KeyCount"] == 1
+    poller.finished("a.jpg", "thumbnail", "skipped")
+    assert status.counts["duplicates"] == 1
+    assert s3.list_objects_v2(Bucket="thm", Prefix="t/.thumbdrop-lease/")["KeyCount"] == 0  # released
+    poller.finished("b.jpg", "thumbnail", "skipped")  # an own upload, not from a listing: not a duplicate
+    assert status.counts["duplicates"] == 1
