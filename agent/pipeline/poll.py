@@ -177,6 +177,12 @@ class Poller:
         self.leases = Leases(s3, cfg, self.layout)
         self._lock = threading.Lock()
         self._listed: set[str] = set()  # rels a listing handed to the worker, not finished yet
+        self._own: set[str] = set()  # rels this agent uploaded and handed over itself, not finished yet
+
+    def handing(self, rel: str) -> None:
+        """An upload of this agent goes to the worker now: a listing meanwhile must not take it again."""
+        with self._lock:
+            self._own.add(rel)
 
     def worker_pass(self, stop: threading.Event) -> int:
         """List the source prefix against the thumbnails; hand each candidate to the worker. Returns how many."""
@@ -195,8 +201,8 @@ class Poller:
             if deleted is not None and deleted(rel):
                 continue
             with self._lock:
-                if rel in self._listed:
-                    continue  # still in flight from an earlier pass
+                if rel in self._listed or rel in self._own:
+                    continue  # still in flight (an earlier pass, or this agent's own upload)
             if not self.leases.take(rel):
                 continue  # another worker has it
             with self._lock:
@@ -212,6 +218,7 @@ class Poller:
         with self._lock:
             listed = rel in self._listed
             self._listed.discard(rel)
+            self._own.discard(rel)
         if listed:
             self.leases.release(rel)
             if result == "skipped":

@@ -257,6 +257,8 @@ class Agent:
         if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
             if any(job.sync.claims(lf.rel) for job in list(self._syncs.values()) if not job.done.is_set()):
                 return  # a sync running in this agent hands it over itself (and counts it)
+            if self.poller is not None:
+                self.poller.handing(lf.rel)
             self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
 
     def _handed_over(self, rel: str, stage: str, result: str, reason: str) -> None:

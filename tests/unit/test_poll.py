@@ -132,5 +132,8 @@ def test_a_listed_job_that_another_worker_did_meanwhile_counts_as_a_duplicate(s3
     poller.finished("a.jpg", "thumbnail", "skipped")
     assert status.counts["duplicates"] == 1
     assert s3.list_objects_v2(Bucket="thm", Prefix="t/.thumbdrop-lease/")["KeyCount"] == 0  # released
-    poller.finished("b.jpg", "thumbnail", "skipped")  # an own upload, not from a listing: not a duplicate
+    poller.handing("b.jpg")  # an own upload being thumbnailed: the listing leaves it alone
+    s3.put_object(Bucket="src", Key="dev/b.jpg", Body=b"x")
+    assert poller.worker_pass(threading.Event()) == 1 and handed == ["a.jpg", "a.jpg"]
+    poller.finished("b.jpg", "thumbnail", "skipped")  # not from a listing: not a duplicate
     assert status.counts["duplicates"] == 1
