@@ -118,3 +118,28 @@ def test_poll_scenario(poll_store: Store, tmp_path: Path, request: pytest.Fixtur
         assert out.rc == 0 and "poll mode: no queues" in out.stdout, str(out)
     no_queues_made(e, poll_store, extra["queues"])
     assert json.loads(e.cli("status", "--json").stdout)["queues"]["queues"] == "poll mode: no queues"
+
+
+def test_doctor_in_poll_mode_checks_no_queue(poll_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor in poll mode: one 'poll mode: no queues' row, S3 alone in the endpoints, nothing FAILs for want of
+    SQS, SNS or notifications (s3rver has none of them)."""
+    from agent.cloud.clients import Backend
+    from agent.cloud.provision import Provisioner
+    from agent.config import parse_config
+    from agent.service.doctor import FAIL, diagnose
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", poll_store.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", poll_store.secret)
+    (tmp_path / "inbox").mkdir()
+    data = poll_config(poll_store)
+    data["local"] = {"thumbnails_dir": str(tmp_path / "thumbs"), "state_dir": str(tmp_path / "state")}
+    data["watch"] = {"folders": [str(tmp_path / "inbox")]}
+    data["cleanup"] = {"mode": "agent"}
+    cfg = parse_config(data)
+    report = Provisioner(cfg, Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False)).setup()
+    assert "poll mode: no queues" in str(report)
+    rows = {c.name: c for c in diagnose(cfg)}
+    assert rows["queues"].detail.startswith("poll mode: no queues"), rows
+    assert rows["endpoints"].detail.startswith("S3: ") and "SQS" not in rows["endpoints"].detail
+    assert not [c for c in rows.values() if c.result == FAIL], [c for c in rows.values() if c.result == FAIL]
+    assert not any(n.startswith("queue ") for n in rows)
