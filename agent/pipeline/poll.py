@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -115,7 +116,9 @@ class Leases:
             class _B:  # _conditional_writes only needs .s3
                 s3 = self.s3
 
-            cap = _conditional_writes(_B(), self.bucket, f"{self.layout.thumb_prefix}{PROBE_MARK}lease")  # type: ignore[arg-type]
+            # A key of its own: workers starting together must not see each other's probe.
+            key = f"{self.layout.thumb_prefix}{PROBE_MARK}lease-{uuid.uuid4().hex}"
+            cap = _conditional_writes(_B(), self.bucket, key)  # type: ignore[arg-type]
             self.enabled = bool(cap.supported)
             if not self.enabled:
                 log.warning(
