@@ -137,3 +137,18 @@ def test_a_listed_job_that_another_worker_did_meanwhile_counts_as_a_duplicate(s3
     assert poller.worker_pass(threading.Event()) == 1 and handed == ["a.jpg", "a.jpg"]
     poller.finished("b.jpg", "thumbnail", "skipped")  # not from a listing: not a duplicate
     assert status.counts["duplicates"] == 1
+
+
+def test_retry_all_in_poll_mode_removes_the_failure_markers(s3) -> None:  # type: ignore[no-untyped-def]
+    """The tray's 'Retry all' (control redrive) in poll mode: the markers go, no queue is asked."""
+    from types import SimpleNamespace
+
+    from agent.service.control import redrive_dead_letters
+
+    cfg, layout = _layout()
+    for name in ("x.jpg", "y z.jpg"):
+        s3.put_object(Bucket="thm", Key=layout.failure_key(name), Body=b'{"reason": "bad"}')
+    target = SimpleNamespace(cfg=cfg, backend=SimpleNamespace(s3=s3))  # no sqs: any queue call would fail
+    out = redrive_dead_letters(target)  # type: ignore[arg-type]
+    assert out["sent_back"] == 2 and out["failed"] == 0
+    assert failure_markers(s3, cfg) == []  # type: ignore[arg-type]
