@@ -212,7 +212,9 @@ def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
 
     rc = EXIT_OK
     with open_backend(cfg, start=False) as backend:
-        if args.purge_queues:
+        if cfg.queues.mode == "poll" and args.purge_queues:
+            print("poll mode: no queues (nothing to purge)")
+        elif args.purge_queues:
             urls = queue_urls(cfg, backend)
             targets = [(n, u) for n, u in ((cfg.queues.events, urls.events), (cfg.queues.pull, urls.pull)) if u]
             counts = {n: dlq.depth(backend.sqs, u) for n, u in targets}
@@ -224,7 +226,9 @@ def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
                 if ok:
                     for n, u in targets:
                         print(f"purged {n}: about {dlq.purge(backend.sqs, u, n)} message(s) dropped")
-        if args.stale_resources:
+        if cfg.queues.mode == "poll" and args.stale_resources:
+            print("poll mode: no queues or topics (no stale resources to look for)")
+        elif args.stale_resources:
             found = find_stale(cfg, backend)
             for item in found.keep:
                 print(f"keep    {item}")
@@ -264,6 +268,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     from agent.service.runtime import open_backend
 
     cfg = load(args)
+    if cfg.queues.mode == "poll":
+        return _markers_list(cfg, args)
     out: dict[str, Any] = {}
     removed: dict[str, list[Any]] = {}
     with open_backend(cfg, start=False) as backend:
@@ -305,6 +311,8 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
     from agent.service.runtime import open_backend
 
     cfg = load(args)
+    if cfg.queues.mode == "poll":
+        return _markers_redrive(cfg, args)
     rc = EXIT_OK
     with open_backend(cfg, start=False) as backend:
         for _kind, name, url, src in _dlqs(cfg, backend, args.queue):
@@ -328,6 +336,9 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
     from agent.service.runtime import open_backend
 
     cfg = load(args)
+    if cfg.queues.mode == "poll":
+        print("poll mode: no queues (failed items are failure markers: 'thumbdrop dlq list' shows them)")
+        return EXIT_OK
     with open_backend(cfg, start=False) as backend:
         targets = [(name, url) for _k, name, url, _s in _dlqs(cfg, backend, args.queue) if url]
         counts = {name: depth(backend.sqs, url) for name, url in targets}
@@ -344,3 +355,41 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
         for name, url in targets:
             print(f"purged {name}: about {purge(backend.sqs, url, name)} message(s) dropped")
     return EXIT_OK
+
+
+def _markers_list(cfg: Any, args: argparse.Namespace) -> int:
+    """Poll mode has no dead-letter queue: the worker's failure markers are its dead letters."""
+    from agent.pipeline.poll import failure_markers
+    from agent.service.runtime import open_backend
+
+    if args.queue == "pull":
+        rows: list[dict[str, Any]] = []
+    else:
+        with open_backend(cfg, start=False) as backend:
+            rows = failure_markers(backend.s3, cfg, limit=args.limit)
+    if args.json:
+        print(json.dumps({"failure markers": rows}, indent=2))
+        return EXIT_OK
+    print(f"poll mode: no queues; failure markers: {len(rows)}")
+    width = min(60, max((len(r["item"]) for r in rows), default=0))
+    for r in rows:
+        when = datetime.fromtimestamp(r["at"]).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"  {when}  {r['item'].ljust(width)}  {r['reason']}")
+    return EXIT_OK
+
+
+def _markers_redrive(cfg: Any, args: argparse.Namespace) -> int:
+    """Poll mode: remove the failure markers, so the next listing (queues.poll_seconds) tries those sources again."""
+    from agent.pipeline.poll import clear_markers, failure_markers
+    from agent.service.runtime import open_backend
+
+    if args.queue == "pull":
+        print("poll mode: no queues; the puller retries at every listing by itself")
+        return EXIT_OK
+    with open_backend(cfg, start=False) as backend:
+        rows = failure_markers(backend.s3, cfg)
+        removed, failed = clear_markers(backend.s3, cfg, [r["marker"] for r in rows])
+    print(f"poll mode: {removed} failure marker(s) removed; the next listing tries them again")
+    for f in failed:
+        print(f"  FAILED {f}")
+    return EXIT_ITEMS_FAILED if failed else EXIT_OK

@@ -40,6 +40,9 @@ def _depths(cfg: Any) -> tuple[dict[str, Any], bool]:
     found: dict[str, Any] = {}
     refused: list[ThumbdropError] = []
 
+    if cfg.queues.mode == "poll":
+        found["queues"] = "poll mode: no queues"
+
     def query() -> None:
         try:
             for name, entry in queue_depths(cfg, backend).items():
@@ -95,7 +98,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         for m in agent.get("missing_folders") or []:
             print(f"          WAITING: {m['detail']}")
         c = agent["counts"]
-        print(f"counts:   {c['uploaded']} uploaded, {c['thumbnailed']} thumbnailed, {c['pulled']} pulled, {c['failed']} failed")
+        dup = f", {c['duplicates']} duplicates (poll mode: done by another worker meanwhile)" if c.get("duplicates") else ""
+        print(
+            f"counts:   {c['uploaded']} uploaded, {c['thumbnailed']} thumbnailed, {c['pulled']} pulled, {c['failed']} failed{dup}"
+        )
         a = agent["active"]
         print(
             f"active:   {a['uploading']} uploading, {a['thumbnailing']} thumbnailing, {a['pulling']} pulling; "

@@ -89,7 +89,7 @@ def probe(backend: Backend, bucket: str, prefix: str, *, queues: bool = True, sn
             "notifications",
             "GetBucketNotificationConfiguration",
             lambda: s3.get_bucket_notification_configuration(Bucket=bucket),
-            without="no bucket events: the queue modes cannot work here; queues.mode: poll (coming) is made for such stores",
+            without="no bucket events: the queue modes cannot work here; queues.mode: poll is made for such stores",
         ),
         _probe(
             "lifecycle rules",
@@ -134,7 +134,7 @@ def probe(backend: Backend, bucket: str, prefix: str, *, queues: bool = True, sn
                 "SQS",
                 "ListQueues",
                 lambda: backend.sqs.list_queues(QueueNamePrefix="thumbdrop-doctor-", MaxResults=1),
-                without="no queues at this endpoint: set backend.sqs_endpoint_url, or queues.mode: poll (coming)",
+                without="no queues at this endpoint: set backend.sqs_endpoint_url, or queues.mode: poll",
             )
         )
     if sns:

@@ -33,6 +33,24 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "thumbdrop-local", "aws_secret_access_
 _warned_tls = False
 
 
+class NoQueues:
+    """Stands in for the SQS/SNS client in poll mode: any call is refused without a request."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __getattr__(self, name: str) -> Any:
+        def refuse(*_args: Any, **_kwargs: Any) -> Any:
+            from agent.errors import UsageError
+
+            raise UsageError(
+                f"poll mode: no queues ({self.service.upper()} {name} is not called with queues.mode: poll)",
+                hint="set queues.mode: sqs or sns for a store with queues",
+            )
+
+        return refuse
+
+
 class Backend:
     """Clients for one backend; boto3 clients are thread-safe, so one of each is shared."""
 
@@ -45,6 +63,8 @@ class Backend:
         self._pool_size = pool_size
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # queues.mode poll: no queue or topic is ever called; a stray call is a bug and says so.
+        self.poll = bool(getattr(cfg, "poll_mode", False))
         with translate("open the AWS session"):
             if local:
                 self.session = boto3.Session(
@@ -81,6 +101,8 @@ class Backend:
         )
 
     def client(self, service: str) -> Any:
+        if self.poll and service in ("sqs", "sns"):
+            return NoQueues(service)
         with self._lock:
             if service not in self._clients:
                 self._clients[service] = self._make(service, self._config(service))
@@ -98,6 +120,8 @@ class Backend:
         return client
 
     def receiver(self, wait_seconds: int) -> SQSClient:
+        if self.poll:
+            return NoQueues("sqs")  # type: ignore[return-value]
         """An SQS client for long polls of ``wait_seconds``: a poll whose answer is lost (a blackholed or
         half-open link) is given up ``RECEIVE_MARGIN`` s after its wait, not after read_timeout times
         max_attempts (minutes); one attempt, because the consumer's loop is the retry."""

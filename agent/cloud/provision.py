@@ -83,7 +83,7 @@ def no_sqs(backend: Backend, action: str) -> UnsupportedError:
     return UnsupportedError(
         f"{backend.where('sqs')} serves no SQS (it answered a bare 404 while trying to {action})",
         hint="this looks like an S3-only store: point backend.sqs_endpoint_url at a queue service (e.g. AWS SQS), "
-        "or use queues.mode: poll (coming in a later release)",
+        "or use queues.mode: poll (no queues: the roles list the buckets)",
     )
 
 
@@ -166,6 +166,12 @@ class Provisioner:
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
             self.ensure_bucket(bucket)
         targets: dict[str, list[tuple[Pipe, str]]] = {}
+        if self.cfg.queues.mode == "poll":
+            self.report.add("skip", "queues, topics and notifications (poll mode: no queues)")
+            from agent.cloud.lifecycle import ensure_lifecycle
+
+            ensure_lifecycle(self)
+            return self.report
         for pipe in pipes(self.cfg):
             self.ensure_queue(dlq_name(pipe.queue), dead_letter_of=None)
             queue_url, queue_arn = self.ensure_queue(pipe.queue, dead_letter_of=dlq_name(pipe.queue))
@@ -182,7 +188,7 @@ class Provisioner:
             what = f"S3 at {self.backend.where('s3')} cannot deliver bucket events to SQS at {self.backend.where('sqs')}"
             log.warning(
                 "%s: new objects are found only by the rescans (watch.rescan_seconds); put S3 and the "
-                "queues on one backend, or use queues.mode: poll (coming)",
+                "queues on one backend, or use queues.mode: poll",
                 what,
             )
             self.report.add("skip", f"notifications ({what})")
@@ -194,7 +200,7 @@ class Provisioner:
                 degrade(
                     "bucket notifications (PutBucketNotificationConfiguration)",
                     f"no events from bucket {bucket}: new objects are found only by the rescans "
-                    "(watch.rescan_seconds); queues.mode: poll (coming) is made for such stores",
+                    "(watch.rescan_seconds); queues.mode: poll is made for such stores",
                 )
                 self.report.add("skip", f"notifications on bucket {bucket} (not supported by this store)")
         from agent.cloud.lifecycle import ensure_lifecycle  # lifecycle imports this module
@@ -529,6 +535,10 @@ class Provisioner:
 
     def teardown(self, *, empty_buckets: bool = False) -> Report:
         """Remove what setup created (tagged ours); keep foreign notifications and non-empty buckets."""
+        if self.cfg.queues.mode == "poll":
+            self.report.add("skip", "queues, topics and notifications (poll mode: no queues)")
+            self._teardown_s3(empty_buckets)
+            return self.report
         for bucket in dict.fromkeys([self.cfg.source.bucket, self.cfg.thumbnails.bucket]):
             if not self.bucket_exists(bucket):
                 continue

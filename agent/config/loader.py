@@ -272,11 +272,13 @@ def _event_mode(cfg: Config, problems: list[str]) -> None:
         )
     if q.mode == "sns":
         q.via_sns = True  # the code paths still read via_sns
-    if q.mode == "poll":
-        problems.append(
-            "queues.mode: poll is not yet available in this version; use mode: sqs or sns with a store that serves "
-            "SQS (on the same endpoint, or on AWS through backend.sqs_endpoint_url)"
-        )
+    # Backend reads it: in poll mode its SQS/SNS clients refuse every call (no queue is ever touched).
+    object.__setattr__(cfg.backend, "poll_mode", q.mode == "poll")
+    shard = cfg.worker.shard
+    if shard is not None:
+        n, sep, m = str(shard).partition("/")
+        if not (sep and n.isdigit() and m.isdigit() and 0 <= int(n) < int(m)):
+            problems.append(f"worker.shard: {shard!r} is not 'N/M' with 0 <= N < M (e.g. '0/2' and '1/2' for two workers)")
     b = cfg.backend
     for key in ("s3_endpoint_url", "sqs_endpoint_url", "sns_endpoint_url"):
         value = getattr(b, key)

@@ -189,7 +189,8 @@ class QueuesConfig:
     mode: str | None = opt(
         None,
         "How bucket events reach the roles: sqs (S3 notifications straight to SQS), sns (through SNS topics, "
-        "fan-out) or poll (no queues: listings; not yet available). null means sqs, or sns with via_sns: true.",
+        "fan-out) or poll (no queues or topics: the roles list the buckets every poll_seconds; for S3-only stores). "
+        "null means sqs, or sns with via_sns: true.",
         "sns",
         one_of(*EVENT_MODES),
     )
@@ -201,6 +202,13 @@ class QueuesConfig:
         120, "Seconds a received message stays hidden; extended while a job runs.", 120, between(10, 43200)
     )
     wait_seconds: int = opt(20, "Long-poll wait per receive (SQS allows at most 20).", 20, between(0, 20))
+    poll_seconds: float = opt(
+        10.0,
+        "mode poll: seconds between listings of the source and thumbnail prefixes (work of other hosts is found "
+        "this late; this agent's own uploads are handed over at once). Each pass costs one request per 1000 keys.",
+        10.0,
+        between(1, 86400),
+    )
 
 
 @dataclass
@@ -258,6 +266,13 @@ class WorkerConfig:
         "least 512, or half the RAM below 1 GiB; at most 4096).",
         768,
         between(0, 1_048_576),
+    )
+    shard: str | None = opt(
+        None,
+        "mode poll, several workers on one prefix: 'N/M' makes this worker take from the listings only sources whose key "
+        "hashes to N modulo M (0-based), so M workers split the key space; null takes every key. Uploads of "
+        "its own agent are thumbnailed here whatever the shard.",
+        "0/2",
     )
 
 

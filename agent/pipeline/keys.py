@@ -18,6 +18,7 @@ from agent.imaging.spec import FORMAT_EXTENSIONS, PREVIEW_EXTENSION, is_video, p
 from agent.text import printable as printable  # re-exported: the pipeline names it from here
 
 FAILED_DIR = ".thumbdrop-failed/"  # failure markers, under thumbnails.prefix
+LEASE_DIR = ".thumbdrop-lease/"  # poll mode: a worker's claim on a source, under thumbnails.prefix
 PROBE_MARK = ".thumbdrop-doctor-"  # doctor's short-lived permission probes: never thumbnailed, never pulled
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -132,7 +133,7 @@ class Layout:
         if not key.startswith(self.thumb_prefix) or key == self.thumb_prefix:
             return None
         rel = key[len(self.thumb_prefix) :]
-        if rel.startswith(FAILED_DIR) or is_probe(rel):
+        if rel.startswith((FAILED_DIR, LEASE_DIR)) or is_probe(rel):
             return None
         if self.shared_bucket and key.startswith(self.source_prefix):
             return None  # an original, not a thumbnail

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from agent.cloud.clients import Backend
-from agent.cloud.errors import call
+from agent.cloud.errors import call, translate
 from agent.cloud.events import describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
@@ -240,15 +240,8 @@ class ThumbnailPuller:
     def reconcile(self, *, only_rels: set[str] | None = None) -> dict[str, int]:
         """Pull every thumbnail in the bucket missing or different locally (lost events included)."""
         self.remove_stale_temp_files()
-        todo: list[tuple[str, str, int, str, float]] = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.cfg.thumbnails.bucket, Prefix=self.layout.thumb_prefix)
-        for page in call("list the thumbnail bucket", lambda: list(pages)):
-            for obj in page.get("Contents", []):
-                rel = self.layout.rel_of_thumb_key(obj["Key"])
-                if rel is None or (only_rels is not None and rel not in only_rels):
-                    continue
-                todo.append((obj["Key"], rel, obj["Size"], str(obj["ETag"]).strip('"'), obj["LastModified"].timestamp()))
+        pages = iter(paginator.paginate(Bucket=self.cfg.thumbnails.bucket, Prefix=self.layout.thumb_prefix))
         counts = {"pulled": 0, "skipped": 0, "failed": 0}
 
         def one(item: tuple[str, str, int, str, float]) -> None:
@@ -260,8 +253,20 @@ class ThumbnailPuller:
                 self.status.fail(key, str(exc), "puller")
                 log.error("failed %s: %s", key, exc)
 
+        # Page by page (<= 1000 keys): a bucket of 100,000 thumbnails is never held at once.
         with ThreadPoolExecutor(self.cfg.transfer.concurrency, thread_name_prefix="puller-reconcile") as pool:
-            list(pool.map(one, todo))
+            while True:
+                with translate("list the thumbnail bucket"):
+                    page = next(pages, None)
+                if page is None:
+                    break
+                todo: list[tuple[str, str, int, str, float]] = []
+                for obj in page.get("Contents", []):
+                    rel = self.layout.rel_of_thumb_key(obj["Key"])
+                    if rel is None or (only_rels is not None and rel not in only_rels):
+                        continue
+                    todo.append((obj["Key"], rel, obj["Size"], str(obj["ETag"]).strip('"'), obj["LastModified"].timestamp()))
+                list(pool.map(one, todo))
         return counts
 
     def remove_stale_temp_files(self) -> int:

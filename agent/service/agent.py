@@ -59,6 +59,7 @@ class Agent:
         self.puller: ThumbnailPuller | None = None
         self.worker: ThumbnailWorker | None = None
         self.handoff: Handoff | None = None
+        self.poller: Any = None  # agent.pipeline.poll.Poller in queues.mode poll
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()
         # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
@@ -159,6 +160,9 @@ class Agent:
             self.uploader.wake()
         # Thumbnails of photos deleted here must not come back (made again by a reconcile or a sizes change).
         deleted = DeletedLocally(self.cfg, self.journal) if self.cfg.cleanup.remove_orphan_local_thumbnails else None
+        poll = self.cfg.queues.mode == "poll"
+        if "worker" in self.roles and poll:
+            self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
         if "worker" in self.roles and urls.events:
             # With the journal: events for what a sync made in-process are skipped without an S3 call.
             worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
@@ -167,6 +171,10 @@ class Agent:
             )
         if self.worker is not None and deleted is not None:
             self.worker.deleted_locally = deleted
+        if "puller" in self.roles and poll:
+            self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
+            if deleted is not None:
+                self.puller.deleted_locally = deleted.thumbnail
         if "puller" in self.roles and urls.pull:
             self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
             if deleted is not None:
@@ -179,7 +187,9 @@ class Agent:
                 urls.pull_dlq,
                 self.cfg.transfer.concurrency,
             )
-        if self.uploader is not None and self.worker is not None:
+        if poll:
+            self._start_poll()
+        elif self.uploader is not None and self.worker is not None:
             self._start_handoff()
         self.status.set_state("paused" if self.paused.is_set() else "running")
         self.ready.set()
@@ -203,13 +213,57 @@ class Agent:
         assert self.uploader is not None
         self.uploader.listeners.append(self._hand_over)
 
+    def _start_poll(self) -> None:
+        """queues.mode poll: no consumers. Own uploads go straight to the worker and its thumbnails straight to
+        the puller (the hand-over); what other hosts did is found by listings every queues.poll_seconds."""
+        from agent.pipeline.poll import Poller
+
+        self.handoff = Handoff(
+            self.worker,
+            self.puller if self.worker is not None else None,
+            worker_concurrency=worker_concurrency(self.cfg),
+            pull_concurrency=self.cfg.transfer.concurrency,
+            listener=self._handed_over,
+        )
+        self.poller = Poller(self.cfg, self.backend.s3, self.handoff, self.status, worker=self.worker, puller=self.puller)
+        if self.uploader is not None and self.worker is not None:
+            self.uploader.listeners.append(self._hand_over)
+        self._spawn(self._poll_loop, "agent-poll")
+
+    def _poll_loop(self) -> None:
+        assert self.poller is not None
+        backoff = Backoff(first=2.0, cap=30.0)
+        while not self.stop_event.is_set():
+            wait = self.cfg.queues.poll_seconds
+            try:
+                if self.worker is not None:
+                    self.poller.worker_pass(self.stop_event)
+                if self.puller is not None and not self.paused.is_set():
+                    self.poller.puller_pass()
+                backoff.reset()
+            except ThumbdropError as exc:
+                if exc.kind == "transient":
+                    self.status.offline(str(exc))
+                    wait = backoff.next()
+                elif isinstance(exc, ResourceMissingError):
+                    self.resources_missing(exc)
+                else:
+                    log.error("poll: listing failed: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug must not end the listings for good
+                log.exception("poll: listing pass failed; trying again at the next one")
+            self.stop_event.wait(wait)
+
     def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
         if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
             if any(job.sync.claims(lf.rel) for job in list(self._syncs.values()) if not job.done.is_set()):
                 return  # a sync running in this agent hands it over itself (and counts it)
+            if self.poller is not None:
+                self.poller.handing(lf.rel)
             self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
 
     def _handed_over(self, rel: str, stage: str, result: str, reason: str) -> None:
+        if self.poller is not None:
+            self.poller.finished(rel, stage, result)
         # Failures are reported by the roles themselves; the event that follows retries or dead-letters them.
         if result == "failed":
             log.debug("hand-over: %s of %s failed: %s", stage, rel, reason)
@@ -255,10 +309,10 @@ class Agent:
                     self.uploader.reconcile()
                 elif self.uploader is not None:
                     self.uploader.count_unsent()  # 'resume' runs the round this one skips (see resume())
-                if self.worker is not None:
+                if self.worker is not None and self.poller is None:  # poll mode: the poll loop lists
                     # Events lost to a partial outage (dead-lettered after max_receives) or never sent.
                     self.worker.reconcile(self.stop_event)
-                if self.puller is not None and not self.paused.is_set():
+                if self.puller is not None and self.poller is None and not self.paused.is_set():
                     self.puller.reconcile()
                 backoff.reset()
                 self._last_good_round = time.monotonic()

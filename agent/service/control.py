@@ -511,6 +511,15 @@ def retry_item(target: Controllable, args: dict[str, Any]) -> dict[str, Any]:
                 Bucket=target.cfg.thumbnails.bucket,
                 Key=layout.failure_key(rel),
             )
+        handoff = getattr(target, "handoff", None)
+        if target.cfg.queues.mode == "poll":
+            if handoff is not None and getattr(handoff, "worker", None) is not None:
+                handoff.thumbnail(rel)
+                how = "handed to the worker again"
+            else:
+                how = "marker removed: the next listing tries it again"
+            target.status.resolved(name, role)
+            return {"retried": name, "how": how}
         urls = queue_urls(target.cfg, target.backend)
         if urls.events is None:
             raise CommandError("unavailable", "the events queue does not exist (run 'thumbdrop setup')")
@@ -536,8 +545,15 @@ def redrive_dead_letters(target: Controllable) -> dict[str, Any]:
     from agent.service.runtime import queue_urls
 
     cfg = target.cfg
-    urls = queue_urls(cfg, target.backend)
     out: dict[str, Any] = {"sent_back": 0, "failed": 0, "moving": 0, "queues": {}}
+    if cfg.queues.mode == "poll":  # no queues: the failure markers go, and the next listing retries them
+        from agent.pipeline.poll import clear_markers, failure_markers
+
+        rows = failure_markers(target.backend.s3, cfg)
+        removed, failed = clear_markers(target.backend.s3, cfg, [r["marker"] for r in rows])
+        out.update(sent_back=removed, failed=len(failed))
+        return out
+    urls = queue_urls(cfg, target.backend)
     for name, dlq_url, source_url in (
         (dlq_name(cfg.queues.events), urls.events_dlq, urls.events),
         (dlq_name(cfg.queues.pull), urls.pull_dlq, urls.pull),

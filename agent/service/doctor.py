@@ -131,12 +131,16 @@ def _remote_checks(cfg: Config, backend: Backend) -> list[Check]:
         out.extend(Check(name, SKIP, "not checked: the backend cannot be used (see above)") for name in remaining)
         return out
     missing: set[str] = set()  # buckets and queues that failed their check: nothing more to say about them
-    for check in [*_bucket_checks(cfg, backend), *_queue_checks(cfg, backend)]:
+    poll = cfg.queues.mode == "poll"
+    for check in [*_bucket_checks(cfg, backend), *([] if poll else _queue_checks(cfg, backend))]:
         if check.result == FAIL:
             missing.add(check.name.split(" ", 1)[1])
         out.append(check)
-    out.extend(_setup_drift(cfg, backend, missing))
-    out.extend(_duplicate_routes(cfg, backend))
+    if poll:
+        out.append(Check("queues", SKIP, f"poll mode: no queues (listings every {cfg.queues.poll_seconds:g} s)"))
+    else:
+        out.extend(_setup_drift(cfg, backend, missing))
+        out.extend(_duplicate_routes(cfg, backend))
     for bucket, prefix in dict.fromkeys([(cfg.source.bucket, cfg.source.prefix), (cfg.thumbnails.bucket, cfg.thumbnails.prefix)]):
         if bucket not in missing:
             out.append(_probe(backend, bucket, prefix))
@@ -170,7 +174,7 @@ def capability_checks(cfg: Config, backend: Backend) -> list[Check]:
                 "store notifications",
                 FAIL,
                 f"S3 at {backend.where('s3')} cannot deliver bucket events to SQS at {backend.where('sqs')}",
-                "put S3 and the queues on one backend, or queues.mode: poll (coming)",
+                "put S3 and the queues on one backend, or queues.mode: poll",
             )
         )
     return out
@@ -232,6 +236,8 @@ def _reach(cfg: Config, backend: Backend, out: list[Check]) -> bool:
 
 
 def _services(cfg: Config) -> tuple[str, ...]:
+    if cfg.queues.mode == "poll":
+        return ("s3",)
     return ("s3", "sqs", "sns") if cfg.queues.mode == "sns" else ("s3", "sqs")
 
 

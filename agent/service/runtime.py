@@ -120,7 +120,7 @@ def ensure_resources(cfg: Config, backend: Backend) -> None:
                 log.info("setup: %s", change)
         return
     prov = Provisioner(cfg, backend, dry_run=True)
-    missing = [cfg.queues.events, cfg.queues.pull]
+    missing = [] if cfg.queues.mode == "poll" else [cfg.queues.events, cfg.queues.pull]
     missing = [q for q in missing if prov.queue_url(q) is None]
     for bucket in dict.fromkeys([cfg.source.bucket, cfg.thumbnails.bucket]):
         if not prov.bucket_exists(bucket):
@@ -135,6 +135,8 @@ def ensure_resources(cfg: Config, backend: Backend) -> None:
 def queue_urls(cfg: Config, backend: Backend) -> Queues:
     from agent.cloud.provision import Provisioner, dlq_name
 
+    if cfg.queues.mode == "poll":
+        return Queues(None, None, None, None)  # poll mode: no queues, and none is looked up
     prov = Provisioner(cfg, backend, dry_run=True)
     return Queues(
         events=prov.queue_url(cfg.queues.events),
@@ -148,6 +150,8 @@ def queue_depths(cfg: Config, backend: Backend) -> dict[str, dict[str, int] | No
     """{"events"|"pull": {"visible", "in_flight", "dead_letter"?}} (None: the queue is missing)."""
     from agent.cloud.errors import call
 
+    if cfg.queues.mode == "poll":
+        return {}  # poll mode: no queues
     urls = queue_urls(cfg, backend)
     out: dict[str, dict[str, int] | None] = {}
     for name, url, dlq in (("events", urls.events, urls.events_dlq), ("pull", urls.pull, urls.pull_dlq)):

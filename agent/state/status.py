@@ -57,7 +57,7 @@ class _ChangeLock:
 class Status:
     """Thread-safe counters and state for one agent process."""
 
-    COUNTERS = ("seen", "uploaded", "thumbnailed", "previewed", "pulled", "skipped", "failed", "ignored")
+    COUNTERS = ("seen", "uploaded", "thumbnailed", "previewed", "pulled", "skipped", "failed", "ignored", "duplicates")
 
     def __init__(self, roles: list[str], *, one_shot: bool = False) -> None:
         self._lock = _ChangeLock()

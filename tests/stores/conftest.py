@@ -220,6 +220,14 @@ def queue_store(request: pytest.FixtureRequest, moto_store: Store) -> Store:
     return request.getfixturevalue("localstack")  # type: ignore[no-any-return]
 
 
+@pytest.fixture(params=["moto", "s3rver"])
+def poll_store(request: pytest.FixtureRequest, moto_store: Store) -> Store:
+    """Each store poll mode is tested on: moto, and s3rver (S3 only: no notifications, no If-None-Match)."""
+    if request.param == "moto":
+        return moto_store
+    return request.getfixturevalue("s3rver")  # type: ignore[no-any-return]
+
+
 def agent_env(store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """An E2EEnv (tests/e2e) pointed at ``store``, with its credentials in the children's environment."""
     from tests.e2e.conftest import E2EEnv, child_env

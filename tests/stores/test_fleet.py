@@ -123,3 +123,48 @@ def test_another_agents_event_is_released_not_consumed(moto_store: Store, moto_s
         worker.handle_message({"Body": own, "MessageId": "2", "ReceiptHandle": "r"})  # a probe: ignored, consumed
     finally:
         worker.close()
+
+
+def test_each_agent_gets_exactly_its_own_thumbnails_in_poll_mode(
+    poll_store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Poll mode: each agent lists its own prefixes. The extra workers (one with a shard of the key space) find
+    their agent's images by listing; leases (where the store honours If-None-Match) keep them off each other's."""
+    n = poll_store.names()
+    envs: dict[str, E2EEnv] = {}
+    for agent in AGENTS:
+        e = envs[agent] = agent_env(poll_store, tmp_path / agent, request)
+        cfg = fleet_config(poll_store, n, agent, "poll")
+        cfg["queues"]["poll_seconds"] = 2
+        e.write_config(cfg)
+    extra: list[E2EEnv] = []
+    for i, (agent, shard) in enumerate((("deva", None), ("devb", "0/1"))):
+        w = agent_env(poll_store, tmp_path / f"worker{i}", request)
+        cfg = copy.deepcopy(fleet_config(poll_store, n, agent, "poll"))
+        cfg["queues"]["poll_seconds"] = 2
+        w.write_config({**cfg, "roles": ["worker"], "worker": {"shard": shard}})
+        extra.append(w)
+    procs = [e.start_agent() for e in [*envs.values(), *extra]]
+    for p in procs:
+        p.wait_ready(120, reconciled=False)
+
+    for e in envs.values():
+        for j, name in enumerate(IMAGES):
+            make_image(e.inbox / name, (300 + 40 * j, 200), color=(40 * j, 100, 200))
+
+    def diagnose() -> str:
+        return "\n".join(p.diagnose() for p in procs)
+
+    for agent, e in envs.items():
+        wait_for(lambda e=e: set(IMAGES) <= files_under(e.thumbs), 180, f"the thumbnails of {agent}", diagnose)
+    for agent, e in envs.items():
+        assert files_under(e.thumbs) == set(IMAGES), f"{agent}: {files_under(e.thumbs)}\n{diagnose()}"
+        for j, name in enumerate(IMAGES):
+            check_thumbnail(e.thumbs / name, (300 + 40 * j, 200))
+    wait_for(lambda: not [k for k in envs["deva"].keys(n["thumbs"]) if ".thumbdrop-lease/" in k], 30, "leases released", diagnose)
+    thumbs = set(envs["deva"].keys(n["thumbs"]))
+    assert thumbs == {f"thumbs/{a}/{name}" for a in AGENTS for name in IMAGES}, thumbs
+    for p in procs:
+        assert "Traceback" not in p.log(), p.diagnose()
+    if poll_store.queues:
+        assert envs["deva"].sqs.list_queues(QueueNamePrefix=n["events"]).get("QueueUrls", []) == []

@@ -68,6 +68,7 @@ def test_setup_makes_the_buckets_then_says_the_store_serves_no_sqs(
         Provisioner(cfg, backend).setup()
     assert "serves no SQS" in info.value.message and cfg.backend.endpoint_url in info.value.message
     assert "queues.mode: poll" in (info.value.hint or "") and "sqs_endpoint_url" in (info.value.hint or "")
+    assert "coming" not in (info.value.hint or "")  # poll mode exists now
     names = {b["Name"] for b in backend.s3.list_buckets()["Buckets"]}
     assert {cfg.source.bucket, cfg.thumbnails.bucket} <= names
     # Tagging is missing: one warning for both buckets, naming the API and the consequence.

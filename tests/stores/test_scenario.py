@@ -1,9 +1,8 @@
 """One end-to-end scenario, several S3 implementations: run, sync, a restart that redoes nothing, hostile names,
 a 20 MB multipart file, cleanup, and the dead-letter queue.
 
-Parametrised over (store, mode): moto and LocalStack in the queue modes sqs and sns. Poll mode (and with it the
-whole scenario on s3rver) comes later: add ``"poll"`` to MODES and s3rver to the stores once it exists; until
-then s3rver runs what works without queues (tests/stores/test_s3_only.py).
+Parametrised over (store, mode): moto and LocalStack in the queue modes sqs and sns. Poll mode runs the same
+scenario on moto and s3rver in tests/stores/test_poll_scenario.py (failure markers instead of a DLQ).
 """
 
 from __future__ import annotations

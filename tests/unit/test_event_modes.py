@@ -12,7 +12,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.errors import convert
 from agent.cloud.provision import events_reach_queues, sns_filter_policy
 from agent.config import parse_config
-from agent.errors import ConfigError, TransientError, UnsupportedError
+from agent.errors import ConfigError, TransientError, UnsupportedError, UsageError
 from agent.pipeline.keys import Layout
 
 
@@ -36,9 +36,19 @@ def test_via_sns_contradicting_mode_is_a_config_error() -> None:
     assert "queues.via_sns" in text and "contradicts queues.mode: sqs" in text and "remove via_sns" in text
 
 
-def test_poll_is_a_clear_config_error_for_now() -> None:
-    text = problems({"queues": {"mode": "poll"}})
-    assert "queues.mode: poll is not yet available" in text and "sqs_endpoint_url" in text
+def test_poll_mode_is_accepted_and_its_backend_calls_no_queue() -> None:
+    cfg = parse_config({"queues": {"mode": "poll"}, "backend": {"endpoint_url": "http://127.0.0.1:9"}})
+    assert cfg.queues.mode == "poll" and cfg.queues.poll_seconds == 10.0
+    b = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False)
+    for client in (b.sqs, b.sns, b.receiver(20)):
+        with pytest.raises(UsageError, match="poll mode: no queues"):
+            client.get_queue_url(QueueName="x")  # refused before any request (port 9 would be refused anyway)
+
+
+def test_worker_shard_must_be_n_of_m() -> None:
+    assert parse_config({"worker": {"shard": "1/2"}}).worker.shard == "1/2"
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        assert "worker.shard" in problems({"worker": {"shard": bad}})
 
 
 def test_unknown_mode_is_refused() -> None:
