@@ -304,13 +304,15 @@ class Agent:
                             raise
                         # Housekeeping only: a refusal (AccessDenied, NoSuchUpload) must not skip the reconciles.
                         log.warning("could not clear unfinished multipart uploads: %s", exc)
-                first = False
+                starting, first = first, False
                 if self.uploader is not None and not self.paused.is_set():
                     self.uploader.reconcile()
                 elif self.uploader is not None:
                     self.uploader.count_unsent()  # 'resume' runs the round this one skips (see resume())
-                if self.worker is not None and self.poller is None:  # poll mode: the poll loop lists
-                    # Events lost to a partial outage (dead-lettered after max_receives) or never sent.
+                if self.worker is not None and (self.poller is None or starting):
+                    # Events lost to a partial outage (dead-lettered after max_receives) or never sent. In poll mode
+                    # the poll loop lists (comparing one size); this full pass at start (and after a reload) also
+                    # makes the sizes a changed thumbnails.sizes added.
                     self.worker.reconcile(self.stop_event)
                 if self.puller is not None and self.poller is None and not self.paused.is_set():
                     self.puller.reconcile()

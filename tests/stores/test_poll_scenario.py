@@ -143,3 +143,35 @@ def test_doctor_in_poll_mode_checks_no_queue(poll_store: Store, tmp_path: Path, 
     assert rows["endpoints"].detail.startswith("S3: ") and "SQS" not in rows["endpoints"].detail
     assert not [c for c in rows.values() if c.result == FAIL], [c for c in rows.values() if c.result == FAIL]
     assert not any(n.startswith("queue ") for n in rows)
+
+
+def test_poll_mode_makes_the_sizes_a_config_change_adds(
+    poll_store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The poll pass compares one size; the full pass at start makes the sizes added to thumbnails.sizes, also for
+    an image another host uploaded (no local file, so no hand-over makes them)."""
+    e: E2EEnv = agent_env(poll_store, tmp_path, request)
+    extra = poll_config(poll_store)
+    extra["thumbnails"]["sizes"] = [64, 96]
+    e.write_config(extra)
+    other = "other host/a photo.jpg"
+    agent = e.start_agent()
+    agent.wait_ready(90)
+    e.s3.put_object(Bucket=extra["source"]["bucket"], Key=other, Body=image_bytes((400, 300)))
+    first = {"64/other host/a photo.jpg", "96/other host/a photo.jpg"}
+    wait_for(lambda: first <= files_under(e.thumbs), 90, "the first sizes", agent.diagnose)
+    rc, _took = agent.terminate(timeout=30)
+    assert rc == 0, agent.diagnose()
+
+    extra["thumbnails"]["sizes"] = [64, 96, 128]
+    e.write_config(extra)
+    agent = e.start_agent()
+    agent.wait_ready(90)
+    want = first | {"128/other host/a photo.jpg"}
+    wait_for(lambda: want <= files_under(e.thumbs), 120, "the thumbnails of the added size", agent.diagnose)
+    from PIL import Image
+
+    with Image.open(e.thumbs / "128" / "other host" / "a photo.jpg") as im:
+        assert im.size == (128, 96)
+    rc, _took = agent.terminate(timeout=30)
+    assert rc == 0, agent.diagnose()
