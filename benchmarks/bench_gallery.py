@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -81,22 +82,31 @@ check();
 
 SCROLL_JS = """
 const done = arguments[arguments.length - 1];
+const [mode, speed, lastPath] = arguments;
 const gaps = [];
 const start = performance.now();
 let last = start;
+function lastShown() {
+  const t = document.querySelector(`#grid .tile[data-path="${lastPath}"]`);
+  if (!t) return false;
+  const r = t.getBoundingClientRect();
+  return r.top < innerHeight && r.bottom > 0;
+}
 function step() {
   const now = performance.now();
   gaps.push(now - last);
+  // extreme: one viewport per animation frame (a flick no hand makes); wheel: SPEED px/s of wall-clock time, as a
+  // fast mouse wheel moves the page whatever the frame rate (a page that cannot keep up shows blanks or stalls).
+  window.scrollBy(0, mode === "extreme" ? innerHeight : speed * (now - last) / 1000);
   last = now;
-  window.scrollBy(0, innerHeight);
-  // The page's own state (a global binding of app.js): no O(N) DOM query per frame in the measurement itself.
-  const loaded = view.items.length;
-  if (view.next === null && innerHeight + scrollY >= document.body.scrollHeight - 2) {
-    const sorted = gaps.slice().sort((a, b) => a - b);
-    done({ms: now - start, frames: gaps.length, max_gap: sorted[sorted.length - 1],
-          p95_gap: sorted[Math.floor(sorted.length * 0.95)], tiles: loaded,
-          nodes: document.getElementsByTagName("*").length});
-  } else if (now - start > 120000) {
+  // The page's own state (a global binding of app.js): the DOM is queried only at the bottom.
+  const bottom = view.next === null && innerHeight + scrollY >= document.documentElement.scrollHeight - 2;
+  if (bottom && lastShown()) {
+    const sorted = gaps.slice(1).sort((a, b) => a - b);
+    const q = (f) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * f))];
+    done({ms: now - start, frames: gaps.length, p50_gap: q(0.5), p95_gap: q(0.95), max_gap: sorted[sorted.length - 1],
+          nodes: document.getElementsByTagName("*").length, tiles: document.querySelectorAll("#grid .tile").length});
+  } else if (now - start > 300000) {
     done(null);
   } else {
     requestAnimationFrame(step);
@@ -104,6 +114,25 @@ function step() {
 }
 requestAnimationFrame(step);
 """
+
+
+# The last commit whose gallery grid kept every loaded tile in the page (before the windowed grid).
+OLD_GRID_REF = "21881ce"
+STATIC_NAMES = ("index.html", "app.js", "app.css")
+
+
+def old_static(ref: str) -> dict[str, bytes] | None:
+    """The old grid's static files from git, or None when there is no git checkout to read them from."""
+    files: dict[str, bytes] = {}
+    for name in STATIC_NAMES:
+        result = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{ref}:agent/gallery/static/{name}"], capture_output=True, check=False
+        )
+        if result.returncode != 0:
+            print(f"no old grid to compare with: {result.stderr.decode().strip()}", file=sys.stderr)
+            return None
+        files[name] = result.stdout
+    return files
 
 
 def make_folder(folder: Path, n: int) -> None:
@@ -176,6 +205,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--scroll-repeats", type=int, default=1, help="scroll runs per grid and speed (1)")
+    parser.add_argument("--wheel-speed", type=float, default=5000, help="px/s of the 'wheel' scroll (5000)")
+    parser.add_argument("--old-ref", default=OLD_GRID_REF, help="git commit of the old grid ('' to skip it)")
     args = parser.parse_args()
 
     from agent.config.loader import parse_config
@@ -202,6 +234,16 @@ def main() -> int:
             },
             origin="bench",
         )
+        # Both grids from one server, in turn: the page's static files come from the grid being measured.
+        from agent.gallery import server as gallery_server
+
+        new_static = gallery_server._static
+        static_sources: dict[str, Any] = {"new": new_static}
+        old = old_static(args.old_ref) if args.old_ref else None
+        if old is not None:
+            static_sources["old"] = old.__getitem__
+        serving = {"grid": "new"}
+        gallery_server._static = lambda name: static_sources[serving["grid"]](name)  # type: ignore[assignment]
         gallery = Gallery(cfg, tmp / "state", standalone=True)
         t0 = time.monotonic()
         gallery.index.items()
@@ -239,17 +281,30 @@ def main() -> int:
                     file=sys.stderr,
                 )
 
-        # Scrolling: one viewport per animation frame (a fast flick) from the top to the last of the N tiles.
-        driver.get(pages["gallery"][0])
-        driver.execute_async_script(FIRST_SCREEN_JS, True)
-        scroll = driver.execute_async_script(SCROLL_JS)
-        if scroll is None:
-            raise RuntimeError("scrolling to the last thumbnail took more than 120 s")
-        print(
-            f"scroll   gallery  {scroll['tiles']} tiles in {scroll['ms']:.0f} ms over {scroll['frames']} frames; frame gap "
-            f"p95 {scroll['p95_gap']:.1f} ms, max {scroll['max_gap']:.1f} ms; {scroll['nodes']} DOM nodes",
-            file=sys.stderr,
-        )
+        # Scrolling from the top to the last of the N tiles, in each grid, at both speeds (new and old alternating).
+        scroll: dict[str, dict[str, Any]] = {}
+        last_path = f"img{args.files - 1:05d}.jpg"  # the oldest: the last tile
+        for grid in ["new", "old"] * args.scroll_repeats:
+            if grid not in static_sources:
+                continue
+            serving["grid"] = grid
+            for mode in ("wheel", "extreme"):
+                driver.get("about:blank")
+                driver.get(pages["gallery"][0])
+                driver.execute_async_script(FIRST_SCREEN_JS, True)
+                m = driver.execute_async_script(SCROLL_JS, mode, args.wheel_speed, last_path)
+                if m is None:
+                    raise RuntimeError(f"{grid} grid, {mode}: scrolling to the last thumbnail took more than 300 s")
+                scroll.setdefault(f"{grid}_{mode}", {})
+                for k, v in m.items():
+                    scroll[f"{grid}_{mode}"].setdefault(k, []).append(float(v))
+                print(
+                    f"scroll   {grid} grid {mode:<7} to the last of {args.files} in {m['ms'] / 1000:6.1f} s over "
+                    f"{m['frames']} frames; frame gap p50 {m['p50_gap']:.1f} ms, p95 {m['p95_gap']:.1f} ms, "
+                    f"max {m['max_gap']:.1f} ms; {m['tiles']} tiles, {m['nodes']} DOM nodes at the end",
+                    file=sys.stderr,
+                )
+        serving["grid"] = "new"
 
         def med(name: str, key: str) -> float:
             return float(statistics.median(float(x[key]) for x in runs[name]))
@@ -259,17 +314,27 @@ def main() -> int:
             "repeats": args.repeats,
             "index_cold_scan_s": round(cold_scan, 3),
             "api_list_warm_s": round(warm_list, 4),
-            **{
-                f"{name}_{key}": round(med(name, key), 1)
-                for name in pages
-                for key in ("fcp", "screen", "bytes", "requests", "images")
-            },
         }
-        summary.update({f"scroll_{k}": round(float(v), 1) for k, v in scroll.items()})
-        summary["ratio_fcp_gallery_over_listing"] = round(med("gallery", "fcp") / med("listing", "fcp"), 3)
-        summary["ratio_bytes_gallery_over_listing"] = round(med("gallery", "bytes") / med("listing", "bytes"), 3)
-        summary["ratio_screen_gallery_over_naive"] = round(med("gallery", "screen") / med("naive", "screen"), 3)
-        summary["ratio_bytes_gallery_over_naive"] = round(med("gallery", "bytes") / med("naive", "bytes"), 3)
+        if args.repeats > 0:
+            summary.update(
+                {
+                    f"{name}_{key}": round(med(name, key), 1)
+                    for name in pages
+                    for key in ("fcp", "screen", "bytes", "requests", "images")
+                }
+            )
+        for run, values in scroll.items():
+            summary.update({f"scroll_{run}_{k}": round(statistics.median(v), 1) for k, v in values.items()})
+        for mode in ("wheel", "extreme"):
+            if f"old_{mode}" in scroll and f"new_{mode}" in scroll:
+                for k in ("ms", "p50_gap", "p95_gap"):
+                    new, old = (statistics.median(scroll[f"{g}_{mode}"][k]) for g in ("new", "old"))
+                    summary[f"ratio_scroll_{mode}_{k}_new_over_old"] = round(new / old, 3)
+        if args.repeats > 0:
+            summary["ratio_fcp_gallery_over_listing"] = round(med("gallery", "fcp") / med("listing", "fcp"), 3)
+            summary["ratio_bytes_gallery_over_listing"] = round(med("gallery", "bytes") / med("listing", "bytes"), 3)
+            summary["ratio_screen_gallery_over_naive"] = round(med("gallery", "screen") / med("naive", "screen"), 3)
+            summary["ratio_bytes_gallery_over_naive"] = round(med("gallery", "bytes") / med("naive", "bytes"), 3)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:
