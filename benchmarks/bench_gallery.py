@@ -1,8 +1,9 @@
 """Benchmark of the gallery's first screen on a 10,000-thumbnail folder, in headless Chromium.
 
-    python benchmarks/bench_gallery.py                  # ~1-2 min on 2 (busy) cores
+    python benchmarks/bench_gallery.py                  # ~8 min on 2 (busy) cores
     python benchmarks/bench_gallery.py --files 2000 --repeats 3      # quick look
-    flags: --files N (10000)  --repeats R (5)  --json
+    flags: --files N (10000)  --repeats R (5; 0 skips the first screen)  --scroll-repeats S (1)
+           --wheel-speed PX_PER_S (5000)  --old-ref REF  --json
 
 Setup: N real JPEG thumbnails (256x192, ~2-3 KB, distinct colours, spread mtimes) in ONE folder, the worst case
 for a page; a state dir; the gallery served in this process (``agent.gallery.server.Gallery``, standalone, no
@@ -20,8 +21,14 @@ Each run (alternating gallery / listing, R times) opens a fresh tab with the HTT
 * first screen: every image inside the viewport decoded (for the listing: its FCP, it has no images);
 * bytes transferred by then (navigation + resource entries' ``transferSize``; the SSE stream counts its headers).
 
-Then, once: a scroll through the whole gallery, one viewport per animation frame (a fast flick), until all N
-tiles are in the page: how long it takes, and the gaps between frames (p95, max: the jank).
+Then a scroll from the top until the last of the N tiles is on screen, at two speeds: "wheel" (--wheel-speed
+px/s of wall-clock time, 5000 by default: a fast mouse wheel) and "extreme" (one viewport per animation frame,
+a flick no hand makes). Measured: the time to the last tile and the gaps between frames (p50, p95, max: jank).
+
+Old grid against new, in the same run: the gallery's static files (index.html, app.js, app.css) of --old-ref
+(default: the last commit whose grid kept every loaded tile in the page) are read with ``git show`` and served
+by the same server in turn with the current ones; the first screen and both scrolls are measured for each, and
+printed as ratios new / old. Without git (or with --old-ref '') only the current grid is measured.
 
 Printed: medians per page and the verdict ratios gallery / listing for FCP and bytes; plus the gallery index's
 cold scan of the folder (stat + EXIF of every file) and a warm /api/list page, timed in-process.
@@ -266,17 +273,20 @@ def main() -> int:
             "listing": (f"http://127.0.0.1:{aport}/thumbs/", False),
             "naive": (f"http://127.0.0.1:{aport}/naive.html", True),
         }
+        if "old" in static_sources:  # the old grid's first screen, from the same server
+            pages["gallery_old"] = pages["gallery"]
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in pages}
         for r in range(args.repeats):
             for name, (url, images) in pages.items():
                 if name == "naive" and r > 0:
                     continue  # about a minute per run for 10,000 images: once shows the scale
+                serving["grid"] = "old" if name == "gallery_old" else "new"
                 m = measure(driver, url, images)
                 if m["fcp"] is None:
                     raise RuntimeError(f"{name}: no first-contentful-paint entry: {m}")
                 runs[name].append(m)
                 print(
-                    f"run {r + 1} {name:<8} FCP {m['fcp']:7.1f} ms  first screen {m['screen']:7.1f} ms  "
+                    f"run {r + 1} {name:<11} FCP {m['fcp']:7.1f} ms  first screen {m['screen']:7.1f} ms  "
                     f"{m['bytes'] / 1024:9.1f} KiB in {m['requests']} requests ({m['images']} images on screen)",
                     file=sys.stderr,
                 )
@@ -335,6 +345,9 @@ def main() -> int:
             summary["ratio_bytes_gallery_over_listing"] = round(med("gallery", "bytes") / med("listing", "bytes"), 3)
             summary["ratio_screen_gallery_over_naive"] = round(med("gallery", "screen") / med("naive", "screen"), 3)
             summary["ratio_bytes_gallery_over_naive"] = round(med("gallery", "bytes") / med("naive", "bytes"), 3)
+            if "gallery_old" in runs:
+                for key in ("fcp", "screen", "bytes"):
+                    summary[f"ratio_{key}_gallery_new_over_old"] = round(med("gallery", key) / med("gallery_old", key), 3)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:

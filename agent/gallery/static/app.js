@@ -2,7 +2,8 @@
 // No build step and no dependencies: plain DOM, fetch, EventSource and ResizeObserver.
 "use strict";
 
-const PAGE = 500; // items per /api/list page: names and dates only, the images load as their cells show
+const FIRST = 120; // items in the first /api/list page: a quick first screen
+const PAGE = 500; // items per later page: names and dates only, the images load as their cells show
 const csrf = document.querySelector('meta[name="csrf"]').content;
 const $ = (id) => document.getElementById(id);
 const view = { dir: "", q: "", next: 0, total: 0, loading: false, items: [], paths: new Set(), fresh: new Set(), generation: 0 };
@@ -284,7 +285,7 @@ async function loadMore() {
   view.loading = true;
   const generation = view.generation;
   try {
-    const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: view.next, limit: PAGE });
+    const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: view.next, limit: view.next ? PAGE : FIRST });
     const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
     if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
     const page = await resp.json();
