@@ -383,3 +383,14 @@ def test_the_grid_keeps_a_bounded_window_of_10000_thumbnails(e2e: E2EEnv, browse
         wait_for(lambda: stats()["visible"][:1] == ["new.jpg"], 30, "the new thumbnail first")
         assert "2999-01-01" in stats()["headers"]
         assert "new" in str(browser.find_element("css selector", '.tile[data-path="new.jpg"]').get_attribute("class"))
+
+        # Many at once (the server's "refresh" event): the list is read again, and the screen stays put.
+        browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight * 0.6)")
+        wait_for(lambda: len(stats()["visible"]) > 10, 30, "further down the grid")
+        before = stats()
+        watched = before["visible"][len(before["visible"]) // 2]
+        browser.execute_async_script("refresh().then(arguments[arguments.length - 1])")
+        after = stats()
+        assert abs(after["tops"][watched] - before["tops"][watched]) <= 1, (watched, before["tops"], after["tops"])
+        assert 0 < after["tiles"] < 500
+        assert not browser.execute_script("return view.paths.has('new.jpg')")  # not on the server: gone

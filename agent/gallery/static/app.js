@@ -322,6 +322,46 @@ function reset() {
   loadMore();
 }
 
+// Many thumbnails at once (the server's "refresh"): the list is read again up to as far as it was loaded and
+// swapped in whole, the cell on screen staying where it is; the ones not seen before are marked new.
+async function refresh() {
+  const generation = ++view.generation;
+  view.loading = true;
+  const want = Math.max(view.items.length, FIRST);
+  const items = [];
+  let first = null;
+  let page = null;
+  try {
+    do {
+      const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: page ? page.next : 0, limit: PAGE });
+      const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
+      if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
+      page = await resp.json();
+      if (generation !== view.generation) return;
+      first = first || page;
+      items.push(...page.items);
+    } while (page.next !== null && items.length < want);
+    keepingScroll(() => {
+      renderCrumbs(first.crumbs);
+      renderFolders(first.folders);
+      const seen = view.paths;
+      view.items = [];
+      view.paths = new Set();
+      appendItems(items);
+      for (const item of items) if (!seen.has(item.path)) view.fresh.add(item.path);
+      view.next = page.next;
+      view.total = page.total;
+    });
+    document.body.dataset.total = page.total;
+    $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
+  } catch (err) {
+    toast("Could not load the thumbnails: " + err.message);
+  } finally {
+    if (generation === view.generation) view.loading = false;
+  }
+  if (generation === view.generation) schedule();
+}
+
 function go(dir) {
   view.dir = dir;
   view.q = "";
@@ -446,7 +486,7 @@ function connect() {
   const source = new EventSource("/api/events");
   source.addEventListener("status", (e) => renderStatus(JSON.parse(e.data)));
   source.addEventListener("thumbnail", (e) => addNew(JSON.parse(e.data)));
-  source.addEventListener("refresh", () => reset());
+  source.addEventListener("refresh", () => refresh());
   source.onerror = () => { if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000); };
 }
 
