@@ -51,7 +51,7 @@ const MIN_CELL = 180; // px: the narrowest cell (--tile in app.css)
 const HEAD = 44; // px: a date header row (.group in app.css)
 const MARGIN = 1; // viewports rendered above and below the visible one
 const layout = { cols: 1, cell: MIN_CELL, rowH: MIN_CELL + GAP, rows: [], rowOf: [], index: new Map(), loaded: 0, width: -1 };
-const shown = new Map(); // key (path, or "h" + date) -> element in the grid
+const shown = new Map(); // key (path, or NUL + date: no path holds a NUL) -> element in the grid
 const pool = { tile: [], head: [] }; // recycled elements, out of the DOM
 let frame = 0;
 
@@ -142,7 +142,7 @@ function render() {
   for (let r = firstRow(top); r < layout.rows.length && layout.rows[r].y < bottom; r += 1) {
     const row = layout.rows[r];
     if (row.date !== undefined) {
-      wanted.set("h" + row.date, row);
+      wanted.set("\0" + row.date, row);
       continue;
     }
     for (let i = row.start; i < row.end; i += 1) wanted.set(view.items[i].path, { row, i });
