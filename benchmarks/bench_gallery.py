@@ -1,8 +1,9 @@
 """Benchmark of the gallery's first screen on a 10,000-thumbnail folder, in headless Chromium.
 
-    python benchmarks/bench_gallery.py                  # ~1-2 min on 2 (busy) cores
+    python benchmarks/bench_gallery.py                  # ~8 min on 2 (busy) cores
     python benchmarks/bench_gallery.py --files 2000 --repeats 3      # quick look
-    flags: --files N (10000)  --repeats R (5)  --json
+    flags: --files N (10000)  --repeats R (5; 0 skips the first screen)  --scroll-repeats S (1)
+           --wheel-speed PX_PER_S (5000)  --old-ref REF  --json
 
 Setup: N real JPEG thumbnails (256x192, ~2-3 KB, distinct colours, spread mtimes) in ONE folder, the worst case
 for a page; a state dir; the gallery served in this process (``agent.gallery.server.Gallery``, standalone, no
@@ -20,8 +21,14 @@ Each run (alternating gallery / listing, R times) opens a fresh tab with the HTT
 * first screen: every image inside the viewport decoded (for the listing: its FCP, it has no images);
 * bytes transferred by then (navigation + resource entries' ``transferSize``; the SSE stream counts its headers).
 
-Then, once: a scroll through the whole gallery, one viewport per animation frame (a fast flick), until all N
-tiles are in the page: how long it takes, and the gaps between frames (p95, max: the jank).
+Then a scroll from the top until the last of the N tiles is on screen, at two speeds: "wheel" (--wheel-speed
+px/s of wall-clock time, 5000 by default: a fast mouse wheel) and "extreme" (one viewport per animation frame,
+a flick no hand makes). Measured: the time to the last tile and the gaps between frames (p50, p95, max: jank).
+
+Old grid against new, in the same run: the gallery's static files (index.html, app.js, app.css) of --old-ref
+(default: the last commit whose grid kept every loaded tile in the page) are read with ``git show`` and served
+by the same server in turn with the current ones; the first screen and both scrolls are measured for each, and
+printed as ratios new / old. Without git (or with --old-ref '') only the current grid is measured.
 
 Printed: medians per page and the verdict ratios gallery / listing for FCP and bytes; plus the gallery index's
 cold scan of the folder (stat + EXIF of every file) and a warm /api/list page, timed in-process.
@@ -35,6 +42,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -81,22 +89,31 @@ check();
 
 SCROLL_JS = """
 const done = arguments[arguments.length - 1];
+const [mode, speed, lastPath] = arguments;
 const gaps = [];
 const start = performance.now();
 let last = start;
+function lastShown() {
+  const t = document.querySelector(`#grid .tile[data-path="${lastPath}"]`);
+  if (!t) return false;
+  const r = t.getBoundingClientRect();
+  return r.top < innerHeight && r.bottom > 0;
+}
 function step() {
   const now = performance.now();
   gaps.push(now - last);
+  // extreme: one viewport per animation frame (a flick no hand makes); wheel: SPEED px/s of wall-clock time, as a
+  // fast mouse wheel moves the page whatever the frame rate (a page that cannot keep up shows blanks or stalls).
+  window.scrollBy(0, mode === "extreme" ? innerHeight : speed * (now - last) / 1000);
   last = now;
-  window.scrollBy(0, innerHeight);
-  // The page's own state (a global binding of app.js): no O(N) DOM query per frame in the measurement itself.
-  const loaded = view.items.length;
-  if (view.next === null && innerHeight + scrollY >= document.body.scrollHeight - 2) {
-    const sorted = gaps.slice().sort((a, b) => a - b);
-    done({ms: now - start, frames: gaps.length, max_gap: sorted[sorted.length - 1],
-          p95_gap: sorted[Math.floor(sorted.length * 0.95)], tiles: loaded,
-          nodes: document.getElementsByTagName("*").length});
-  } else if (now - start > 120000) {
+  // The page's own state (a global binding of app.js): the DOM is queried only at the bottom.
+  const bottom = view.next === null && innerHeight + scrollY >= document.documentElement.scrollHeight - 2;
+  if (bottom && lastShown()) {
+    const sorted = gaps.slice(1).sort((a, b) => a - b);
+    const q = (f) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * f))];
+    done({ms: now - start, frames: gaps.length, p50_gap: q(0.5), p95_gap: q(0.95), max_gap: sorted[sorted.length - 1],
+          nodes: document.getElementsByTagName("*").length, tiles: document.querySelectorAll("#grid .tile").length});
+  } else if (now - start > 300000) {
     done(null);
   } else {
     requestAnimationFrame(step);
@@ -104,6 +121,25 @@ function step() {
 }
 requestAnimationFrame(step);
 """
+
+
+# The last commit whose gallery grid kept every loaded tile in the page (before the windowed grid).
+OLD_GRID_REF = "21881ce"
+STATIC_NAMES = ("index.html", "app.js", "app.css")
+
+
+def old_static(ref: str) -> dict[str, bytes] | None:
+    """The old grid's static files from git, or None when there is no git checkout to read them from."""
+    files: dict[str, bytes] = {}
+    for name in STATIC_NAMES:
+        result = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{ref}:agent/gallery/static/{name}"], capture_output=True, check=False
+        )
+        if result.returncode != 0:
+            print(f"no old grid to compare with: {result.stderr.decode().strip()}", file=sys.stderr)
+            return None
+        files[name] = result.stdout
+    return files
 
 
 def make_folder(folder: Path, n: int) -> None:
@@ -176,6 +212,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--scroll-repeats", type=int, default=1, help="scroll runs per grid and speed (1)")
+    parser.add_argument("--wheel-speed", type=float, default=5000, help="px/s of the 'wheel' scroll (5000)")
+    parser.add_argument("--old-ref", default=OLD_GRID_REF, help="git commit of the old grid ('' to skip it)")
     args = parser.parse_args()
 
     from agent.config.loader import parse_config
@@ -202,6 +241,16 @@ def main() -> int:
             },
             origin="bench",
         )
+        # Both grids from one server, in turn: the page's static files come from the grid being measured.
+        from agent.gallery import server as gallery_server
+
+        new_static = gallery_server._static
+        static_sources: dict[str, Any] = {"new": new_static}
+        old = old_static(args.old_ref) if args.old_ref else None
+        if old is not None:
+            static_sources["old"] = old.__getitem__
+        serving = {"grid": "new"}
+        gallery_server._static = lambda name: static_sources[serving["grid"]](name)  # type: ignore[assignment]
         gallery = Gallery(cfg, tmp / "state", standalone=True)
         t0 = time.monotonic()
         gallery.index.items()
@@ -224,32 +273,48 @@ def main() -> int:
             "listing": (f"http://127.0.0.1:{aport}/thumbs/", False),
             "naive": (f"http://127.0.0.1:{aport}/naive.html", True),
         }
+        if "old" in static_sources:  # the old grid's first screen, from the same server
+            pages["gallery_old"] = pages["gallery"]
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in pages}
         for r in range(args.repeats):
             for name, (url, images) in pages.items():
                 if name == "naive" and r > 0:
                     continue  # about a minute per run for 10,000 images: once shows the scale
+                serving["grid"] = "old" if name == "gallery_old" else "new"
                 m = measure(driver, url, images)
                 if m["fcp"] is None:
                     raise RuntimeError(f"{name}: no first-contentful-paint entry: {m}")
                 runs[name].append(m)
                 print(
-                    f"run {r + 1} {name:<8} FCP {m['fcp']:7.1f} ms  first screen {m['screen']:7.1f} ms  "
+                    f"run {r + 1} {name:<11} FCP {m['fcp']:7.1f} ms  first screen {m['screen']:7.1f} ms  "
                     f"{m['bytes'] / 1024:9.1f} KiB in {m['requests']} requests ({m['images']} images on screen)",
                     file=sys.stderr,
                 )
 
-        # Scrolling: one viewport per animation frame (a fast flick) from the top to the last of the N tiles.
-        driver.get(pages["gallery"][0])
-        driver.execute_async_script(FIRST_SCREEN_JS, True)
-        scroll = driver.execute_async_script(SCROLL_JS)
-        if scroll is None:
-            raise RuntimeError("scrolling to the last thumbnail took more than 120 s")
-        print(
-            f"scroll   gallery  {scroll['tiles']} tiles in {scroll['ms']:.0f} ms over {scroll['frames']} frames; frame gap "
-            f"p95 {scroll['p95_gap']:.1f} ms, max {scroll['max_gap']:.1f} ms; {scroll['nodes']} DOM nodes",
-            file=sys.stderr,
-        )
+        # Scrolling from the top to the last of the N tiles, in each grid, at both speeds (new and old alternating).
+        scroll: dict[str, dict[str, Any]] = {}
+        last_path = f"img{args.files - 1:05d}.jpg"  # the oldest: the last tile
+        for grid in ["new", "old"] * args.scroll_repeats:
+            if grid not in static_sources:
+                continue
+            serving["grid"] = grid
+            for mode in ("wheel", "extreme"):
+                driver.get("about:blank")
+                driver.get(pages["gallery"][0])
+                driver.execute_async_script(FIRST_SCREEN_JS, True)
+                m = driver.execute_async_script(SCROLL_JS, mode, args.wheel_speed, last_path)
+                if m is None:
+                    raise RuntimeError(f"{grid} grid, {mode}: scrolling to the last thumbnail took more than 300 s")
+                scroll.setdefault(f"{grid}_{mode}", {})
+                for k, v in m.items():
+                    scroll[f"{grid}_{mode}"].setdefault(k, []).append(float(v))
+                print(
+                    f"scroll   {grid} grid {mode:<7} to the last of {args.files} in {m['ms'] / 1000:6.1f} s over "
+                    f"{m['frames']} frames; frame gap p50 {m['p50_gap']:.1f} ms, p95 {m['p95_gap']:.1f} ms, "
+                    f"max {m['max_gap']:.1f} ms; {m['tiles']} tiles, {m['nodes']} DOM nodes at the end",
+                    file=sys.stderr,
+                )
+        serving["grid"] = "new"
 
         def med(name: str, key: str) -> float:
             return float(statistics.median(float(x[key]) for x in runs[name]))
@@ -259,17 +324,30 @@ def main() -> int:
             "repeats": args.repeats,
             "index_cold_scan_s": round(cold_scan, 3),
             "api_list_warm_s": round(warm_list, 4),
-            **{
-                f"{name}_{key}": round(med(name, key), 1)
-                for name in pages
-                for key in ("fcp", "screen", "bytes", "requests", "images")
-            },
         }
-        summary.update({f"scroll_{k}": round(float(v), 1) for k, v in scroll.items()})
-        summary["ratio_fcp_gallery_over_listing"] = round(med("gallery", "fcp") / med("listing", "fcp"), 3)
-        summary["ratio_bytes_gallery_over_listing"] = round(med("gallery", "bytes") / med("listing", "bytes"), 3)
-        summary["ratio_screen_gallery_over_naive"] = round(med("gallery", "screen") / med("naive", "screen"), 3)
-        summary["ratio_bytes_gallery_over_naive"] = round(med("gallery", "bytes") / med("naive", "bytes"), 3)
+        if args.repeats > 0:
+            summary.update(
+                {
+                    f"{name}_{key}": round(med(name, key), 1)
+                    for name in pages
+                    for key in ("fcp", "screen", "bytes", "requests", "images")
+                }
+            )
+        for run, values in scroll.items():
+            summary.update({f"scroll_{run}_{k}": round(statistics.median(v), 1) for k, v in values.items()})
+        for mode in ("wheel", "extreme"):
+            if f"old_{mode}" in scroll and f"new_{mode}" in scroll:
+                for k in ("ms", "p50_gap", "p95_gap"):
+                    new, old = (statistics.median(scroll[f"{g}_{mode}"][k]) for g in ("new", "old"))
+                    summary[f"ratio_scroll_{mode}_{k}_new_over_old"] = round(new / old, 3)
+        if args.repeats > 0:
+            summary["ratio_fcp_gallery_over_listing"] = round(med("gallery", "fcp") / med("listing", "fcp"), 3)
+            summary["ratio_bytes_gallery_over_listing"] = round(med("gallery", "bytes") / med("listing", "bytes"), 3)
+            summary["ratio_screen_gallery_over_naive"] = round(med("gallery", "screen") / med("naive", "screen"), 3)
+            summary["ratio_bytes_gallery_over_naive"] = round(med("gallery", "bytes") / med("naive", "bytes"), 3)
+            if "gallery_old" in runs:
+                for key in ("fcp", "screen", "bytes"):
+                    summary[f"ratio_{key}_gallery_new_over_old"] = round(med("gallery", key) / med("gallery_old", key), 3)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:

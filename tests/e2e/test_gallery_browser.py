@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -280,3 +283,114 @@ def test_attacks_from_a_browser_are_refused(e2e: E2EEnv, browser: Any) -> None:
         server.server_close()
         thread.join(10)
     assert agent_state(e2e) == "running"
+
+
+@contextmanager
+def standalone_gallery(e2e: E2EEnv) -> Iterator[str]:
+    """'thumbdrop gallery' serving the local folders (no agent); yields the entry URL 'thumbdrop open' prints."""
+    log = e2e.root / "gallery.log"
+    argv = [sys.executable, "-m", "agent", "--config", str(e2e.config_path), "gallery", "--port", "0"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=e2e.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: b"gallery at http://127.0.0.1:" in log.read_bytes() or proc.poll() is not None, 60, "the gallery")
+        assert proc.poll() is None, log.read_text()
+        printed = e2e.cli("open", "--print")
+        assert printed.rc == 0, printed
+        yield printed.stdout.strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+GRID_STATS_JS = """
+const grid = document.getElementById("grid");
+const top = document.getElementById("statusbar").getBoundingClientRect().bottom;
+const visible = [...grid.querySelectorAll(".tile")].map((t) => [t.dataset.path, t.getBoundingClientRect()])
+  .filter(([, r]) => r.bottom > top && r.top < innerHeight).sort((a, b) => a[1].top - b[1].top || a[1].left - b[1].left);
+return {tiles: grid.querySelectorAll(".tile").length, nodes: grid.getElementsByTagName("*").length,
+        visible: visible.map(([p]) => p), tops: Object.fromEntries(visible.map(([p, r]) => [p, r.top])),
+        lazy: [...grid.querySelectorAll("img")].every((i) => i.loading === "lazy" && i.decoding === "async"),
+        headers: [...grid.querySelectorAll("h2.group")].map((h) => h.dataset.date)};
+"""
+
+
+def test_the_grid_keeps_a_bounded_window_of_10000_thumbnails(e2e: E2EEnv, browser: Any) -> None:
+    n = 10_000
+    data = make_image(e2e.root / "one.jpg", (256, 192)).read_bytes()
+    e2e.thumbs.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for i in range(n):  # newest first: img00000 is the first tile and img09999 (a week older) the last
+        path = e2e.thumbs / f"img{i:05d}.jpg"
+        path.write_bytes(data)
+        os.utime(path, (now - i * 60, now - i * 60))
+    first, last = "img00000.jpg", f"img{n - 1:05d}.jpg"
+
+    def stats() -> dict[str, Any]:
+        return dict(browser.execute_script(GRID_STATS_JS))
+
+    with standalone_gallery(e2e) as url:
+        browser.get(url)
+        wait_for(lambda: browser.find_element("tag name", "body").get_attribute("data-total") == str(n), 90, "the listing")
+        wait_for(lambda: first in stats()["visible"], 60, "the first thumbnail")
+        top = stats()
+        assert 0 < top["tiles"] < 500 and top["lazy"], top["tiles"]
+        assert top["headers"], "no capture-date header"
+
+        # To the end (the End key of a person in a hurry): the last thumbnail is reachable and shown.
+        def at_the_end() -> bool:
+            browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight)")
+            return last in stats()["visible"]
+
+        wait_for(at_the_end, 120, "the last thumbnail on screen")
+        end = stats()
+        assert 0 < end["tiles"] < 500 and end["nodes"] < 1500 and end["lazy"], (end["tiles"], end["nodes"])
+        assert first not in end["visible"]
+        # It works like any other: a click opens it; the keyboard moves from it, through recycled cells.
+        click(browser, f'.tile[data-path="{last}"]')
+        wait_for(lambda: browser.find_element("id", "viewer").is_displayed(), 30, "the large view of the last one")
+        assert browser.find_element("id", "viewer-caption").text == last
+        browser.find_element("tag name", "body").send_keys("\ue00c")  # Escape
+        wait_for(lambda: not browser.find_element("id", "viewer").is_displayed(), 30, "the large view to close")
+        browser.find_element("css selector", f'.tile[data-path="{last}"]').send_keys("\ue012")  # ArrowLeft
+        focused = "return document.activeElement.dataset.path"
+        assert browser.execute_script(focused) == f"img{n - 2:05d}.jpg"
+        browser.switch_to.active_element.send_keys("\ue011")  # Home: the first thumbnail, scrolled into view
+        wait_for(lambda: browser.execute_script(focused) == first and first in stats()["visible"], 30, "Home")
+
+        # And back to the top by scrolling: the window is bounded there too.
+        browser.execute_script("window.scrollTo(0, 0)")
+        wait_for(lambda: first in stats()["visible"], 30, "the first thumbnail again")
+        back = stats()
+        assert 0 < back["tiles"] < 500 and back["nodes"] < 1500, (back["tiles"], back["nodes"])
+
+        # A thumbnail arriving while the user looks at the middle: what is on screen stays where it is.
+        browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight / 2)")
+        wait_for(lambda: len(stats()["visible"]) > 10, 30, "the middle of the grid")
+        before = stats()
+        watched = before["visible"][len(before["visible"]) // 2]
+        browser.execute_script(
+            "addNew({path: 'new.jpg', name: 'new.jpg', folder: '', taken: Date.now() / 1000 + 3600, date: '2999-01-01',"
+            " thumb: '/file/t/img00000.jpg', large: '/file/t/img00000.jpg', video: null, original: false})"
+        )
+        after = stats()
+        assert abs(after["tops"].get(watched, 1e9) - before["tops"][watched]) <= 1, (watched, before["tops"], after["tops"])
+        browser.execute_script("window.scrollTo(0, 0)")
+        wait_for(lambda: stats()["visible"][:1] == ["new.jpg"], 30, "the new thumbnail first")
+        assert "2999-01-01" in stats()["headers"]
+        assert "new" in str(browser.find_element("css selector", '.tile[data-path="new.jpg"]').get_attribute("class"))
+
+        # Many at once (the server's "refresh" event): the list is read again, and the screen stays put.
+        browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight * 0.6)")
+        wait_for(lambda: len(stats()["visible"]) > 10, 30, "further down the grid")
+        before = stats()
+        watched = before["visible"][len(before["visible"]) // 2]
+        browser.execute_async_script("refresh().then(arguments[arguments.length - 1])")
+        after = stats()
+        assert abs(after["tops"].get(watched, 1e9) - before["tops"][watched]) <= 1, (watched, before["tops"], after["tops"])
+        assert 0 < after["tiles"] < 500
+        assert not browser.execute_script("return view.paths.has('new.jpg')")  # not on the server: gone

@@ -1,11 +1,12 @@
-// thumbdrop gallery: the grid (paged, lazy), the folder tree, search, the large view and the live status bar.
-// No build step and no dependencies: plain DOM, fetch, EventSource and IntersectionObserver.
+// thumbdrop gallery: the grid (windowed: only the cells on screen are in the page), the folder tree, search, the large view and the live status bar.
+// No build step and no dependencies: plain DOM, fetch, EventSource and ResizeObserver.
 "use strict";
 
-const PAGE = 120;
+const FIRST = 120; // items in the first /api/list page: a quick first screen
+const PAGE = 500; // items per later page: names and dates only, the images load as their cells show
 const csrf = document.querySelector('meta[name="csrf"]').content;
 const $ = (id) => document.getElementById(id);
-const view = { dir: "", q: "", next: 0, loading: false, items: [], paths: new Set(), generation: 0 };
+const view = { dir: "", q: "", next: 0, total: 0, loading: false, items: [], paths: new Set(), fresh: new Set(), generation: 0 };
 let status = { state: "offline", agent: false };
 
 function el(tag, attrs = {}, ...children) {
@@ -41,42 +42,230 @@ async function post(path, body = {}) {
 }
 
 // --- the grid ------------------------------------------------------------------------------------------
+// A windowed grid: the row layout (date headers, then rows of fixed-size cells) is computed here from the paged
+// list, and only the rows on screen plus a margin are in the DOM. Cells leaving the window are recycled: their
+// image load is cancelled (src removed) and the element is reused for the next cell that comes into view.
 
-function tile(item) {
-  const img = el("img", { src: item.thumb, alt: item.name, loading: "lazy", decoding: "async" });
-  const fig = el("figure", { class: "tile" + (item.video ? " video" : ""), dataset: { path: item.path }, title: item.path,
-    tabindex: "0", role: "button" }, img, el("figcaption", {}, item.name));
-  fig.addEventListener("click", () => openViewer(item));
-  fig.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openViewer(item); } });
-  return fig;
+const GAP = 8; // px between cells: as in app.css
+const MIN_CELL = 180; // px: the narrowest cell (--tile in app.css)
+const HEAD = 44; // px: a date header row (.group in app.css)
+const MARGIN = 1; // viewports rendered above and below the visible one
+const layout = { cols: 1, cell: MIN_CELL, rowH: MIN_CELL + GAP, rows: [], rowOf: [], index: new Map(), loaded: 0, width: -1 };
+const shown = new Map(); // key (path, or NUL + date: no path holds a NUL) -> element in the grid
+const pool = { tile: [], head: [] }; // recycled elements, out of the DOM
+let frame = 0;
+
+function makeTile() {
+  const img = el("img", { alt: "", loading: "lazy", decoding: "async" });
+  return el("figure", { class: "tile", tabindex: "0", role: "button" }, img, el("figcaption"));
+}
+
+function fillTile(fig, item) {
+  if (fig.dataset.path !== item.path) {
+    const img = fig.firstChild;
+    img.removeAttribute("src"); // no old picture while the new one loads
+    img.alt = item.name;
+    img.src = item.thumb;
+    fig.lastChild.textContent = item.name;
+    fig.dataset.path = item.path;
+    fig.title = item.path;
+    fig.classList.toggle("video", Boolean(item.video));
+  }
+  fig.classList.toggle("new", view.fresh.has(item.path));
+}
+
+function recycle(key, node) {
+  shown.delete(key);
+  node.remove();
+  if (node.tagName === "FIGURE") {
+    node.firstChild.removeAttribute("src"); // cancels a load that has not finished
+    delete node.dataset.path;
+    pool.tile.push(node);
+  } else {
+    pool.head.push(node);
+  }
+}
+
+function relayout() {
+  const grid = $("grid");
+  const width = grid.clientWidth;
+  const cols = Math.max(1, Math.floor((width + GAP) / (MIN_CELL + GAP)));
+  const cell = Math.max(1, (width - GAP * (cols - 1)) / cols);
+  const rows = [];
+  const rowOf = new Array(view.items.length);
+  const index = new Map();
+  let y = 0;
+  let date = null;
+  let row = null;
+  view.items.forEach((item, i) => {
+    index.set(item.path, i);
+    if (item.date !== date) {
+      date = item.date;
+      rows.push({ y, h: HEAD, date });
+      y += HEAD;
+      row = null;
+    }
+    if (!row || row.end - row.start === cols) {
+      row = { y, h: cell + GAP, start: i, end: i };
+      rows.push(row);
+      y += cell + GAP;
+    }
+    row.end = i + 1;
+    rowOf[i] = rows.length - 1;
+  });
+  Object.assign(layout, { cols, cell, rowH: cell + GAP, rows, rowOf, index, loaded: y, width });
+  // The rows not loaded yet get their room now, so the scroll bar spans the whole folder from the first page.
+  const rest = view.next === null ? 0 : Math.max(0, view.total - view.items.length);
+  grid.style.height = `${y + Math.ceil(rest / cols) * (cell + GAP)}px`;
+}
+
+function firstRow(top) {
+  // The first row whose bottom is below `top` (binary search: rows are in y order).
+  let lo = 0;
+  let hi = layout.rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (layout.rows[mid].y + layout.rows[mid].h <= top) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function render() {
+  frame = 0;
+  const grid = $("grid");
+  if (grid.clientWidth !== layout.width) relayout();
+  const offset = -grid.getBoundingClientRect().top; // the viewport's top in grid coordinates
+  const top = offset - innerHeight * MARGIN;
+  const bottom = offset + innerHeight * (1 + MARGIN);
+  const wanted = new Map();
+  for (let r = firstRow(top); r < layout.rows.length && layout.rows[r].y < bottom; r += 1) {
+    const row = layout.rows[r];
+    if (row.date !== undefined) {
+      wanted.set("\0" + row.date, row);
+      continue;
+    }
+    for (let i = row.start; i < row.end; i += 1) wanted.set(view.items[i].path, { row, i });
+  }
+  // Keep the focused cell even off screen, so keyboard focus is never lost to recycling.
+  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("#grid .tile");
+  for (const [key, node] of shown) if (!wanted.has(key) && node !== focused) recycle(key, node);
+  const add = document.createDocumentFragment();
+  const { cell, cols } = layout;
+  for (const [key, at] of wanted) {
+    let node = shown.get(key);
+    if (at.date !== undefined) {
+      if (!node) {
+        node = pool.head.pop() || el("h2", { class: "group" });
+        node.textContent = at.date;
+        node.dataset.date = at.date;
+        shown.set(key, node);
+        add.append(node);
+      }
+      node.style.transform = `translateY(${at.y}px)`;
+      continue;
+    }
+    const item = view.items[at.i];
+    if (!node) {
+      node = pool.tile.pop() || makeTile();
+      shown.set(key, node);
+      add.append(node);
+    }
+    fillTile(node, item);
+    const col = (at.i - at.row.start) % cols;
+    node.style.width = node.style.height = `${cell}px`;
+    node.style.transform = `translate(${col * (cell + GAP)}px, ${at.row.y}px)`;
+  }
+  grid.append(add);
+  // Near the end of what is loaded: the next page.
+  if (view.next !== null && bottom + innerHeight > layout.loaded) loadMore();
+}
+
+function schedule() {
+  if (!frame) frame = requestAnimationFrame(render);
+}
+
+function clearGrid() {
+  for (const [key, node] of shown) recycle(key, node);
+  layout.width = -1;
+}
+
+// The first cell on screen and where it is, so a change above it (a new thumbnail, the folder list) moves nothing.
+function anchor() {
+  const top = -$("grid").getBoundingClientRect().top;
+  if (top <= 0 || !view.items.length) return null;
+  const r = Math.min(firstRow(top), layout.rows.length - 1);
+  const row = layout.rows[r].date !== undefined ? layout.rows[r + 1] : layout.rows[r];
+  if (!row) return null;
+  return { path: view.items[row.start].path, screen: row.y - top };
+}
+
+function restore(mark) {
+  if (!mark || !layout.index.has(mark.path)) return;
+  const row = layout.rows[layout.rowOf[layout.index.get(mark.path)]];
+  const now = row.y + $("grid").getBoundingClientRect().top;
+  if (Math.abs(now - mark.screen) > 0.5) window.scrollBy(0, now - mark.screen);
+}
+
+function keepingScroll(change) {
+  const mark = anchor();
+  change();
+  relayout();
+  restore(mark);
+  render();
 }
 
 function appendItems(items) {
-  const grid = $("grid");
-  let last = grid.dataset.lastDate || "";
-  const frag = document.createDocumentFragment();
   for (const item of items) {
     if (view.paths.has(item.path)) continue;
     view.paths.add(item.path);
     view.items.push(item);
-    if (item.date !== last) {
-      frag.append(el("h2", { class: "group", dataset: { date: item.date } }, item.date));
-      last = item.date;
-    }
-    frag.append(tile(item));
   }
-  grid.dataset.lastDate = last;
-  grid.append(frag);
-  $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
 }
 
-function rebuildGrid() {
-  const items = view.items;
-  view.items = [];
-  view.paths = new Set();
-  $("grid").replaceChildren();
-  $("grid").dataset.lastDate = "";
-  appendItems(items);
+function focusItem(i) {
+  i = Math.max(0, Math.min(view.items.length - 1, i));
+  const row = layout.rows[layout.rowOf[i]];
+  if (!row) return;
+  const gridTop = $("grid").getBoundingClientRect().top;
+  const header = $("statusbar").offsetHeight;
+  if (gridTop + row.y < header) window.scrollBy(0, gridTop + row.y - header);
+  else if (gridTop + row.y + row.h > innerHeight) window.scrollBy(0, gridTop + row.y + row.h - innerHeight);
+  render();
+  const node = shown.get(view.items[i].path);
+  if (node) node.focus({ preventScroll: true });
+}
+
+function gridKey(e) {
+  const fig = e.target.closest(".tile");
+  if (!fig || !layout.index.has(fig.dataset.path)) return;
+  const i = layout.index.get(fig.dataset.path);
+  const row = layout.rows[layout.rowOf[i]];
+  if (e.key === "Enter" || e.key === " ") {
+    e.preventDefault();
+    openViewer(view.items[i]);
+    return;
+  }
+  const col = i - row.start;
+  const tileRow = (r, step) => { // the next row of cells from r, skipping date headers
+    for (r += step; r >= 0 && r < layout.rows.length; r += step) if (layout.rows[r].date === undefined) return layout.rows[r];
+    return null;
+  };
+  let to = null;
+  if (e.key === "ArrowRight") to = i + 1;
+  else if (e.key === "ArrowLeft") to = i - 1;
+  else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    const next = tileRow(layout.rowOf[i], e.key === "ArrowDown" ? 1 : -1);
+    if (next) to = Math.min(next.start + col, next.end - 1);
+  } else if (e.key === "Home") to = 0;
+  else if (e.key === "End") to = view.items.length - 1;
+  if (to === null || to < 0 || to >= view.items.length) return;
+  e.preventDefault();
+  if (e.key === "End" && view.next !== null) { // the end of the folder, not of what is loaded
+    window.scrollTo(0, document.documentElement.scrollHeight);
+    return;
+  }
+  focusItem(to);
 }
 
 function renderCrumbs(crumbs) {
@@ -96,36 +285,81 @@ async function loadMore() {
   view.loading = true;
   const generation = view.generation;
   try {
-    const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: view.next, limit: PAGE });
+    const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: view.next, limit: view.next ? PAGE : FIRST });
     const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
     if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
     const page = await resp.json();
     if (generation !== view.generation) return; // the folder or search changed meanwhile
-    if (page.offset === 0) {
-      renderCrumbs(page.crumbs);
-      renderFolders(page.folders);
-    }
-    appendItems(page.items);
-    view.next = page.next;
+    keepingScroll(() => {
+      if (page.offset === 0) {
+        renderCrumbs(page.crumbs);
+        renderFolders(page.folders);
+      }
+      appendItems(page.items);
+      view.next = page.next;
+      view.total = page.total;
+    });
     document.body.dataset.total = page.total;
+    $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
   } catch (err) {
     toast("Could not load the thumbnails: " + err.message);
   } finally {
-    view.loading = false;
+    if (generation === view.generation) view.loading = false;
   }
-  // Still room on screen: the observer will not fire again by itself.
-  if (generation === view.generation && view.next !== null && $("more").getBoundingClientRect().top < innerHeight * 2) loadMore();
+  if (generation === view.generation) schedule(); // still room on screen: the next page
 }
 
 function reset() {
   view.generation += 1;
   view.next = 0;
+  view.total = 0;
   view.items = [];
   view.paths = new Set();
+  view.fresh = new Set();
   view.loading = false;
-  $("grid").replaceChildren();
-  $("grid").dataset.lastDate = "";
+  clearGrid();
+  relayout();
   loadMore();
+}
+
+// Many thumbnails at once (the server's "refresh"): the list is read again up to as far as it was loaded and
+// swapped in whole, the cell on screen staying where it is; the ones not seen before are marked new.
+async function refresh() {
+  const generation = ++view.generation;
+  view.loading = true;
+  const want = Math.max(view.items.length, FIRST);
+  const items = [];
+  let first = null;
+  let page = null;
+  try {
+    do {
+      const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: page ? page.next : 0, limit: PAGE });
+      const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
+      if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
+      page = await resp.json();
+      if (generation !== view.generation) return;
+      first = first || page;
+      items.push(...page.items);
+    } while (page.next !== null && items.length < want);
+    keepingScroll(() => {
+      renderCrumbs(first.crumbs);
+      renderFolders(first.folders);
+      const seen = view.paths;
+      view.items = [];
+      view.paths = new Set();
+      appendItems(items);
+      for (const item of items) if (!seen.has(item.path)) view.fresh.add(item.path);
+      view.next = page.next;
+      view.total = page.total;
+    });
+    document.body.dataset.total = page.total;
+    $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
+  } catch (err) {
+    toast("Could not load the thumbnails: " + err.message);
+  } finally {
+    if (generation === view.generation) view.loading = false;
+  }
+  if (generation === view.generation) schedule();
 }
 
 function go(dir) {
@@ -133,6 +367,7 @@ function go(dir) {
   view.q = "";
   $("search").value = "";
   history.replaceState(null, "", dir ? "#" + encodeURIComponent(dir) : location.pathname);
+  window.scrollTo(0, 0);
   reset();
 }
 
@@ -149,17 +384,26 @@ function addNew(item) {
     return;
   }
   const at = view.items.findIndex((i) => i.taken < item.taken);
-  if (at === -1 && view.next !== null) return; // older than everything loaded: it comes with a later page
-  view.items.splice(at === -1 ? view.items.length : at, 0, item);
-  rebuildGrid();
-  const t = document.querySelector(`.tile[data-path="${CSS.escape(item.path)}"]`);
-  if (t) t.classList.add("new");
+  if (at === -1 && view.next !== null) { // older than everything loaded: it comes with a later page
+    view.total += 1;
+    return;
+  }
+  keepingScroll(() => {
+    view.items.splice(at === -1 ? view.items.length : at, 0, item);
+    view.paths.add(item.path);
+    view.fresh.add(item.path);
+    view.total += 1;
+  });
+  $("empty").hidden = true;
 }
 
 async function refreshFolders() {
   const params = new URLSearchParams({ dir: view.dir, q: "", offset: 0, limit: 1 });
   const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
-  if (resp.ok) renderFolders((await resp.json()).folders);
+  if (resp.ok) {
+    const folders = (await resp.json()).folders;
+    keepingScroll(() => renderFolders(folders));
+  }
 }
 
 // --- the large view ---------------------------------------------------------------------------------
@@ -242,15 +486,20 @@ function connect() {
   const source = new EventSource("/api/events");
   source.addEventListener("status", (e) => renderStatus(JSON.parse(e.data)));
   source.addEventListener("thumbnail", (e) => addNew(JSON.parse(e.data)));
-  source.addEventListener("refresh", () => reset());
+  source.addEventListener("refresh", () => refresh());
   source.onerror = () => { if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000); };
 }
 
 // --- wiring ------------------------------------------------------------------------------------------
 
 function start() {
-  new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) loadMore(); }, { rootMargin: "800px" })
-    .observe($("more"));
+  addEventListener("scroll", schedule, { passive: true });
+  new ResizeObserver(() => { if ($("grid").clientWidth !== layout.width) keepingScroll(() => {}); }).observe($("grid"));
+  $("grid").addEventListener("click", (e) => {
+    const fig = e.target.closest(".tile");
+    if (fig && layout.index.has(fig.dataset.path)) openViewer(view.items[layout.index.get(fig.dataset.path)]);
+  });
+  $("grid").addEventListener("keydown", gridKey);
   let timer = null;
   $("search").addEventListener("input", (e) => {
     clearTimeout(timer);
