@@ -24,7 +24,7 @@ from typing import Any
 
 from tests.e2e.browser import ARTIFACTS, REBIND_HOST, screenshot
 from tests.e2e.conftest import REPO, E2EEnv, make_image
-from tests.support import wait_for
+from tests.support import wait_for as _wait_for
 
 GALLERY = {"gallery": {"enabled": True, "port": 0}}
 COLORS = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 160, 40), (120, 40, 160)]
@@ -50,8 +50,28 @@ def open_url(e2e: E2EEnv) -> str:
     return url
 
 
+def wait_for(predicate: Any, timeout: float = 45.0, what: str = "condition", diagnose: Any = None) -> Any:
+    """tests.support.wait_for, where an element the page re-rendered between finding and reading it (the grid
+    recycles its cells) counts as "not yet" instead of failing the test."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def settled() -> Any:
+        try:
+            return predicate()
+        except StaleElementReferenceException:
+            return None
+
+    return _wait_for(settled, timeout, what, diagnose)
+
+
+def paths(driver: Any, selector: str) -> list[str]:
+    """The data-path of every element matching ``selector``, read in one step (no stale elements)."""
+    script = "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.getAttribute('data-path'))"
+    return [str(p) for p in driver.execute_script(script, selector)]
+
+
 def tiles(driver: Any) -> list[str]:
-    return [str(t.get_attribute("data-path")) for t in driver.find_elements("css selector", "#grid .tile")]
+    return paths(driver, "#grid .tile")
 
 
 def agent_state(e2e: E2EEnv) -> str:
@@ -89,7 +109,7 @@ def test_the_gallery_shows_the_thumbnails_live_and_drives_the_agent(e2e: E2EEnv,
     wait_for(lambda: len(tiles(browser)) == 5, 60, "5 thumbnails in the top folder", agent.diagnose)
     assert token not in browser.current_url and token not in browser.page_source
     assert sorted(tiles(browser)) == ["a0.jpg", "a1.jpg", "a2.jpg", "a3.jpg", "clip.mov.jpg"]
-    assert [f.get_attribute("data-path") for f in browser.find_elements("css selector", ".folder")] == ["trip"]
+    assert paths(browser, ".folder") == ["trip"]
     assert browser.find_elements("css selector", "#grid h2.group")  # grouped by capture date
     wait_for(lambda: browser.find_element("id", "state").text.lower() in ("idle", "working"), 60, "a live status")
     wait_for(lambda: "events: 0 waiting" in browser.find_element("id", "queues").text, 60, "the queue depths")
