@@ -25,7 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
 
-from PIL import Image
+from PIL import Image, ImageStat
 
 from agent.errors import ImageError, TransientError
 from agent.imaging import guards
@@ -199,8 +199,10 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 
 def _stddev(frame: Any) -> float:
-    small = frame.reformat(width=32, height=32, format="gray").to_ndarray()
-    return float(small.std())
+    """How far from uniform the frame is (0: one flat colour), on a 32x32 grey thumbnail. Through Pillow, not
+    to_ndarray(): numpy is not a dependency of the video extra."""
+    small = frame.reformat(width=32, height=32, format="rgb24").to_image().convert("L")
+    return float(ImageStat.Stat(small).stddev[0])
 
 
 def poster_frame(source: Path, *, max_pixels: int) -> Image.Image:

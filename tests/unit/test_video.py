@@ -252,3 +252,21 @@ def _unknown_codec(d: Path) -> Path:
 
 
 assert av is not None
+
+
+def test_posters_need_no_numpy(tmp_path: Path) -> None:
+    """numpy is in the test extra but not in the video one: a user's poster must not import it (it did, for the
+    uniform-frame check, and every video failed with "No module named 'numpy'")."""
+    import subprocess
+    import sys
+
+    clip = make_clip(tmp_path / "c.mp4", "libx264", size=(96, 64))
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"  # an import of numpy now raises ImportError
+        "from pathlib import Path\n"
+        "from agent.imaging.video import poster_frame\n"
+        f"print(poster_frame(Path({str(clip)!r}), max_pixels=10**9).size)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(96, 64)"
