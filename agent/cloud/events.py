@@ -32,6 +32,15 @@ class ObjectEvent:
         return self.event_name.startswith("ObjectCreated")
 
 
+def created_in(msg: dict[str, Any]) -> list[ObjectEvent]:
+    """The object-created events of one queue message; [] for a test event, a removal, or a body that is no S3
+    event (the dead-letter queues' stale checks: such a message is never stale)."""
+    try:
+        return [e for e in parse_body(str(msg.get("Body", ""))) if e.created]
+    except BadMessageError:
+        return []
+
+
 def parse_body(body: str) -> list[ObjectEvent]:
     """Records of one message body; [] for a test event. Raises BadMessageError."""
     if len(body) > MAX_BODY:

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
-from agent.cloud.events import describe_message, parse_body
+from agent.cloud.events import created_in, describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
@@ -307,10 +307,7 @@ def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool
     s3 = backend.s3
 
     def done(msg: dict[str, Any]) -> bool:
-        try:
-            events = [e for e in parse_body(str(msg.get("Body", ""))) if e.created]
-        except ItemError:
-            return False
+        events = created_in(msg)
         if not events:
             return False
         for event in events:
