@@ -357,7 +357,9 @@ class Uploader:
             return result
         except ItemError as exc:
             reason = str(exc)
-            self.status.fail(str(lf.path), reason, "uploader")
+            # once: the same file refused for the same reason again (its event and a rescan, a close after a
+            # write) is one failure, not two.
+            self.status.fail(str(lf.path), reason, "uploader", once=True)
             log.error("failed %s: %s", printable(str(lf.path)), exc)
             return "failed"
         except ThumbdropError as exc:

@@ -296,6 +296,13 @@ class Sync:
         if outcome == "failed":
             self._fail(rel, str(lf.path), reason or "not uploaded")
             return
+        if outcome == "known-bad":
+            # Not uploaded again: the worker refused these very bytes before (the journal's verdict, which the
+            # uploader put back in the status). Reported again, as every later sync must until the file changes.
+            key = self.layout.source_key(rel)
+            known = next((f.reason for f in list(self.status.failures) if f.name == printable(key)), "")
+            self._fail(rel, key, known or "failed before with the same content")
+            return
         if outcome == "postponed":
             if not self._late():
                 self.result.failures.setdefault("(upload)", "backend unreachable; some files were not uploaded")

@@ -84,10 +84,9 @@ def test_poll_scenario(poll_store: Store, tmp_path: Path, request: pytest.Fixtur
     again = e.start_agent()
     again.wait_ready(90)
     time.sleep(6)  # three listing passes (poll_seconds 2): a redo would show by now
-    log = again.log()
-    assert " uploaded " not in log, again.diagnose()
-    assert "thumbnailed " not in log, again.diagnose()
-    assert "pulled " not in log, again.diagnose()
+    lines = again.log().splitlines()  # (a store's one-time warnings may use the same words: look at the events)
+    for done in ("uploaded ", "thumbnailed ", "pulled "):
+        assert not any(f"INFO    {done}" in line for line in lines), again.diagnose()
     assert {k: v["ETag"] for k, v in e.keys(source).items()} == objects
     assert {k: v["LastModified"] for k, v in e.keys(thumbs).items()} == thumb_objects
 
