@@ -531,7 +531,8 @@ class ThumbnailWorker:
                     retry_after=wait,
                 ) from None
             self._mark_failed(rel, key, etag, sha, str(exc))
-            self.status.fail(key, str(exc), "worker", version=sha or None)
+            # once: the hand-over and the key's own event can both meet the same bad version; one failure.
+            self.status.fail(key, str(exc), "worker", version=sha or None, once=True)
             log.error("failed %s: %s", key, exc)
             raise
         by_size = {t.size: t for t in thumbs}
@@ -622,7 +623,7 @@ class ThumbnailWorker:
                 made = make_preview(job.src, job.work / "preview.mp4", spec, stop=self._closing)
             except ItemError as exc:
                 self._mark_failed(job.rel, job.key, job.etag, job.sha, str(exc))
-                self.status.fail(job.key, str(exc), "worker")
+                self.status.fail(job.key, str(exc), "worker", once=True)
                 log.error("no preview of %s: %s", job.key, exc)
                 raise
             nbytes = os.path.getsize(made.path)
