@@ -221,7 +221,9 @@ class Provisioner:
         try:
             call(f"create bucket {bucket}", self.s3.create_bucket, **kwargs)
         except ThumbdropError as exc:
-            if "BucketAlreadyOwnedByYou" not in str(exc):
+            # Another agent of the fleet created it a moment ago: AWS says BucketAlreadyOwnedByYou, some stores
+            # (s3rver) BucketAlreadyExists. Ours if we can use it; else the name really is someone else's.
+            if "BucketAlreadyOwnedByYou" not in str(exc) and not self.bucket_exists(bucket):
                 raise
         tags = {"TagSet": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
         try:
