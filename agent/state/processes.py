@@ -7,7 +7,7 @@ import os
 
 
 def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (or belongs to another user); False once gone or a reaped zombie of ours."""
+    """True while ``pid`` runs (or belongs to another user); False once gone or a zombie of ours (left for its owner to reap)."""
     if pid <= 0:
         return False
     try:
@@ -18,8 +18,12 @@ def pid_alive(pid: int) -> bool:
         return True
     except OverflowError:
         return False
-    # A zombie (our own child not yet reaped) still "exists": reap it if it is ours.
+    # A zombie (our own child not yet reaped) still "exists". Look without reaping it (WNOWAIT): the
+    # subprocess.Popen that owns it must still read its exit code, which a reap here would turn into 0.
+    waitid = getattr(os, "waitid", None)
     with contextlib.suppress(ChildProcessError):
+        if waitid is not None:
+            return waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         done, _status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False

@@ -126,6 +126,7 @@ class TrayController:
         self._seen_failure_at: float | None = None
         self._last_problem = ""
         self._exit_reported = False
+        self._stop_requested = False  # the tray itself stopped its agent (Quit, new settings): an exit is no news
         self._tried_start = False
         self._stop = threading.Event()
         self._actions: queue.Queue[tuple[str, Callable[[], None]] | None] = queue.Queue()
@@ -245,7 +246,8 @@ class TrayController:
         if self.launcher.owned_pid is not None and not self._exit_reported:
             self._exit_reported = True
             code = self.launcher.exit_code
-            if view.phase != "stopping" and code not in (0, None):
+            # The agent's own "stopping" (on a fatal error) is not a stop the user asked for: report its exit.
+            if not self._stop_requested and code not in (0, None):
                 reason = self._exit_reason(code)
                 log.warning("the agent exited (code %s): %s", code, reason)
                 if not self._last_problem.startswith("error"):  # else the user was just told, by the same words
@@ -274,6 +276,7 @@ class TrayController:
             self._update(snapshot=None, phase="not-running")
             return
         self._exit_reported = False
+        self._stop_requested = False
         self._update(snapshot=None, phase="starting", owned=True, last_error="")
 
     def _notify_news(self, snap: dict[str, Any]) -> None:
@@ -474,6 +477,7 @@ class TrayController:
         def act() -> None:
             view = self.view()
             if view.owned and (view.snapshot is not None or self.launcher.alive()):
+                self._stop_requested = True
                 self._update(phase="stopping")
                 self._stop_owned_agent()
             self._stop.set()
@@ -530,6 +534,7 @@ class TrayController:
             self.launcher.config = str(path)
         view = self.view()
         if view.owned and view.snapshot is not None:
+            self._stop_requested = True
             self._update(phase="stopping")
             self._stop_owned_agent()
             self._use_state_dir(state_dir(cfg))

@@ -30,7 +30,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from agent.service.control_client import AgentNotRunningError, ControlClient
-from agent.tray import icons
+from agent.tray import icons, menu
 from agent.tray.backend import gtk_available
 from tests.e2e.conftest import REPO, E2EEnv, files_under, make_image, wait_for
 
@@ -50,6 +50,18 @@ def _missing() -> list[str]:
 
 # --- the X server --------------------------------------------------------------------------------------
 
+
+
+def downs_to(label: str) -> int:
+    """How many Down presses select ``label`` in an attached agent's menu (the status line is not selectable)."""
+    view = menu.TrayView(snapshot={"state": "idle"}, phase="attached", info={"inbox": ["/in"], "thumbnails_dir": "/t"})
+    items = [i for i in menu.build_menu(view, _NoActions())[1:] if not i.separator]
+    return [i.text for i in items].index(label) + 1
+
+
+class _NoActions:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
 
 @dataclass
 class XServer:
@@ -385,12 +397,13 @@ def test_tray_starts_the_agent_and_its_menu_drives_it(xserver: XServer, e2e: E2E
     # Sync now (second item) re-pulls a thumbnail deleted by hand, long before the hourly rescan.
     done = int(re.findall(r"(\d+) done", tray.title())[0])
     (e2e.thumbs / "trip" / "a.jpg").unlink()
-    tray.choose("Down", "Down", "Return")
+    tray.choose(*["Down"] * downs_to("Sync now"), "Return")
     wait_for(lambda: "trip/a.jpg" in files_under(e2e.thumbs), 30, "sync now to pull the thumbnail back", tray.log)
     tray.wait_title(rf"— {done + 1} done")  # the tray has seen that pull: it is now the newest recent thumbnail
 
-    # Recent thumbnails (fifth item) -> its submenu -> the newest: opens that file.
-    tray.choose("Down", "Down", "Down", "Down", "Down", "Right", "Return")
+    # Recent thumbnails -> its submenu -> the newest: opens that file. The key presses come from the menu model,
+    # so a new item above it moves the presses, not the test's meaning.
+    tray.choose(*["Down"] * downs_to("Recent thumbnails"), "Right", "Return")
     wait_for(lambda: str(e2e.thumbs / "trip" / "a.jpg") in tray.opened(), 10, "the recent thumbnail to open", tray.log)
 
     # Quit (the last item) stops the agent the tray started, through the control socket.

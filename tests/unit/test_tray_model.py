@@ -435,6 +435,32 @@ def test_controller_reports_an_agent_that_exits(env: Env) -> None:
     assert env.launcher.starts == 2
 
 
+def test_controller_reports_an_agent_that_was_seen_stopping_on_its_own_error(env: Env) -> None:
+    # A fatal error makes the agent say "stopping" before it exits; the tray caught that state in one poll
+    # and then kept quiet about the exit code, as if the user had asked for the stop.
+    c = env.controller()
+    c.refresh()
+    with serving(env.agent):
+        env.agent.status.state = "stopping"
+        c.refresh()
+        assert c.view().phase == "stopping"
+    env.launcher.running, env.launcher.code = False, 3
+    c.refresh()
+    assert env.sent and "exited (code 3)" in env.sent[-1][0]
+    assert icon_state(c.view()) == "error"
+
+
+def test_controller_keeps_quiet_about_an_exit_it_asked_for(env: Env) -> None:
+    c = env.controller()
+    c.refresh()
+    with serving(env.agent):
+        c.refresh()
+        c.quit()
+    env.launcher.code = 3  # whatever the code, the tray stopped it
+    c.refresh()
+    assert not any("exited" in title for title, _ in env.sent)
+
+
 def test_controller_notifies_new_failures_only(env: Env) -> None:
     env.agent.status.fail("old.jpg", "bad image", "worker")
     c = env.controller()
