@@ -51,7 +51,6 @@ def _missing() -> list[str]:
 # --- the X server --------------------------------------------------------------------------------------
 
 
-
 def downs_to(label: str) -> int:
     """How many Down presses select ``label`` in an attached agent's menu (the status line is not selectable)."""
     view = menu.TrayView(snapshot={"state": "idle"}, phase="attached", info={"inbox": ["/in"], "thumbnails_dir": "/t"})
@@ -62,6 +61,7 @@ def downs_to(label: str) -> int:
 class _NoActions:
     def __getattr__(self, name: str) -> Any:
         return lambda *args: None
+
 
 @dataclass
 class XServer:
