@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 Kind = Literal["transient", "item", "fatal"]
 
-# Exit codes of SPEC.md.
+# Exit codes: the contract in the product SPEC (shared/SPEC.md, "Exit codes"), repeated in README.md.
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
@@ -33,10 +33,11 @@ class ThumbdropError(Exception):
     exit_code: ClassVar[int] = EXIT_BACKEND
     title: ClassVar[str] = "thumbdrop error"
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.code = code  # the service's own error code ("AccessDenied", "NoSuchBucket"), when it gave one
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -51,7 +52,7 @@ class ConfigError(ThumbdropError):
     ``problems`` holds every problem found, each ``key.path: what is wrong``.
     """
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
     title = "Invalid configuration"
 
     def __init__(self, source: str, problems: list[str]) -> None:
@@ -62,7 +63,7 @@ class ConfigError(ThumbdropError):
 
 
 class UsageError(ThumbdropError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
     title = "Usage error"
 
 

@@ -276,7 +276,7 @@ def purge(sqs: Any, url: str, queue: str) -> int:
     try:
         call(f"purge queue {queue}", sqs.purge_queue, QueueUrl=url)
     except ThumbdropError as exc:
-        if "PurgeQueueInProgress" not in str(exc):
+        if exc.code not in ("PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress"):
             raise
         # SQS allows one PurgeQueue a minute: drop them one batch at a time instead.
         return _delete_all(sqs, url, queue)

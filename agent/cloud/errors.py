@@ -113,7 +113,9 @@ def convert(exc: BaseException, action: str, *, region: str | None = None) -> Th
     if isinstance(exc, bx.HTTPClientError):
         return OfflineError(f"connection failed while trying to {action}: {exc}")
     if isinstance(exc, bx.ClientError):
-        return _wrong_region(exc, action, region) or _convert_client_error(exc, action, region)
+        converted = _wrong_region(exc, action, region) or _convert_client_error(exc, action, region)
+        converted.code = converted.code or str(exc.response.get("Error", {}).get("Code", ""))  # callers test the code
+        return converted
     if isinstance(exc, ResponseParserError):
         # Not a BotoCoreError: a body that is no S3/SQS/SNS answer ('Not Found' from an S3-only store asked for
         # SNS, an HTML page from a proxy). Retried like a glitch; the message says what came back.

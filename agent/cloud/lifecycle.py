@@ -111,7 +111,7 @@ def read_rules(s3: Any, bucket: str) -> list[Rule]:
     except ObjectGoneError:  # NoSuchLifecycleConfiguration is a bare 404
         return []
     except ThumbdropError as exc:
-        if "NoSuchLifecycleConfiguration" in str(exc):
+        if exc.code == "NoSuchLifecycleConfiguration":
             return []
         raise
     return list(out.get("Rules", []))

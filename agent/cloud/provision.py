@@ -19,9 +19,16 @@ from typing import Any
 
 from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
-from agent.cloud.errors import call
+from agent.cloud.errors import MISSING_QUEUE_CODES, call
 from agent.config.model import Config
-from agent.errors import BackendError, ObjectGoneError, ResourceMissingError, ThumbdropError, UnsupportedError
+from agent.errors import (
+    AccessDeniedError,
+    BackendError,
+    ObjectGoneError,
+    ResourceMissingError,
+    ThumbdropError,
+    UnsupportedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +230,7 @@ class Provisioner:
         except ThumbdropError as exc:
             # Another agent of the fleet created it a moment ago: AWS says BucketAlreadyOwnedByYou, some stores
             # (s3rver) BucketAlreadyExists. Ours if we can use it; else the name really is someone else's.
-            if "BucketAlreadyOwnedByYou" not in str(exc) and not self.bucket_exists(bucket):
+            if exc.code != "BucketAlreadyOwnedByYou" and not self.bucket_exists(bucket):
                 raise
         tags = {"TagSet": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
         try:
@@ -238,9 +245,9 @@ class Provisioner:
         except ResourceMissingError:
             return False
         except ThumbdropError as exc:
-            if "object not found" in exc.message:  # HEAD gives a bare 404 without a code
+            if isinstance(exc, ObjectGoneError):  # HEAD gives a bare 404 without a code
                 return False
-            if exc.title == "Access denied":
+            if isinstance(exc, AccessDeniedError):
                 # HEAD answers a bare 403 (no error code) for refused credentials too: ask once with a GET, whose
                 # body names the cause (InvalidAccessKeyId, SignatureDoesNotMatch, a missing bucket...).
                 try:
@@ -248,7 +255,7 @@ class Provisioner:
                 except ResourceMissingError:
                     return False
                 except ThumbdropError as probe:
-                    if probe.title != "Access denied":
+                    if not isinstance(probe, AccessDeniedError):
                         raise probe from exc  # e.g. the credentials themselves were refused: say that
                 else:
                     return True  # HEAD refused but listing allowed: usable
@@ -267,7 +274,8 @@ class Provisioner:
         except ObjectGoneError as exc:  # a bare 404 without an SQS error code: nothing serves SQS there
             raise no_sqs(self.backend, f"look up queue {name}") from exc
         except ThumbdropError as exc:
-            if "NonExistentQueue" in str(exc) or "does not exist" in str(exc):
+            # Stores that answer a missing queue with a code of their own still say so in words.
+            if exc.code in MISSING_QUEUE_CODES or "does not exist" in exc.message:
                 return None
             raise
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from agent import __version__
 from agent.config.model import Config
 from agent.errors import ThumbdropError, UsageError
-from agent.state.status import Status
+from agent.state.status import Status, StatusSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ class ControlServer:
             "stop": lambda _a: _then(t.request_stop, lambda: {"stopping": True}),
         }
 
-    def status(self, args: dict[str, Any]) -> dict[str, Any]:
+    def status(self, args: dict[str, Any]) -> StatusSnapshot:
         """The snapshot; with ``after`` (a ``version`` seen before), wait up to ``wait`` s for a newer one."""
         after = args.get("after")
         if after is not None:

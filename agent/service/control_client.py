@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agent.errors import EXIT_BACKEND, ThumbdropError
 from agent.service.control import MAX_LINE, socket_path, sun_path
-from agent.state.status import read_published
+from agent.state.status import StatusSnapshot, read_published
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -91,10 +91,10 @@ class ControlClient:
         return True
 
 
-def read_status(state_dir: Path) -> dict[str, Any] | None:
+def read_status(state_dir: Path) -> StatusSnapshot | None:
     """The live status from the agent's socket; else the last published status.json; else None."""
     try:
         snapshot = ControlClient(state_dir, timeout=2.0).call("status")
     except ThumbdropError:
         return read_published(state_dir)
-    return snapshot if isinstance(snapshot, dict) else read_published(state_dir)
+    return cast(StatusSnapshot, snapshot) if isinstance(snapshot, dict) else read_published(state_dir)

@@ -441,7 +441,7 @@ def _cleanup_mode(cfg: Config, backend: Backend) -> Check:
         except ObjectGoneError:
             continue  # NoSuchLifecycleConfiguration
         except ThumbdropError as exc:
-            if "NoSuchLifecycleConfiguration" not in str(exc):
+            if exc.code != "NoSuchLifecycleConfiguration":
                 return Check("cleanup", WARN, f"cannot read the lifecycle rules of {bucket}: {exc.message}")
     if rules:
         return Check("cleanup", PASS, f"agent, plus bucket lifecycle rules ({', '.join(rules)})")

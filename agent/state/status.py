@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from agent.state.processes import pid_alive
 from agent.text import printable
@@ -22,6 +22,43 @@ STATUS_FILE = "status.json"
 log = logging.getLogger(__name__)
 
 
+class FailureEntry(TypedDict):
+    name: str  # the file or key, printable
+    reason: str
+    role: str
+    at: float
+
+
+class MissingFolder(TypedDict):
+    folder: str
+    detail: str
+
+
+class StatusSnapshot(TypedDict):
+    """The agent's status as the control socket, status.json, ``thumbdrop status``, the supervisor, the metrics,
+    the tray and the gallery see it. JSON-safe. Readers of a published file from another version use ``.get``."""
+
+    pid: int
+    version: int
+    state: str  # starting, running, paused, stopping, stopped, error; "not running" when read from a dead agent
+    roles: list[str]
+    started_at: float
+    updated_at: float
+    backend: str
+    offline_since: float | None
+    offline_reason: str
+    fatal: str | None
+    counts: dict[str, int]  # Status.COUNTERS
+    failed_total: int
+    active: dict[str, int]  # uploading, thumbnailing, transcoding, pulling
+    pending_local: int
+    failures: list[FailureEntry]
+    missing_folders: list[MissingFolder]
+    recent_thumbnails: list[str]
+    bytes: dict[str, int]
+    last_success: dict[str, float]
+
+
 @dataclass
 class Failure:
     name: str  # file or key
@@ -29,7 +66,7 @@ class Failure:
     role: str
     at: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> FailureEntry:
         return {"name": self.name, "reason": self.reason, "role": self.role, "at": self.at}
 
 
@@ -233,7 +270,7 @@ class Status:
             with self._lock:
                 self.pending_local = n
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StatusSnapshot:
         with self._lock.quiet:
             return {
                 "pid": os.getpid(),
@@ -268,7 +305,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_published(state_dir: Path) -> dict[str, Any] | None:
+def read_published(state_dir: Path) -> StatusSnapshot | None:
     """The last status a running agent published, or None when no agent is running."""
     try:
         data = json.loads((state_dir / STATUS_FILE).read_text())
@@ -282,4 +319,4 @@ def read_published(state_dir: Path) -> dict[str, Any] | None:
         running = False
     if not running:
         data["state"] = "not running"
-    return data
+    return cast(StatusSnapshot, data)

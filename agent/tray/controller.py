@@ -262,8 +262,8 @@ class TrayController:
 
     def _exit_reason(self, code: int) -> str:
         """Why the agent this tray started is gone: its last fatal error, else what it printed, else the code."""
-        published = read_published(self.state_dir) or {}
-        if published.get("fatal"):
+        published = read_published(self.state_dir)
+        if published is not None and published.get("fatal"):
             return str(published["fatal"])
         tail = self.launcher.console_tail(lines=3)
         return tail or f"exit code {code}; see {self.state_dir / LOG_FILE}"

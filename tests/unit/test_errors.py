@@ -476,3 +476,17 @@ def test_an_html_error_page_becomes_one_line_with_its_title() -> None:
     )
     long = convert(client_error("Weird", 400, "line one\nline two " + "x" * 400), "list the source bucket")
     assert "\n" not in long.message and "line one line two" in long.message and long.message.endswith("...")
+
+
+@pytest.mark.parametrize(
+    "code,status",
+    [("AccessDenied", 403), ("NoSuchBucket", 404), ("SlowDown", 503), ("PurgeQueueInProgress", 403), ("Whatever", 400)],
+)
+def test_converted_errors_keep_the_service_error_code(code: str, status: int) -> None:
+    # Callers test exc.code, never the words of a message or title.
+    assert convert(client_error(code, status), "do something").code == code
+
+
+def test_errors_without_a_service_code_have_an_empty_code() -> None:
+    assert convert(bx.EndpointConnectionError(endpoint_url="http://x"), "list").code == ""
+    assert ItemError("bad image").code == ""
