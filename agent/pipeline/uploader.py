@@ -636,6 +636,21 @@ class Uploader:
             self._dirs_to_scan.add(folder)
         self._wake.set()
 
+    # --- the Role lifecycle (agent.pipeline.role) ---
+
+    name = "uploader"
+
+    def start(self) -> None:
+        """Watch the folders and start the upload threads."""
+        self.start_watching()
+
+    def pause(self) -> None:
+        self.paused.set()
+
+    def resume(self) -> None:
+        self.paused.clear()
+        self.wake()
+
     def start_watching(self) -> None:
         from watchdog.observers import Observer
 
@@ -827,7 +842,7 @@ class Uploader:
         for o in self._observers:
             o.stop()
 
-    def join(self, timeout: float) -> None:
+    def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for o in self._observers:
             o.join(max(0.1, deadline - time.monotonic()))
@@ -835,6 +850,8 @@ class Uploader:
             t.join(max(0.1, deadline - time.monotonic()))
         if not shutdown_within(self.pool, deadline, cancel_futures=True):
             log.warning("uploads still waiting on the backend at the stop deadline: left for the next start")
+            return False
+        return not any(t.is_alive() for t in [*self._observers, *self._threads])
 
 
 class _Handler:
