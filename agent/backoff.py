@@ -50,6 +50,13 @@ class Backoff:
             self.failures += 1
             return delay * self._rng.uniform(1.0 - self.jitter, 1.0)
 
+    def delay_for(self, attempt: int) -> float:
+        """The delay after the ``attempt``-th failure (0-based), with jitter; stateless, for a count kept
+        elsewhere (an SQS message's receive count)."""
+        step = min(self.cap, self.first * self.factor ** min(max(attempt, 0), 64))
+        with self._lock:
+            return step * self._rng.uniform(1.0 - self.jitter, 1.0)
+
     def reset(self) -> None:
         """A success: the next failure waits ``first`` again."""
         with self._lock:

@@ -660,7 +660,7 @@ CLIENT_CATEGORIES = (  # (label, substrings of a frame), matched from the deepes
     ("botocore response parsing", ("botocore/parsers.py",)),
     ("botocore request building (validate, serialize, endpoint rules, hooks)", ("botocore/",)),
     ("boto3 / s3transfer", ("boto3/", "s3transfer/")),
-    ("thumbdrop uploader (stat, paths, status, tenacity retry wrapper)", ("agent/", "tenacity/")),
+    ("thumbdrop uploader (stat, paths, status)", ("agent/",)),
     ("thread pool / threading", ("concurrent/futures", "threading.py", "queue.py")),
 )
 SERVER_CATEGORIES = (

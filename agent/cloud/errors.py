@@ -1,4 +1,18 @@
-"""The one place where boto3/botocore/OS exceptions become thumbdrop errors."""
+"""The one place where boto3/botocore/OS exceptions become thumbdrop errors; and the retry rule.
+
+Who retries what (one budget per operation; the layers never multiply):
+
+1. One request: botocore, and only botocore. Its ``standard`` retry mode (``agent.cloud.clients``) tries every
+   call up to ``backend.max_attempts`` times in all (default 5) on a transport failure (connection refused or
+   reset, a timeout), throttling and 5xx answers, with its own jittered exponential backoff. thumbdrop code
+   calls through ``call`` (conversion only) and never wraps a call in a retry loop of its own: a failed call
+   has used up its budget. A long poll (``Backend.receiver``) makes one attempt: the consumer loop is its retry.
+2. One item: the role that owns it, after the request's budget is spent, with ``agent.backoff.Backoff``: the
+   uploader's per-path backoff (the file is tried again later), the consumer's postponement of a message
+   (SQS redelivers it; after ``max_receives`` it is dead-lettered), the reconcile round at the next rescan.
+3. Nothing is retried for a fatal error (credentials, permissions, a wrong region) or an item error (a bad
+   file): those are reported with a hint, at once.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import botocore.exceptions as bx
-import tenacity
 from botocore.parsers import ResponseParserError
 
 from agent.errors import (
@@ -279,7 +292,7 @@ def translate(action: str, *, region: str | None = None) -> Iterator[None]:
 
 
 def call(action: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` with conversion; no retry of our own (botocore retries inside)."""
+    """``fn(*args, **kwargs)`` with conversion; no retry of our own (botocore retries inside: see the top)."""
     with translate(action, region=_client_region(fn)):
         return fn(*args, **kwargs)
 
@@ -293,15 +306,3 @@ def _client_region(fn: Callable[..., Any]) -> str | None:
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ThumbdropError) and exc.kind == "transient"
-
-
-def retrying(action: str, fn: Callable[..., T], /, *args: Any, attempts: int = 5, **kwargs: Any) -> T:
-    """``call`` with tenacity retries of transient errors: exponential backoff + jitter, capped."""
-    retryer = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_random_exponential(multiplier=0.5, max=30),
-        stop=tenacity.stop_after_attempt(attempts),
-        reraise=True,
-        before_sleep=lambda rs: log.debug("retrying %s after: %s", action, rs.outcome.exception() if rs.outcome else ""),
-    )
-    return retryer(call, action, fn, *args, **kwargs)

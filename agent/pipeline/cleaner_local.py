@@ -22,8 +22,8 @@ from agent.config.model import Config
 from agent.pipeline.cleaner import LOCAL, MTIME_SLACK, Deletion, LocalStat, Snapshot, source_rels_of
 from agent.pipeline.cleaner_sizes import select_unlisted_sizes_local
 from agent.pipeline.keys import Layout
-from agent.pipeline.puller import TMP_MARK
 from agent.pipeline.uploader import NameFilter
+from agent.state.files import TMP_MARK
 from agent.state.journal import Journal
 from agent.state.watch_folders import (
     EMPTIED,

@@ -19,7 +19,6 @@ with a growing visibility timeout; SQS moves it to the dead-letter queue after
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -40,8 +39,11 @@ REASON_ATTR = "thumbdrop-reason"
 NAME_ATTR = "thumbdrop-item"
 # Seconds a received message stays hidden until its job has started and the heartbeat extends it.
 START_VISIBILITY = 10
-# A job that failed because the link is down is tried again this soon after the link is back.
-LINK_RETRY_SECONDS = 5
+# A job that failed because the link is down is tried again this soon after the link is back (4-6 s).
+LINK_RETRY = Backoff(first=6.0, cap=6.0, jitter=1 / 3)
+# A message whose job failed otherwise: 5 s x 2^(receives-1), +-20 %, from its 9th receive on at most 900 s.
+MESSAGE_RETRY = Backoff(first=6.0, cap=6.0 * 2**8, jitter=1 / 3)
+MAX_POSTPONE = 900  # seconds
 
 
 @dataclass
@@ -320,13 +322,13 @@ class QueueConsumer:
         receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         level = logging.WARNING
         if isinstance(exc, IncompleteSourceError):
-            delay = min(900, max(1, int(exc.retry_after)))  # the handler knows when another look makes sense
+            delay = min(MAX_POSTPONE, max(1, int(exc.retry_after)))  # the handler knows when another look makes sense
             level = logging.INFO  # not a failure (yet): most likely a newer version is on its way
         elif isinstance(exc, OfflineError) or (is_transient(exc) and self.status.offline_since is not None):
             # The link failed, not this message: it is due again as soon as the link is back.
-            delay = int(LINK_RETRY_SECONDS * random.uniform(0.8, 1.2))
+            delay = int(LINK_RETRY.delay_for(0))
         else:
-            delay = min(900, int(5 * 2 ** min(receives - 1, 8) * random.uniform(0.8, 1.2)))
+            delay = min(MAX_POSTPONE, int(MESSAGE_RETRY.delay_for(receives - 1)))
         log.log(level, "%s: %s failed (attempt %d), retrying in %d s: %s", self.name, self.describe(msg), receives, delay, exc)
         with self._lock:
             self._inflight.pop(msg["MessageId"], None)

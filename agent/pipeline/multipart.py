@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cloud.capabilities import degrade
-from agent.cloud.errors import call, retrying, translate
+from agent.cloud.errors import call, translate
 from agent.errors import ObjectGoneError, TransientError, UnsupportedError
 from agent.pipeline.bandwidth import ThrottledReader, TokenBucket
 from agent.state.journal import Journal, MultipartRecord
@@ -236,10 +236,10 @@ class ResumableUpload:
         def send() -> Any:
             body: Any = io.BytesIO(data)
             if self.limiter is not None:
-                body = ThrottledReader(body, self.limiter, stop=self.stop)  # a fresh reader per attempt
+                body = ThrottledReader(body, self.limiter, stop=self.stop)  # seekable: botocore's retries re-read it
             return self.s3.upload_part(Bucket=self.bucket, Key=rec.key, UploadId=rec.upload_id, PartNumber=n, Body=body)
 
-        out = retrying(f"upload part {n} of {src.path}", send, attempts=3)
+        out = call(f"upload part {n} of {src.path}", send)
         etag = str(out["ETag"]).strip('"')
         self.journal.record_part(rec.upload_id, n, etag)
         return n, etag

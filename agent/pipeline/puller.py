@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,21 +30,17 @@ from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ThumbOutput, is_probe, not_ours, safe_local_path
+from agent.state.files import TMP_MARK, abandoned_temp_file, atomic_file
 from agent.state.journal import Journal
-from agent.state.processes import pid_alive
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
-TMP_MARK = ".thumbdrop-tmp-"
 # mkstemp creates 0600 files; thumbnails get the usual mode the umask gives (read once, at import).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 CHUNK = 1 << 20
-# A temp file without a writer's pid is abandoned once it has not changed for this long; one whose pid runs
-# (perhaps reused by another program) only after a day: a live download writes every few seconds.
-STALE_TEMP_SECONDS = 3600.0
-STALE_TEMP_LIVE_PID_SECONDS = 86400.0
+_UTIME_FD = os.utime in os.supports_fd  # not on Windows: there the file is stamped right after its rename
 PLACE_WAIT = 60.0  # seconds a pull waits for the hand-over to place the same thumbnail
 
 
@@ -211,29 +206,23 @@ class ThumbnailPuller:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise ItemError(f"cannot create the folder for {path}: a file is in the way ({exc})") from None
-        # The writer's pid in the name: a reconcile elsewhere (a reload, a 'sync' next to 'run') removes only
-        # temp files whose writer is gone.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}{TMP_MARK}{os.getpid()}-", dir=path.parent)
+        # The writer's pid in the temp name (agent.state.files): a reconcile elsewhere (a reload, a 'sync' next
+        # to 'run') removes only temp files whose writer is gone.
         try:
-            with os.fdopen(fd, "wb") as out:
+            with atomic_file(path, "wb", perms=FILE_MODE, fsync=True) as out:
                 while True:
                     chunk = call(f"download {key}", body.read, CHUNK)
                     if not chunk:
                         break
                     throttle(self.limiter, len(chunk))
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, FILE_MODE)
-            if stamp is not None:
-                os.utime(tmp, (stamp, stamp))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+                if stamp is not None and _UTIME_FD:
+                    out.flush()
+                    os.utime(out.fileno(), (stamp, stamp))  # before the rename: never seen with another time
         finally:
             body.close()
+        if stamp is not None and not _UTIME_FD:
+            os.utime(path, (stamp, stamp))
 
     # --- reconcile --------------------------------------------------------------------
 
@@ -284,19 +273,6 @@ class ThumbnailPuller:
                             os.unlink(path)
                             removed += 1
         return removed
-
-
-def abandoned_temp_file(path: str, name: str, now: float) -> bool:
-    """Whether no live writer owns this temp file: its writer's pid is gone, or (no pid in the name: an older
-    version wrote it, or the pid was reused) it has not changed for a long time."""
-    pid_text, sep, _rest = name.rsplit(TMP_MARK, 1)[1].partition("-")
-    try:
-        idle = now - os.lstat(path).st_mtime
-    except OSError:
-        return False  # renamed into place or removed meanwhile
-    if sep and pid_text.isdigit() and not pid_alive(int(pid_text)):
-        return True
-    return idle > (STALE_TEMP_LIVE_PID_SECONDS if sep and pid_text.isdigit() else STALE_TEMP_SECONDS)
 
 
 def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool]:

@@ -552,7 +552,7 @@ class Uploader:
         return Hashes(sha.hexdigest(), multipart, None)
 
     def _put(self, path: Path, key: str, st: os.stat_result, hashes: Hashes) -> str:
-        from agent.cloud.errors import retrying
+        from agent.cloud.errors import call
 
         meta = {"sha256": hashes.sha256, "mtime": f"{st.st_mtime:.6f}", "device": ascii_meta(self.device)}
         content_type = _content_type(path.name)
@@ -560,10 +560,9 @@ class Uploader:
         if hashes.data is not None and len(hashes.data) == st.st_size:
             # A small file goes in one request: pace it through the bandwidth cap before sending.
             throttle(self.limiter, len(hashes.data), stop=self.stop_event)
-            out = retrying(
+            out = call(
                 f"upload {path}",
                 self.s3.put_object,
-                attempts=3,
                 Bucket=bucket,
                 Key=key,
                 Body=hashes.data,

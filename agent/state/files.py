@@ -10,11 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal, overload
 
+from agent.state.processes import pid_alive
+
 TMP_MARK = ".thumbdrop-tmp-"
+# A temp file without a writer's pid is abandoned once it has not changed for this long; one whose pid runs
+# (perhaps reused by another program) only after a day: a live download writes every few seconds.
+STALE_TEMP_SECONDS = 3600.0
+STALE_TEMP_LIVE_PID_SECONDS = 86400.0
 
 
 def temp_prefix(path: Path) -> str:
@@ -65,3 +72,17 @@ def atomic_write(path: Path, data: str | bytes, *, perms: int | None = None, fsy
     else:
         with atomic_file(path, "wb", perms=perms, fsync=fsync) as bout:
             bout.write(data)
+
+
+def abandoned_temp_file(path: str, name: str, now: float | None = None) -> bool:
+    """Whether no live writer owns this temp file: its writer's pid is gone, or (no pid in the name: an older
+    version wrote it, or the pid was reused) it has not changed for a long time."""
+    now = time.time() if now is None else now
+    pid_text, sep, _rest = name.rsplit(TMP_MARK, 1)[1].partition("-")
+    try:
+        idle = now - os.lstat(path).st_mtime
+    except OSError:
+        return False  # renamed into place or removed meanwhile
+    if sep and pid_text.isdigit() and not pid_alive(int(pid_text)):
+        return True
+    return idle > (STALE_TEMP_LIVE_PID_SECONDS if sep and pid_text.isdigit() else STALE_TEMP_SECONDS)

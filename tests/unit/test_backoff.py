@@ -38,3 +38,18 @@ def test_a_long_outage_does_not_overflow() -> None:
 def test_nonsense_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)
+
+
+def test_delay_for_is_stateless_and_matches_the_message_retry_formula() -> None:
+    """The consumer's postponements: 5 s x 2^(receives-1) +-20 %, the exponent capped at 8, as before #15."""
+    from agent.pipeline.consumer import LINK_RETRY, MAX_POSTPONE, MESSAGE_RETRY
+
+    for attempt in range(12):
+        step = 5 * 2 ** min(attempt, 8)
+        for _ in range(50):
+            assert step * 0.8 - 1e-9 <= MESSAGE_RETRY.delay_for(attempt) <= step * 1.2 + 1e-9
+    assert MESSAGE_RETRY.failures == 0  # nothing counted: the count is the message's receive count
+    assert min(MAX_POSTPONE, int(MESSAGE_RETRY.delay_for(20))) == MAX_POSTPONE
+    assert all(4 <= int(LINK_RETRY.delay_for(0)) <= 6 for _ in range(50))
+    b = Backoff(first=1.0, cap=8.0, jitter=0.0)
+    assert [b.delay_for(n) for n in (-1, 0, 1, 2, 3, 9)] == [1.0, 1.0, 2.0, 4.0, 8.0, 8.0]

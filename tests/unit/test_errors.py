@@ -6,10 +6,9 @@ from typing import Any
 
 import botocore.exceptions as bx
 import pytest
-import tenacity
 
 from agent.cloud import errors as cloud_errors
-from agent.cloud.errors import call, convert, is_transient, retrying, translate
+from agent.cloud.errors import call, convert, is_transient, translate
 from agent.errors import (
     AccessDeniedError,
     BackendError,
@@ -20,7 +19,6 @@ from agent.errors import (
     ObjectGoneError,
     OfflineError,
     ResourceMissingError,
-    ThumbdropError,
     TransientError,
 )
 
@@ -296,63 +294,6 @@ def test_call_converts() -> None:
 
 
 # --- retrying ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cloud_errors.tenacity, "wait_random_exponential", lambda **_kw: tenacity.wait_none())
-
-
-class Flaky:
-    """Raises ``error`` the first ``fails`` calls, then returns 'done'."""
-
-    def __init__(self, fails: int, error: BaseException) -> None:
-        self.fails = fails
-        self.error = error
-        self.calls = 0
-
-    def __call__(self, value: str = "done") -> str:
-        self.calls += 1
-        if self.calls <= self.fails:
-            raise self.error
-        return value
-
-
-def test_retrying_retries_transient_until_success(no_wait: None) -> None:
-    fn = Flaky(3, client_error("SlowDown", 503))
-    assert retrying("get object", fn, value="ok", attempts=5) == "ok"
-    assert fn.calls == 4
-
-
-def test_retrying_retries_offline(no_wait: None) -> None:
-    fn = Flaky(2, bx.EndpointConnectionError(endpoint_url="http://x"))
-    assert retrying("list", fn, attempts=3) == "done"
-    assert fn.calls == 3
-
-
-def test_retrying_gives_up_after_attempts(no_wait: None) -> None:
-    fn = Flaky(10, client_error("InternalError", 500))
-    with pytest.raises(TransientError):
-        retrying("get object", fn, attempts=4)
-    assert fn.calls == 4
-
-
-@pytest.mark.parametrize(
-    "error",
-    [client_error("AccessDenied", 403), client_error("NoSuchKey", 404), bx.NoCredentialsError()],
-)
-def test_retrying_does_not_retry_fatal_or_item(no_wait: None, error: Exception) -> None:
-    fn = Flaky(10, error)
-    with pytest.raises(ThumbdropError) as info:
-        retrying("get object", fn, attempts=5)
-    assert fn.calls == 1
-    assert info.value.kind in ("fatal", "item")
-
-
-def test_retrying_with_real_backoff_is_bounded() -> None:
-    fn = Flaky(1, client_error("SlowDown", 503))
-    assert retrying("get object", fn, attempts=2) == "done"
-    assert fn.calls == 2
 
 
 # --- a wrong backend.region ------------------------------------------------------------------------
