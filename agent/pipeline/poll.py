@@ -196,7 +196,7 @@ class Poller:
         w = self.worker
 
         def done_already(rel: str, etag: str) -> bool:  # the journal first (no request), then HEADs
-            return bool(w._journal_done(self.layout.source_key(rel), etag) or w._done_already(rel, etag))
+            return bool(w.journal_done(self.layout.source_key(rel), etag) or w.has_thumbnails(rel, etag))
 
         for rel, _etag in worker_candidates(self.layout, sources, times, done_already=done_already, shard=self.cfg.worker.shard):
             if stop.is_set():

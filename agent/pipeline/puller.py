@@ -25,11 +25,12 @@ from urllib.parse import unquote
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
-from agent.cloud.events import created_in, describe_message, parse_body
+from agent.cloud.events import ObjectEvent, describe_message, parse_body
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ThumbOutput, is_probe, not_ours, safe_local_path
+from agent.pipeline.markers import done_since as stale_when
 from agent.state.files import TMP_MARK, abandoned_temp_file, atomic_file
 from agent.state.journal import Journal
 from agent.state.status import Status
@@ -282,25 +283,19 @@ def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool
     root = Path(cfg.local.thumbnails_dir)
     s3 = backend.s3
 
-    def done(msg: dict[str, Any]) -> bool:
-        events = created_in(msg)
-        if not events:
+    def done(event: ObjectEvent) -> bool:
+        rel = layout.rel_of_thumb_key(event.key) if event.bucket == cfg.thumbnails.bucket else None
+        if rel is None:
             return False
-        for event in events:
-            rel = layout.rel_of_thumb_key(event.key) if event.bucket == cfg.thumbnails.bucket else None
-            if rel is None:
-                return False
-            try:
-                path = safe_local_path(root, rel)
-                head = call(f"read {event.key}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=event.key)
-            except ItemError:
-                return False
-            stamp = _timestamp(head.get("LastModified"))
-            if not _matches(path, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'), stamp):
-                return False
-        return True
+        try:
+            path = safe_local_path(root, rel)
+            head = call(f"read {event.key}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=event.key)
+        except ItemError:
+            return False
+        stamp = _timestamp(head.get("LastModified"))
+        return _matches(path, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'), stamp)
 
-    return done
+    return stale_when(done)
 
 
 def _matches(path: Path, size: int | None, etag: str | None, mtime: float | None) -> bool:

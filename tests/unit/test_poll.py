@@ -116,10 +116,10 @@ def test_a_listed_job_that_another_worker_did_meanwhile_counts_as_a_duplicate(s3
     class Worker:
         deleted_locally = None
 
-        def _journal_done(self, _key: str, _etag: str) -> bool:
+        def journal_done(self, _key: str, _etag: str) -> bool:
             return False
 
-        def _done_already(self, _rel: str, _etag: str) -> bool:
+        def has_thumbnails(self, _rel: str, _etag: str) -> bool:
             return False
 
     status = Status(["worker"])
