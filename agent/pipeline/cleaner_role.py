@@ -1,8 +1,8 @@
 """The cleaner role inside ``run``: the cleanup policy every ``cleanup.interval_minutes``.
 
-One named thread (started and joined by the agent). It waits until the agent
-has found its buckets, runs once, then sleeps on the agent's stop event, so a
-stop wakes it at once; a run in progress stops between delete batches. It never
+One named thread (started and joined by the agent, like every Role). It waits
+until the agent has found its buckets, runs once, then sleeps on its stop
+event, so a stop wakes it at once; a run in progress stops between delete batches. It never
 forces past the mass-delete guard: that takes a person ('thumbdrop cleanup --force').
 """
 
@@ -18,47 +18,51 @@ from agent.config.model import Config
 from agent.errors import ConfigError, MassDeleteError, ThumbdropError
 from agent.pipeline.cleaner_local import UploadedFrom, journal_lookup
 from agent.pipeline.cleanup_run import Outcome, execute, plan_cleanup, summary
+from agent.pipeline.role import RoleThreads
 from agent.state.journal import Journal
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 
 
-class CleanerRole:
+class CleanerRole(RoleThreads):
+    """A Role: ``start`` runs its thread; ``pause`` skips the runs until ``resume``; ``stop`` ends a run between
+    delete batches and the wait between runs at once."""
+
     def __init__(
         self,
         cfg: Config,
         backend: Backend,
         status: Status,
         *,
-        stop: threading.Event,
         ready: threading.Event,
-        paused: Callable[[], bool],
         journal: Journal | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__("cleaner")
         self.cfg = cfg
         self.backend = backend
         self.status = status
-        self.stop = stop
         self.ready = ready
-        self.paused = paused
         self.uploaded_from: UploadedFrom | None = journal_lookup(journal) if journal is not None else None
         self.recorded_under = journal.uploads_under if journal is not None else None
         self.accepted = journal.folder_identity if journal is not None else None
         self.clock = clock
         self.runs = 0
 
+    def start(self) -> None:
+        self.spawn(self.run)
+
     def run(self) -> None:
         """The thread's body: until the stop event."""
         while not self.ready.wait(0.5):
-            if self.stop.is_set():
+            if self.stop_event.is_set():
                 return
         interval = self.cfg.cleanup.interval_minutes * 60
-        while not self.stop.is_set():
-            if not self.paused():
+        while not self.stop_event.is_set():
+            if not self.paused.is_set():
                 self.run_once()
-            if self.stop.wait(interval):
+            if self.stop_event.wait(interval):
                 return
 
     def run_once(self) -> Outcome | None:
@@ -72,14 +76,14 @@ class CleanerRole:
                 uploaded_from=self.uploaded_from,
                 recorded_under=self.recorded_under,
                 accepted=self.accepted,
-                stop=self.stop,
+                stop=self.stop_event,
             )
             for note in plan.notes:
                 log.info("cleanup: %s", note)
             if not plan.deletions:
                 log.debug("cleanup: nothing to remove")
                 return Outcome()
-            outcome = execute(plan, self.cfg, self.backend, stop=self.stop)
+            outcome = execute(plan, self.cfg, self.backend, stop=self.stop_event)
         except MassDeleteError as exc:
             log.error("cleanup stopped: %s (%s)", exc.message, exc.hint)
             self.status.fail("cleanup", exc.message, "cleaner")

@@ -29,7 +29,9 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.cloud.errors import call, is_transient
 from agent.errors import BadMessageError, IncompleteSourceError, ItemError, OfflineError, ResourceMissingError, ThumbdropError
+from agent.pipeline.consumer_housekeeping import Housekeeping
 from agent.pipeline.pools import shutdown_within
+from agent.pipeline.role import RoleThreads
 from agent.state.status import Status
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,10 @@ class Outcome:
     retried: int = 0
 
 
-class QueueConsumer:
+class QueueConsumer(RoleThreads, Housekeeping):
+    """A Role: ``start`` runs its receive and heartbeat threads; ``pause`` stops receiving (jobs in hand go on);
+    ``join`` finishes the jobs, deletes what is done and releases the rest, within its deadline."""
+
     def __init__(
         self,
         *,
@@ -68,11 +73,12 @@ class QueueConsumer:
         wait_seconds: int,
         status: Status,
         paused: Callable[[], bool] = lambda: False,
+        pausable: bool = True,
         receiver: Any = None,
         on_missing: Callable[[ThumbdropError], None] | None = None,
         start_visibility: int = START_VISIBILITY,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.sqs = sqs
         # Long polls go through their own client, whose read timeout is the wait plus a margin.
         self.receiver = receiver if receiver is not None else sqs
@@ -87,8 +93,8 @@ class QueueConsumer:
         self.start_visibility = min(visibility_timeout, start_visibility)
         self.wait = wait_seconds
         self.status = status
-        self.paused = paused
-        self.stop_event = threading.Event()
+        self.holds = paused  # besides pause(): an outside reason to take no message now
+        self.pausable = pausable  # False: pause() leaves it receiving (the worker: a pause holds transfers only)
         self.outcome = Outcome()
         self._slots = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
@@ -97,7 +103,6 @@ class QueueConsumer:
         self._started: set[str] = set()  # message ids whose job started: extend them to the full visibility
         self._to_postpone: dict[str, tuple[str, int]] = {}  # message id -> (receipt handle, delay), not sent yet
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-job")
-        self._threads: list[threading.Thread] = []
         self.backoff = Backoff(first=0.5, cap=4.0)  # a receive is the cheapest probe of a returning backend
         self._slow_backoff = Backoff(first=2.0, cap=15.0)  # refusals that a retry does not cure soon
         self._wake = threading.Event()  # set by wake() and stop(): ends a backoff wait at once
@@ -115,14 +120,15 @@ class QueueConsumer:
 
     def start(self) -> None:
         self._heartbeat = True  # before the receive thread's first poll
-        for target, suffix in ((self._receive_loop, "receive"), (self._housekeeping_loop, "heartbeat")):
-            t = threading.Thread(target=target, name=f"{self.name}-{suffix}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.spawn(self._receive_loop, "receive")
+        self.spawn(self._housekeeping_loop, "heartbeat")
+
+    def pause(self) -> None:
+        if self.pausable:
+            super().pause()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        self._wake.set()
+        super().stop()
         self._busy.set()
 
     def wake(self) -> None:
@@ -131,15 +137,16 @@ class QueueConsumer:
         self._slow_backoff.reset()
         self._wake.set()
 
-    def join(self, timeout: float) -> None:
-        """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``."""
+    def join(self, timeout: float) -> bool:
+        """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``. True when
+        every thread ended (a receive thread in its long poll may not: it is a daemon, see below)."""
         deadline = time.monotonic() + timeout
         self.stop_event.set()
         if not shutdown_within(self._pool, deadline, cancel_futures=False):
             # Jobs stuck on an unresponsive backend: their messages come back after the visibility timeout and
             # are redone (idempotent). The deletes and releases below would only hang on the same backend.
             log.warning("%s: jobs still waiting on the backend at the stop deadline: left for redelivery", self.name)
-            return
+            return False
         self._flush_deletes()
         for t in self._threads:
             # The receive thread may sit in a long poll (up to 20 s) that cannot be interrupted: give it
@@ -148,6 +155,7 @@ class QueueConsumer:
             limit = 1.0 if t.name.endswith("-receive") else deadline - time.monotonic()
             t.join(max(0.1, min(limit, deadline - time.monotonic())))
         self._release_all()
+        return not any(t.is_alive() for t in self._threads)
 
     # --- one-shot use (sync) ------------------------------------------------------
 
@@ -172,7 +180,7 @@ class QueueConsumer:
 
     def _receive_loop(self) -> None:
         while not self.stop_event.is_set():
-            if self.paused():
+            if self.paused.is_set() or self.holds():
                 self.stop_event.wait(0.5)
                 continue
             try:
@@ -348,101 +356,3 @@ class QueueConsumer:
             with self._lock:
                 self._to_postpone[msg["MessageId"]] = (msg["ReceiptHandle"], delay)
                 self._busy.set()
-
-    def _housekeeping_loop(self) -> None:
-        """Flush deletions and postponements every second, extend jobs that just started, and every running job
-        every visibility/3; with nothing in flight, sleep until a job starts."""
-        next_extend = time.monotonic() + self.visibility / 3
-        while True:
-            with self._lock:
-                idle = not self._inflight and not self._to_delete and not self._to_postpone
-                if idle:
-                    self._busy.clear()
-            if idle:
-                self._busy.wait()
-                next_extend = time.monotonic() + self.visibility / 3  # a job starting now has a fresh visibility
-            if self.stop_event.wait(1.0):
-                return
-            self._flush_deletes()
-            self._flush_postpones()
-            if time.monotonic() >= next_extend:
-                self._extend_visibility()
-                next_extend = time.monotonic() + self.visibility / 3
-            else:
-                self._extend_visibility(started_only=True)
-
-    def _extend_visibility(self, *, started_only: bool = False) -> None:
-        with self._lock:
-            started, self._started = self._started, set()
-            entries = [(mid, rh) for mid, rh in self._inflight.items() if not started_only or mid in started]
-        for i in range(0, len(entries), 10):
-            batch = [
-                {"Id": str(n), "ReceiptHandle": rh, "VisibilityTimeout": self.visibility}
-                for n, (_mid, rh) in enumerate(entries[i : i + 10])
-            ]
-            try:
-                out = call("extend visibility", self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=batch)
-                for failed in out.get("Failed", []):
-                    log.debug("%s: visibility not extended: %s", self.name, failed)
-            except ThumbdropError as exc:
-                log.debug("%s: visibility not extended: %s", self.name, exc)
-
-    def _flush_postpones(self) -> None:
-        with self._lock:
-            pending, self._to_postpone = self._to_postpone, {}
-        items = list(pending.items())
-        for i in range(0, len(items), 10):
-            chunk = items[i : i + 10]
-            entries = [{"Id": str(n), "ReceiptHandle": rh, "VisibilityTimeout": d} for n, (_mid, (rh, d)) in enumerate(chunk)]
-            try:
-                out = call(
-                    "postpone messages", self.sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries
-                )
-            except ThumbdropError:
-                with self._lock:
-                    for mid, entry in chunk:
-                        self._to_postpone.setdefault(mid, entry)
-                continue
-            for failed in out.get("Failed", []):  # gone or already visible again: nothing more to do
-                log.debug("%s: message not postponed: %s", self.name, failed)
-
-    def _flush_deletes(self) -> None:
-        with self._lock:
-            batch, self._to_delete = self._to_delete, []
-        for i in range(0, len(batch), 10):
-            chunk = batch[i : i + 10]
-            entries = [{"Id": str(n), "ReceiptHandle": rh} for n, (_mid, rh) in enumerate(chunk)]
-            try:
-                out = call("delete messages", self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
-            except ResourceMissingError as exc:
-                if self.on_missing is not None:  # the queue went, and its messages with it: nothing to redo
-                    self.on_missing(exc)
-                    continue
-                log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)
-                continue
-            except ThumbdropError as exc:
-                # Not deleted means redelivered later; handlers are idempotent, so it only costs a repeat.
-                log.warning("%s: could not delete %d message(s): %s", self.name, len(entries), exc)
-                continue
-            for failed in out.get("Failed", []):
-                log.warning("%s: message not deleted (%s): %s", self.name, failed.get("Code"), failed.get("Message"))
-
-    def _release(self, messages: list[Message]) -> None:
-        entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for n, m in enumerate(messages)]
-        for i in range(0, len(entries), 10):
-            try:
-                call(
-                    "release messages",
-                    self.sqs.change_message_visibility_batch,
-                    QueueUrl=self.queue_url,
-                    Entries=entries[i : i + 10],
-                )
-            except ThumbdropError as exc:
-                log.debug("%s: could not release messages: %s", self.name, exc)
-
-    def _release_all(self) -> None:
-        with self._lock:
-            left = [{"ReceiptHandle": rh} for rh in self._inflight.values()]
-            self._inflight.clear()
-        if left:
-            self._release(left)

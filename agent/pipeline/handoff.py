@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.keys import ThumbOutput
+from agent.pipeline.pools import shutdown_within
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.worker import Known, ThumbnailWorker
 
@@ -33,7 +35,12 @@ Listener = Callable[[str, str, str, str], None]
 
 
 class Handoff:
-    """Runs worker and puller jobs on bounded pools of its own and reports each source's outcome once per stage."""
+    """Runs worker and puller jobs on bounded pools of its own and reports each source's outcome once per stage.
+
+    A Role with no threads of its own: ``stop`` takes no new job (queued ones are cancelled), ``join`` waits for
+    the running ones until its deadline."""
+
+    name = "handoff"
 
     def __init__(
         self,
@@ -76,9 +83,29 @@ class Handoff:
     def close(self, *, wait: bool) -> None:
         """Stop taking jobs; ``wait``: finish those in flight (else they are cancelled unless running)."""
         self.closed = True
-        for pool in (self._wpool if self._own_wpool else None, self._ppool):
-            if pool is not None:
-                pool.shutdown(wait=wait, cancel_futures=True)
+        for pool in self._own_pools():
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _own_pools(self) -> list[ThreadPoolExecutor]:
+        return [p for p in (self._wpool if self._own_wpool else None, self._ppool) if p is not None]
+
+    # --- the Role surface ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Nothing to start: the uploader's listener and the poller bring the jobs."""
+
+    def pause(self) -> None:
+        """Jobs in hand go on; a pause holds the uploads that feed it."""
+
+    def resume(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.close(wait=False)
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all([shutdown_within(pool, deadline, cancel_futures=True) for pool in self._own_pools()])
 
     # --- jobs ----------------------------------------------------------------------------
 

@@ -24,10 +24,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agent.backoff import Backoff
 from agent.cloud.errors import call, translate
 from agent.config.model import Config
-from agent.errors import ThumbdropError
+from agent.errors import ResourceMissingError, ThumbdropError
 from agent.pipeline.keys import FAILED_DIR, LEASE_DIR, Layout
+from agent.pipeline.role import RoleThreads
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +168,26 @@ class Leases:
             log.debug("lease of %s not released (it expires): %s", rel, exc)
 
 
-class Poller:
-    """The listing passes of one agent in poll mode; thumbnails and pulls go to the hand-over's pools."""
+class Poller(RoleThreads):
+    """The listing passes of one agent in poll mode; thumbnails and pulls go to the hand-over's pools.
 
-    def __init__(self, cfg: Config, s3: Any, handoff: Any, status: Any, *, worker: Any, puller: Any) -> None:
+    A Role: ``start`` runs its loop (a pass every ``queues.poll_seconds``); ``pause`` skips the puller's passes
+    (a pause holds transfers; thumbnails go on); ``stop`` ends the wait between passes and a pass at once."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        s3: Any,
+        handoff: Any,
+        status: Any,
+        *,
+        worker: Any,
+        puller: Any,
+        on_missing: Callable[[ResourceMissingError], None] = lambda _exc: None,
+    ) -> None:
+        super().__init__("poller")
+        self.on_missing = on_missing
+        self._wake = threading.Event()
         self.cfg = cfg
         self.s3 = s3
         self.handoff = handoff
@@ -181,6 +199,37 @@ class Poller:
         self._lock = threading.Lock()
         self._listed: set[str] = set()  # rels a listing handed to the worker, not finished yet
         self._own: set[str] = set()  # rels this agent uploaded and handed over itself, not finished yet
+
+    def start(self) -> None:
+        self.spawn(self._loop)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        backoff = Backoff(first=2.0, cap=30.0)
+        while not self.stop_event.is_set():
+            wait = self.cfg.queues.poll_seconds
+            try:
+                if self.worker is not None:
+                    self.worker_pass(self.stop_event)
+                if self.puller is not None and not self.paused.is_set():
+                    self.puller_pass()
+                backoff.reset()
+            except ThumbdropError as exc:
+                if exc.kind == "transient":
+                    self.status.offline(str(exc))
+                    wait = backoff.next()
+                elif isinstance(exc, ResourceMissingError):
+                    self.on_missing(exc)
+                else:
+                    log.error("poll: listing failed: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug must not end the listings for good
+                log.exception("poll: listing pass failed; trying again at the next one")
+            if self.stop_event.is_set():
+                return
+            self._wake.wait(wait)
+            self._wake.clear()
 
     def handing(self, rel: str) -> None:
         """An upload of this agent goes to the worker now: a listing meanwhile must not take it again."""

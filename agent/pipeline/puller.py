@@ -46,6 +46,10 @@ PLACE_WAIT = 60.0  # seconds a pull waits for the hand-over to place the same th
 
 
 class ThumbnailPuller:
+    """A Role with no threads of its own: its consumer, the hand-over and the reconcile run its pulls."""
+
+    name = "puller"
+
     def __init__(self, cfg: Config, backend: Backend, status: Status, journal: Journal | None = None) -> None:
         self.journal = journal
         # Set by the agent while remove_orphan_local_thumbnails is on: thumb rel -> its source was deleted here.
@@ -60,6 +64,21 @@ class ThumbnailPuller:
         # waits for that instead of downloading it a second time.
         self._placing: dict[str, threading.Event] = {}
         self._placing_lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def pause(self) -> None:
+        """Its consumer (and the poller) pause; a pull in hand finishes."""
+
+    def resume(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> bool:
+        return True
 
     def expect(self, keys: list[str]) -> None:
         with self._placing_lock:

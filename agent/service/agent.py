@@ -1,7 +1,10 @@
-"""The agent: composes the configured roles, owns their threads, publishes status.
+"""The agent: composes the configured roles, drives their one lifecycle, publishes status.
 
-Knows nothing of the CLI, the tray or systemd; signal handling lives in
-``service.run``. Every thread is named and joined on stop.
+Every role (``agent.pipeline.role.Role``: uploader, cleaner, worker and its consumer, puller and its consumer,
+the hand-over or the poller) is started in order, paused and resumed together, stopped together, then joined
+in reverse order against one deadline (a consumer releases its messages before the worker interrupts their
+encodes). Knows nothing of the CLI, the tray or systemd; signal handling lives in ``service.run``. Every
+thread is named and joined on stop.
 """
 
 from __future__ import annotations
@@ -16,33 +19,35 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.cloud.clients import Backend
 from agent.config.model import Config
-from agent.errors import ResourceMissingError, ThumbdropError
+from agent.errors import ThumbdropError
 from agent.pipeline.bandwidth import PauseSchedule
 from agent.pipeline.cleaner_local import DeletedLocally
 from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.handoff import Handoff
+from agent.pipeline.poll import Poller
 from agent.pipeline.puller import ThumbnailPuller
+from agent.pipeline.role import Role
 from agent.pipeline.uploader import LocalFile, Uploader
 from agent.pipeline.worker import Known, ThumbnailWorker
-from agent.service.control import CommandError, ControlServer
-from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
-from agent.service.sync import Parts, Sync, SyncJob
+from agent.service.agent_syncs import SyncRequests
+from agent.service.control import ControlServer
+from agent.service.recovery import CATCH_UP_SECONDS, RESETUP_SECONDS, Recovery
+from agent.service.runtime import Queues, ensure_resources, queue_urls, worker_concurrency
+from agent.service.sync import SyncJob
 from agent.state.journal import Journal, UploadRecord, keep_verdicts
 from agent.state.status import Status
+
+__all__ = ["CATCH_UP_SECONDS", "PAUSE_FILE", "RESETUP_SECONDS", "STOP_TIMEOUT", "Agent"]
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 8.0
 # In the state dir while the agent is paused: a pause outlives a restart until 'thumbdrop resume'.
 PAUSE_FILE = "paused"
-# A backend that lost our buckets and queues is set up again at most this often (auto_setup).
-RESETUP_SECONDS = 60.0
-# A reconcile round on the backend's return after an outage runs at most this often (a flapping link).
-CATCH_UP_SECONDS = 10.0
 PUBLISH_EVERY = 1.0  # seconds: at most one status.json write this often
 
 
-class Agent:
+class Agent(Recovery, SyncRequests):
     def __init__(self, cfg: Config, backend: Backend, state_dir: Path, *, roles: list[str] | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
@@ -54,23 +59,17 @@ class Agent:
         self.paused = threading.Event()
         self.journal = Journal(state_dir / "journal.sqlite3")
         keep_verdicts(self.status, self.journal)
+        self.running: list[Role] = []  # every role started, in start order
         self.uploader: Uploader | None = None
         self.consumers: list[QueueConsumer] = []
         self.puller: ThumbnailPuller | None = None
         self.worker: ThumbnailWorker | None = None
         self.handoff: Handoff | None = None
-        self.poller: Any = None  # agent.pipeline.poll.Poller in queues.mode poll
-        self._threads: list[threading.Thread] = []
+        self.poller: Poller | None = None  # in queues.mode poll
+        self._threads: list[threading.Thread] = []  # the agent's own: bootstrap-then-reconcile, status
+        self._roles_lock = threading.Lock()  # start (bootstrap thread) vs pause/resume/stop (other threads)
         self.ready = threading.Event()
-        # Set by sync_now() and stop(): the reconcile loop sleeps on it, so either wakes it at once.
-        self._wake = threading.Event()
-        # Resources gone while running: noted once per episode; with auto_setup the reconcile loop sets up again.
-        self._missing_lock = threading.Lock()
-        self._missing_noted = False
-        self._resetup = threading.Event()
-        self._last_setup = float("-inf")
-        self._last_good_round = float("-inf")
-        self.status.on_back.append(self._backend_back)
+        self._init_recovery()
         self.control = ControlServer(state_dir, self)
         self.gallery: Any = None  # agent.gallery.server.Gallery when gallery.enabled
         self.on_stop: Callable[[], None] = lambda: None  # told when the agent stops itself (fatal error, stop command)
@@ -100,23 +99,22 @@ class Agent:
             self.uploader = Uploader(self.cfg, self.backend, self.status, self.journal)
             self.uploader.schedule = PauseSchedule.parse(self.cfg.watch.pause_hours)
             self.uploader.provisioned.clear()  # files are noticed now, uploaded once notifications exist
-            if self.paused.is_set():
-                self.uploader.paused.set()
             self.uploader.on_missing = self.resources_missing
-            self.uploader.start_watching()
+            self._run(self.uploader)
         if "cleaner" in self.roles:
-            cleaner = CleanerRole(
-                self.cfg,
-                self.backend,
-                self.status,
-                stop=self.stop_event,
-                ready=self.ready,
-                paused=self.paused.is_set,
-                journal=self.journal,
-            )
-            self._spawn(cleaner.run, "cleaner")  # joined with the others in stop()
+            self._run(CleanerRole(self.cfg, self.backend, self.status, ready=self.ready, journal=self.journal))
         self._spawn(self._bootstrap, "agent-bootstrap")
         self._spawn(self._publish_loop, "agent-status")
+
+    def _run(self, role: Role) -> None:
+        """Start a role (paused first when the agent is); a role made after stop() is never started."""
+        with self._roles_lock:
+            if self.stop_event.is_set():
+                return
+            self.running.append(role)
+            if self.paused.is_set():
+                role.pause()
+            role.start()
 
     def _start_gallery(self) -> None:
         """The gallery talks to this agent through the control socket, like the CLI and the tray."""
@@ -130,71 +128,67 @@ class Agent:
             return
         self.gallery = gallery
 
-    def _spawn(self, target: object, name: str) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
 
     def _bootstrap(self) -> None:
-        """Provision and find the queues, waiting out an offline backend, then start the loops."""
+        """Provision and find the queues, waiting out an offline backend, then start the roles and reconcile."""
+        urls = self._provision()
+        if urls is None:
+            return
+        self.status.online()
+        if self.uploader is not None:
+            self.uploader.provisioned.set()
+            self.uploader.wake()
+        self._start_roles(urls)
+        self.status.set_state("paused" if self.paused.is_set() else "running")
+        self.ready.set()
+        log.info("thumbdrop agent running")
+        self._reconcile_loop()
+
+    def _provision(self) -> Queues | None:
         backoff = Backoff(first=1.0, cap=5.0)
         while not self.stop_event.is_set():
             try:
                 ensure_resources(self.cfg, self.backend)
-                urls = queue_urls(self.cfg, self.backend)
-                break
+                return queue_urls(self.cfg, self.backend)
             except ThumbdropError as exc:
                 if exc.kind != "transient":
                     log.error("%s", exc)
                     self.status.set_state("error", fatal=str(exc))
                     self.stop_event.set()
                     self.on_stop()
-                    return
+                    return None
                 self.status.offline(str(exc))
                 self._sleep(backoff.next())
-        else:
-            return
-        self.status.online()
-        if self.uploader is not None:
-            self.uploader.provisioned.set()
-            self.uploader.wake()
+        return None
+
+    def _start_roles(self, urls: Queues) -> None:
         # Thumbnails of photos deleted here must not come back (made again by a reconcile or a sizes change).
         deleted = DeletedLocally(self.cfg, self.journal) if self.cfg.cleanup.remove_orphan_local_thumbnails else None
         poll = self.cfg.queues.mode == "poll"
-        if "worker" in self.roles and poll:
-            self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
-        if "worker" in self.roles and urls.events:
+        if "worker" in self.roles and (poll or urls.events):
             # With the journal: events for what a sync made in-process are skipped without an S3 call.
-            worker = self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
-            self._add_consumer(
-                "worker", worker.handle_message, worker.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg)
-            )
-        if self.worker is not None and deleted is not None:
+            self.worker = ThumbnailWorker(self.cfg, self.backend, self.status, self.state_dir / "tmp", self.journal)
             self.worker.deleted_locally = deleted
-        if "puller" in self.roles and poll:
+            self._run(self.worker)
+        if self.worker is not None and urls.events:
+            w = self.worker
+            self._add_consumer("worker", w.handle_message, w.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg))
+        if "puller" in self.roles and (poll or urls.pull):
             self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
             if deleted is not None:
                 self.puller.deleted_locally = deleted.thumbnail
-        if "puller" in self.roles and urls.pull:
-            self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
-            if deleted is not None:
-                self.puller.deleted_locally = deleted.thumbnail
-            self._add_consumer(
-                "puller",
-                self.puller.handle_message,
-                self.puller.describe,
-                urls.pull,
-                urls.pull_dlq,
-                self.cfg.transfer.concurrency,
-            )
+            self._run(self.puller)
+        if self.puller is not None and urls.pull:
+            p = self.puller
+            self._add_consumer("puller", p.handle_message, p.describe, urls.pull, urls.pull_dlq, self.cfg.transfer.concurrency)
         if poll:
             self._start_poll()
         elif self.uploader is not None and self.worker is not None:
             self._start_handoff()
-        self.status.set_state("paused" if self.paused.is_set() else "running")
-        self.ready.set()
-        log.info("thumbdrop agent running")
-        self._reconcile_loop()
 
     def _start_handoff(self) -> None:
         """Inside this process a key just uploaded goes straight to the worker (no HEAD, no wait for its event);
@@ -210,14 +204,13 @@ class Agent:
             listener=self._handed_over,
             worker_pool=pool,
         )
+        self._run(self.handoff)
         assert self.uploader is not None
         self.uploader.listeners.append(self._hand_over)
 
     def _start_poll(self) -> None:
         """queues.mode poll: no consumers. Own uploads go straight to the worker and its thumbnails straight to
         the puller (the hand-over); what other hosts did is found by listings every queues.poll_seconds."""
-        from agent.pipeline.poll import Poller
-
         self.handoff = Handoff(
             self.worker,
             self.puller if self.worker is not None else None,
@@ -225,37 +218,23 @@ class Agent:
             pull_concurrency=self.cfg.transfer.concurrency,
             listener=self._handed_over,
         )
-        self.poller = Poller(self.cfg, self.backend.s3, self.handoff, self.status, worker=self.worker, puller=self.puller)
+        self._run(self.handoff)
+        self.poller = Poller(
+            self.cfg,
+            self.backend.s3,
+            self.handoff,
+            self.status,
+            worker=self.worker,
+            puller=self.puller,
+            on_missing=self.resources_missing,
+        )
         if self.uploader is not None and self.worker is not None:
             self.uploader.listeners.append(self._hand_over)
-        self._spawn(self._poll_loop, "agent-poll")
-
-    def _poll_loop(self) -> None:
-        assert self.poller is not None
-        backoff = Backoff(first=2.0, cap=30.0)
-        while not self.stop_event.is_set():
-            wait = self.cfg.queues.poll_seconds
-            try:
-                if self.worker is not None:
-                    self.poller.worker_pass(self.stop_event)
-                if self.puller is not None and not self.paused.is_set():
-                    self.poller.puller_pass()
-                backoff.reset()
-            except ThumbdropError as exc:
-                if exc.kind == "transient":
-                    self.status.offline(str(exc))
-                    wait = backoff.next()
-                elif isinstance(exc, ResourceMissingError):
-                    self.resources_missing(exc)
-                else:
-                    log.error("poll: listing failed: %s", exc)
-            except Exception:  # noqa: BLE001 - a bug must not end the listings for good
-                log.exception("poll: listing pass failed; trying again at the next one")
-            self.stop_event.wait(wait)
+        self._run(self.poller)
 
     def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
         if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
-            if any(job.sync.claims(lf.rel) for job in list(self._syncs.values()) if not job.done.is_set()):
+            if any(job.sync.claims(lf.rel) for job in self._running_syncs()):
                 return  # a sync running in this agent hands it over itself (and counts it)
             if self.poller is not None:
                 self.poller.handing(lf.rel)
@@ -282,164 +261,10 @@ class Agent:
             visibility_timeout=self.cfg.queues.visibility_timeout,
             wait_seconds=self.cfg.queues.wait_seconds,
             status=self.status,
-            paused=self.paused.is_set if name == "puller" else (lambda: False),
+            pausable=name == "puller",  # a pause holds uploads and pulls; thumbnails go on
         )
-        consumer.start()
         self.consumers.append(consumer)
-
-    def _reconcile_loop(self) -> None:
-        """At start and every rescan_seconds: upload, thumbnail and pull what is missing."""
-        interval = self.cfg.watch.rescan_seconds
-        first = True
-        backoff = Backoff(first=2.0, cap=30.0)
-        while not self.stop_event.is_set():
-            try:
-                if self._resetup.is_set():
-                    self._set_up_again()
-                if first and self.uploader is not None:
-                    try:
-                        self.uploader.abort_stale_multipart()
-                    except ThumbdropError as exc:
-                        if exc.kind == "transient":
-                            raise
-                        # Housekeeping only: a refusal (AccessDenied, NoSuchUpload) must not skip the reconciles.
-                        log.warning("could not clear unfinished multipart uploads: %s", exc)
-                starting, first = first, False
-                if self.uploader is not None and not self.paused.is_set():
-                    self.uploader.reconcile()
-                elif self.uploader is not None:
-                    self.uploader.count_unsent()  # 'resume' runs the round this one skips (see resume())
-                if self.worker is not None and (self.poller is None or starting):
-                    # Events lost to a partial outage (dead-lettered after max_receives) or never sent. In poll mode
-                    # the poll loop lists (comparing one size); this full pass at start (and after a reload) also
-                    # makes the sizes a changed thumbnails.sizes added.
-                    self.worker.reconcile(self.stop_event)
-                if self.puller is not None and self.poller is None and not self.paused.is_set():
-                    self.puller.reconcile()
-                backoff.reset()
-                self._last_good_round = time.monotonic()
-                with self._missing_lock:
-                    self._missing_noted = False
-                self.status.online()
-            except ThumbdropError as exc:
-                if exc.kind == "transient":
-                    self.status.offline(str(exc))
-                    self._sleep(backoff.next())
-                    continue
-                if isinstance(exc, ResourceMissingError):
-                    self.resources_missing(exc)
-                    if self._resetup.is_set():
-                        continue  # _set_up_again() waits out its own rate limit
-                else:
-                    log.error("reconcile failed: %s", exc)
-            except Exception:  # noqa: BLE001 - a bug or a local fault must not end the rescans for good
-                log.exception("reconcile round failed; trying again at the next rescan")
-            # rescan_seconds 0: no periodic rescan, but sync_now() still runs a round.
-            self._sleep(interval if interval > 0 else None)
-
-    # --- recovery ---------------------------------------------------------------------
-
-    def _backend_back(self) -> None:
-        """Status saw the backend answer again after an outage: every role resumes now, not after its backoff,
-        and a reconcile round catches up what the outage left behind (events dead-lettered meanwhile)."""
-        if self.uploader is not None:
-            self.uploader.retry_now()
-        for c in self.consumers:
-            c.wake()
-        if self.ready.is_set() and time.monotonic() - self._last_good_round >= CATCH_UP_SECONDS:
-            self._wake.set()
-
-    def resources_missing(self, exc: ThumbdropError) -> None:
-        """A bucket or queue is gone while the agent runs: a store restarted without persistence, or removed by
-        hand. With auto_setup the reconcile loop sets everything up again (rate-limited) and retries what failed;
-        without it, one line says what to run. Called by every role; acts once per episode."""
-        self.status.offline(f"{exc} (the backend lost thumbdrop's buckets or queues)", quiet=True)
-        with self._missing_lock:
-            if self._missing_noted:
-                return
-            self._missing_noted = True
-        if self.cfg.backend.auto_setup:
-            log.warning("the backend lost thumbdrop's buckets or queues (%s): setting them up again", exc.message)
-            self._resetup.set()
-            self._wake.set()
-        else:
-            log.error(
-                "the backend lost thumbdrop's buckets or queues (%s): run 'thumbdrop setup' (backend.auto_setup is "
-                "off); work resumes by itself once they exist",
-                exc.message,
-            )
-
-    def _set_up_again(self) -> None:
-        """Provision again (auto_setup), at most once per RESETUP_SECONDS, then point the consumers at the queues."""
-        wait = self._last_setup + RESETUP_SECONDS - time.monotonic()
-        if wait > 0:
-            log.info("setting up again in %.0f s (at most once a minute)", wait)
-            self.stop_event.wait(wait)
-            if self.stop_event.is_set():
-                return
-        self._last_setup = time.monotonic()
-        try:
-            ensure_resources(self.cfg, self.backend)
-            urls = queue_urls(self.cfg, self.backend)
-        except ThumbdropError as exc:
-            if exc.kind != "transient":  # refused (credentials, permissions): say so once, do not loop on it
-                self._resetup.clear()
-                log.error("could not set up again: %s; run 'thumbdrop setup' with credentials allowed to create them", exc)
-            raise
-        self._resetup.clear()
-        for c in self.consumers:
-            url, dlq = (urls.events, urls.events_dlq) if c.name == "worker" else (urls.pull, urls.pull_dlq)
-            if url is not None:  # a store may hand out new queue URLs
-                c.queue_url, c.dlq_url = url, dlq
-            c.wake()
-        with self._missing_lock:
-            self._missing_noted = False
-        log.info("set up again: buckets, queues and notifications are back; retrying what failed meanwhile")
-        if self.uploader is not None:
-            self.uploader.retry_now()
-            self.uploader.provisioned.set()
-
-    def _sleep(self, seconds: float | None) -> None:
-        self._wake.wait(seconds)
-        self._wake.clear()
-
-    def sync_now(self) -> None:
-        """Run a reconcile round (upload and pull what is missing) now instead of at the next rescan."""
-        self._wake.set()
-
-    # --- sync on request (thumbdrop sync beside run) ---------------------------------------------
-
-    def start_sync(self, timeout: float | None) -> int:
-        """Run a streamed sync on this agent's own uploader, worker and journal; returns its id."""
-        if not self.ready.is_set():
-            raise CommandError("not-ready", "the agent is still starting or waits for the backend; try again in a moment")
-        sync = Sync(
-            self.cfg,
-            self.backend,
-            self.state_dir,
-            timeout=timeout,
-            progress=lambda _p, _d, _t: None,
-            stop=threading.Event(),
-            parts=Parts(self.journal, self.uploader, self.worker, self.puller),
-            status=self.status,
-        )
-        with self._syncs_lock:
-            job = SyncJob(len(self._syncs) + 1, sync)
-            self._syncs[job.id] = job
-        log.info("sync %d requested through the control interface", job.id)
-        job.thread.start()
-        return job.id
-
-    def sync_state(self, job_id: int, wait: float) -> dict[str, object]:
-        job = self._syncs.get(job_id)
-        if job is None:
-            raise CommandError("unknown-sync", f"no sync {job_id} in this agent")
-        return job.state(wait)
-
-    def cancel_sync(self, job_id: int) -> None:
-        job = self._syncs.get(job_id)
-        if job is not None:
-            job.sync.stop.set()
+        self._run(consumer)
 
     def request_stop(self) -> None:
         """Ask the owner of this agent (``service.run``) to stop it; returns at once."""
@@ -464,9 +289,10 @@ class Agent:
 
     def pause(self) -> None:
         was = self.paused.is_set()
-        self.paused.set()
-        if self.uploader is not None:
-            self.uploader.paused.set()
+        with self._roles_lock:
+            self.paused.set()
+            for role in self.running:
+                role.pause()
         self.status.set_state("paused")
         self._remember_pause(True)
         if not was:
@@ -474,10 +300,10 @@ class Agent:
 
     def resume(self) -> None:
         was = self.paused.is_set()
-        self.paused.clear()
-        if self.uploader is not None:
-            self.uploader.paused.clear()
-            self.uploader.wake()
+        with self._roles_lock:
+            self.paused.clear()
+            for role in self.running:
+                role.resume()
         self.status.set_state("running")
         if was:
             log.info("resumed: uploads and pulls go on")
@@ -501,26 +327,20 @@ class Agent:
         """Drain in-flight work and join every thread, within ``timeout``."""
         deadline = time.monotonic() + timeout
         self.status.set_state("stopping")
-        self.stop_event.set()
+        with self._roles_lock:
+            self.stop_event.set()
+            roles = list(self.running)
         self._wake.set()
-        if self.uploader is not None:
-            self.uploader.stop()
-        for c in self.consumers:
-            c.stop()
-        for c in self.consumers:
-            c.join(max(0.5, deadline - time.monotonic()))
-        if self.handoff is not None:
-            self.handoff.close(wait=False)
-        if self.uploader is not None:
-            self.uploader.join(max(0.5, deadline - time.monotonic()))
-        for job in list(self._syncs.values()):
-            job.sync.stop.set()
+        for role in roles:
+            role.stop()
+        self._stop_syncs()
+        # Reverse order: a consumer drains (and releases its messages) before its worker interrupts encodes.
+        for role in reversed(roles):
+            if not role.join(max(0.5, deadline - time.monotonic())):
+                log.debug("%s: still busy at the stop deadline", role.name)
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
-        for job in list(self._syncs.values()):
-            job.thread.join(max(0.1, deadline - time.monotonic()))
-        if self.worker is not None:
-            self.worker.close()
+        self._join_syncs(deadline)
         if self.gallery is not None:
             self.gallery.stop()
         # Last: clients see "stopping" while the agent drains.

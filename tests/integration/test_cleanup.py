@@ -314,21 +314,21 @@ def test_cleaner_role_runs_in_its_thread_and_stops(moto_url: str, tmp_path: Path
     make_buckets(backend, cfg)
     put(backend, SOURCE, "originals/a.jpg")
     put(backend, THUMBS, "thumbs/a.jpg", source="originals/a.jpg")
-    stop, ready = threading.Event(), threading.Event()
-    role = CleanerRole(cfg, backend, Status(["cleaner"]), stop=stop, ready=ready, paused=lambda: False)
-    thread = threading.Thread(target=role.run, name="cleaner")
-    thread.start()
+    ready = threading.Event()
+    role = CleanerRole(cfg, backend, Status(["cleaner"]), ready=ready)
+    role.start()
+    assert [t.name for t in threading.enumerate() if t.name == "cleaner"] == ["cleaner"]
     ready.set()
     try:
         for _ in range(100):
             if "originals/a.jpg" not in keys_in(backend, SOURCE):
                 break
-            stop.wait(0.05)
+            role.stop_event.wait(0.05)
         assert role.runs == 1 and "originals/a.jpg" not in keys_in(backend, SOURCE)
     finally:
-        stop.set()
-        thread.join(5)
-    assert not thread.is_alive()
+        role.stop()
+        assert role.join(5)
+    assert not [t for t in threading.enumerate() if t.name == "cleaner"]
 
 
 def _cli(tmp_path: Path, cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
