@@ -50,7 +50,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import wait
 from dataclasses import dataclass
@@ -59,6 +58,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+# The test harness: the same moto child process, photos, agent process and stop as the tests use.
+from tests.support import MotoProcess, deep_merge, make_photos, proc_cpu_seconds, start_agent, stop_process  # noqa: E402
 
 SOURCE_BUCKET = "bench-source"
 THUMBS_BUCKET = "bench-thumbnails"
@@ -69,7 +71,6 @@ SETTLE_SECONDS = 1.0
 LATENCY_TARGET_EXTRA = 0.3
 UPLOAD_TARGET = 1.3
 DROP_INTERVAL = 1.5
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "benchkey", "AWS_SECRET_ACCESS_KEY": "benchsecret", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -83,87 +84,9 @@ def isolate_environment(tmp: Path) -> None:
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp / "no-aws-credentials")
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """user+system CPU seconds of a live process (all its threads), from /proc; None where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def children_cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Ask a child to stop, then kill it if it does not; harmless when it has already exited."""
-    if proc.poll() is None:
-        try:
-            proc.send_signal(sig)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-
-# --- the moto server ---------------------------------------------------------------------------------------------
-
-
-class MotoServer:
-    """moto's server in a child process (the embedded backend's): it runs until its stdin closes."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cloud.local_server"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "PORT n", or EOF when it failed
-        if not line.startswith(b"PORT "):
-            self.stop()
-            raise SystemExit("the moto server did not start: pip install 'moto[server]'")
-        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def cpu(self) -> float | None:
-        return proc_cpu_seconds(self.pid)
-
-    def reset(self) -> None:
-        """Forget every bucket, object, queue and notification."""
-        req = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            resp.read()
 
 
 class Admin:
@@ -177,7 +100,7 @@ class Admin:
         self.s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=config)
         self.sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", config=config)
 
-    def fresh(self, server: MotoServer, *, thumbs_bucket: bool = False, queues: bool = False) -> None:
+    def fresh(self, server: MotoProcess, *, thumbs_bucket: bool = False, queues: bool = False) -> None:
         server.reset()
         self.s3.create_bucket(Bucket=SOURCE_BUCKET)
         if thumbs_bucket:
@@ -202,26 +125,6 @@ def make_upload_files(folder: Path, n: int) -> None:
         (folder / f"img_{i:05d}.jpg").write_bytes(os.urandom(FILE_SIZE))
 
 
-def make_jpegs(folder: Path, m: int) -> list[Path]:
-    """Photo-sized JPEGs (1600x1200, gradient + noise), each different."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1234)
-    y = np.linspace(0, 1, 1200, dtype=np.float32)[:, None, None]
-    x = np.linspace(0, 1, 1600, dtype=np.float32)[None, :, None]
-    out = []
-    for i in range(m):
-        tint = np.array([1.0, 0.8 + 0.01 * i, 0.6], dtype=np.float32)
-        base = 200 * (0.6 * x + 0.4 * y) * tint + 25
-        noisy = base + rng.normal(0, 12, size=(1200, 1600, 3)).astype(np.float32)
-        path = folder / f"drop_{i:03d}.jpg"
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB").save(path, "JPEG", quality=88)
-        out.append(path)
-    return out
-
-
 # --- configs -------------------------------------------------------------------------------------------------------
 
 
@@ -234,12 +137,7 @@ def config_data(url: str, inbox: Path, thumbs: Path, state: Path, **extra: Any) 
         "watch": {"folders": [str(inbox)]},
         "local": {"thumbnails_dir": str(thumbs), "state_dir": str(state)},
     }
-    for section, values in extra.items():
-        if isinstance(values, dict):
-            data.setdefault(section, {}).update(values)
-        else:
-            data[section] = values
-    return data
+    return deep_merge(data, extra)
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
@@ -275,7 +173,7 @@ class Run:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, tmp: Path, server: MotoServer) -> None:
+    def __init__(self, args: argparse.Namespace, tmp: Path, server: MotoProcess) -> None:
         self.args = args
         self.tmp = tmp
         self.server = server
@@ -486,7 +384,7 @@ class Bench:
         inbox, thumbs, state, staging = base / "inbox", base / "thumbs", base / "state", base / "staging"
         for d in (inbox, thumbs, state):
             d.mkdir(parents=True)
-        drops = make_jpegs(staging, m)
+        drops = make_photos(staging, m)
         cfg = write_config(
             base / "config.yaml",
             config_data(
@@ -497,20 +395,13 @@ class Bench:
         # JSON logs carry millisecond timestamps: enough to split each latency into stages.
         helptext = subprocess.run([sys.executable, "-m", "agent", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
         json_logs = ["--log-format", "json"] if "--log-format" in helptext else []
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", *json_logs, "--config", str(cfg), "run"],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                self._wait_running(proc, state, log_path)
-                time.sleep(0.5)  # let the first (empty) reconcile and the first long polls begin
-                latencies, dropped_at = self._drop_and_time(proc, drops, inbox, thumbs, log_path)
-            finally:
-                stop_process(proc, signal.SIGTERM)
+        proc = start_agent([*json_logs, "--config", str(cfg), "run"], log_path).proc
+        try:
+            self._wait_running(proc, state, log_path)
+            time.sleep(0.5)  # let the first (empty) reconcile and the first long polls begin
+            latencies, dropped_at = self._drop_and_time(proc, drops, inbox, thumbs, log_path)
+        finally:
+            stop_process(proc, signal.SIGTERM)
         return latencies, stages_from_log(log_path, dropped_at) if json_logs else {}
 
     @staticmethod
@@ -874,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="thumbdrop-bench-") as tmpname:
         tmp = Path(tmpname)
         isolate_environment(tmp)
-        server = MotoServer()
+        server = MotoProcess()
         try:
             server.start()
             print(

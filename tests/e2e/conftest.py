@@ -9,10 +9,8 @@ test fails.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,13 +21,15 @@ from typing import Any
 
 import boto3
 import botocore.config
-import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
 from tests.e2e.browser import browser  # noqa: F401 - the headless Chromium fixture of the gallery tests
-from tests.support import wait_for
+from tests.support import AgentProcess, deep_merge, start_agent
+from tests.support import image_bytes as image_bytes  # the e2e tests import these three from here
+from tests.support import make_image as make_image
+from tests.support import wait_for as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_BUCKET = "thumbdrop-source"
@@ -42,56 +42,7 @@ REASON_ATTR = "thumbdrop-reason"
 BOUND = 256  # the default thumbnails.sizes
 
 
-# --- generic helpers -------------------------------------------------------------------------------------
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 # --- images ----------------------------------------------------------------------------------------------
-
-
-def image_bytes(
-    size: tuple[int, int],
-    fmt: str = "JPEG",
-    *,
-    color: tuple[int, int, int] = (200, 30, 30),
-    noise: bool = False,
-    quality: int = 90,
-) -> bytes:
-    """A real image: a flat colour (cheap, small) or RGB noise (big, incompressible)."""
-    if noise:
-        rng = np.random.default_rng(sum(size))
-        im = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
-    else:
-        im = Image.new("RGB", size, color)
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        im.save(buf, "JPEG", quality=quality)
-    elif fmt == "PNG":
-        im.save(buf, "PNG", compress_level=1)
-    else:
-        im.save(buf, fmt)
-    return buf.getvalue()
-
-
-def make_image(path: Path, size: tuple[int, int] = (640, 480), fmt: str | None = None, **kwargs: Any) -> Path:
-    """Write a real image at ``path`` (format from the suffix unless given); parents are created."""
-    if fmt is None:
-        fmt = {".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF"}.get(path.suffix.lower(), "JPEG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = image_bytes(size, fmt, **kwargs)
-    tmp = path.with_name(f".{path.name}.building")  # a dot file: excluded by the default watch.exclude
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # the image appears whole: the watcher sees one finished file
-    return path
 
 
 def expected_size(width: int, height: int, bound: int = BOUND) -> tuple[int, int]:
@@ -141,52 +92,6 @@ class CliResult:
 
 
 @dataclass
-class AgentProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def diagnose(self) -> str:
-        state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
-        return f"--- agent ({state}) log {self.log_path} ---\n{self.log()[-20000:]}"
-
-    def wait_ready(self, timeout: float = 45.0, *, reconciled: bool = True) -> None:
-        """Wait until the agent runs and (``reconciled``) its first reconcile of the watch folders is done."""
-        marks = ("thumbdrop agent running", "reconciled ") if reconciled else ("thumbdrop agent running",)
-        wait_for(
-            lambda: all(m in self.log() for m in marks) or self.proc.poll() is not None,
-            timeout,
-            "the agent to be running",
-            self.diagnose,
-        )
-        assert self.proc.poll() is None, self.diagnose()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
-        """SIGTERM; return (exit code, seconds it took). Kills and fails if it outlives ``timeout``."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"the agent did not exit within {timeout} s of SIGTERM\n{self.diagnose()}") from None
-        return rc, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@dataclass
 class E2EEnv:
     root: Path
     endpoint: str
@@ -224,10 +129,7 @@ class E2EEnv:
 
     def start_agent(self, *extra_args: str) -> AgentProcess:
         log_path = self.root / f"agent-{len(self.agents) + 1}.log"
-        argv = [sys.executable, "-m", "agent", "--config", str(self.config_path), *extra_args, "run"]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        agent = AgentProcess(proc, log_path)
+        agent = start_agent(["--config", str(self.config_path), *extra_args, "run"], log_path, env=self.env)
         self.agents.append(agent)
         return agent
 
