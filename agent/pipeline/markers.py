@@ -43,13 +43,15 @@ def has_thumbnails(s3: Any, cfg: Config, layout: Layout, rel: str, etag: str, ou
     return True
 
 
-def done_since(done: Callable[[ObjectEvent], bool]) -> Callable[[dict[str, Any]], bool]:
+def done_since(
+    rel_of: Callable[[ObjectEvent], str | None], done: Callable[[ObjectEvent, str], bool]
+) -> Callable[[dict[str, Any]], bool]:
     """The one skeleton of the dead-letter staleness checks (worker and puller): a message is stale when it
-    names objects that were created and ``done`` holds for every one of them."""
+    names created objects, each one ours (``rel_of`` gives its relative path, else None) and ``done``."""
 
     def stale(msg: dict[str, Any]) -> bool:
         events = created_in(msg)
-        return bool(events) and all(done(event) for event in events)
+        return bool(events) and all((rel := rel_of(e)) is not None and done(e, rel) for e in events)
 
     return stale
 
@@ -60,17 +62,14 @@ def worker_done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]
     layout = Layout.of(cfg)
     s3 = backend.s3
 
-    def done(event: ObjectEvent) -> bool:
-        rel = layout.rel_of_source_key(event.key) if event.bucket == cfg.source.bucket else None
-        if rel is None:
-            return False
+    def done(event: ObjectEvent, rel: str) -> bool:
         try:
             head = call(f"read {event.key}", s3.head_object, Bucket=cfg.source.bucket, Key=event.key)
         except ObjectGoneError:
             return False  # deleted: nothing went through; the message tells what failed
         return has_thumbnails(s3, cfg, layout, rel, str(head["ETag"]).strip('"'))
 
-    return done_since(done)
+    return done_since(lambda e: layout.rel_of_source_key(e.key) if e.bucket == cfg.source.bucket else None, done)
 
 
 def known_failure(s3: Any, cfg: Config, layout: Layout, rel: str, etag: str, *, has_av: Callable[[], bool]) -> str | None:

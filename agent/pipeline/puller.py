@@ -302,10 +302,7 @@ def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool
     root = Path(cfg.local.thumbnails_dir)
     s3 = backend.s3
 
-    def done(event: ObjectEvent) -> bool:
-        rel = layout.rel_of_thumb_key(event.key) if event.bucket == cfg.thumbnails.bucket else None
-        if rel is None:
-            return False
+    def done(event: ObjectEvent, rel: str) -> bool:
         try:
             path = safe_local_path(root, rel)
             head = call(f"read {event.key}", s3.head_object, Bucket=cfg.thumbnails.bucket, Key=event.key)
@@ -314,7 +311,7 @@ def done_since(cfg: Config, backend: Backend) -> Callable[[dict[str, Any]], bool
         stamp = _timestamp(head.get("LastModified"))
         return _matches(path, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'), stamp)
 
-    return stale_when(done)
+    return stale_when(lambda e: layout.rel_of_thumb_key(e.key) if e.bucket == cfg.thumbnails.bucket else None, done)
 
 
 def _matches(path: Path, size: int | None, etag: str | None, mtime: float | None) -> bool:
