@@ -91,7 +91,7 @@ class Backend:
             read_timeout = max(self.cfg.read_timeout, 30.0) if service == "sqs" else self.cfg.read_timeout
         return botocore.config.Config(  # type: ignore[call-arg]  # user_agent_appid is newer than the stubs
             region_name=self.cfg.region,
-            # all tries, as in ~/.aws/config
+            # all tries, as in ~/.aws/config; the one retry layer of a request (the rule: agent/cloud/errors.py)
             retries={"mode": "standard", "total_max_attempts": attempts or self.cfg.max_attempts},
             connect_timeout=self.cfg.connect_timeout,
             read_timeout=read_timeout,
