@@ -53,3 +53,20 @@ def test_delay_for_is_stateless_and_matches_the_message_retry_formula() -> None:
     assert all(4 <= int(LINK_RETRY.delay_for(0)) <= 6 for _ in range(50))
     b = Backoff(first=1.0, cap=8.0, jitter=0.0)
     assert [b.delay_for(n) for n in (-1, 0, 1, 2, 3, 9)] == [1.0, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_no_hand_written_backoff_formula_is_left_in_agent() -> None:
+    """Every retry delay comes from agent.backoff (#15): no jitter or exponent of its own elsewhere."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "agent"
+    pattern = re.compile(r"random\.uniform|\b2 \*\* |wait_random_exponential")
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        if path.name != "backoff.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
