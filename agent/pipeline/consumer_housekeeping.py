@@ -42,6 +42,9 @@ class Housekeeping:
                 if idle:
                     self._busy.clear()
             if idle:
+                # Checked after the clear: a stop() that set _busy just before it is seen here, not slept through.
+                if self.stop_event.is_set():
+                    return
                 self._busy.wait()
                 next_extend = time.monotonic() + self.visibility / 3  # a job starting now has a fresh visibility
             if self.stop_event.wait(1.0):
