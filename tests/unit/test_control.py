@@ -14,7 +14,6 @@ import pytest
 
 from agent.cli.main import main
 from agent.errors import EXIT_BACKEND, EXIT_OK
-from agent.service import control
 from agent.service.control import AgentAlreadyRunningError, ControlServer, socket_path, sun_path
 from agent.service.control_client import AgentNotRunningError, ControlClient, ControlCommandError, read_status
 from agent.state.status import Status
@@ -138,18 +137,6 @@ def test_a_stopping_agent_refuses_pause(agent: FakeAgent) -> None:
             ControlClient(agent.state_dir).call("pause")
         assert err.value.code == "stopping"
         assert ControlClient(agent.state_dir).call("status")["state"] == "running"
-
-
-def test_missing_features_answer_not_available(agent: FakeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(control, "feature_available", lambda module: False)
-    with serving(agent):
-        client = ControlClient(agent.state_dir)
-        assert client.call("info")["features"] == {"cleanup": False, "dlq": False}
-        for cmd in ("cleanup-now", "dlq-redrive"):
-            with pytest.raises(ControlCommandError) as err:
-                client.call(cmd, dry_run=True)
-            assert err.value.code == "unavailable"
-            assert "not available in this version" in str(err.value)
 
 
 def test_a_bug_in_a_command_does_not_kill_the_server(agent: FakeAgent) -> None:
