@@ -24,12 +24,12 @@ from typing import Any
 
 from agent import __version__
 from agent.errors import ThumbdropError, UsageError
+from agent.ops.queues import queue_depths
 from agent.service.control_client import AgentNotRunningError, ControlClient
 from agent.service.control_commands import (
     CommandError,
     Controllable,
     cleanup_now,
-    queue_depths,
     redrive_dead_letters,
     retry_item,
 )

@@ -1,4 +1,4 @@
-"""The control socket's commands that act on the agent's items: cleanup, redrive, retry one item, queue depths.
+"""The control socket's commands that act on the agent's items: cleanup, redrive, retry one item.
 
 The work itself is the operations layer's (``agent.ops``), shared with the CLI;
 here it is bound to the running agent (its journal, stop event and status) and
@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from agent.config.model import Config
 from agent.errors import ThumbdropError
 from agent.ops import cleanup, dlq
-from agent.ops.queues import queue_depths as depths
 from agent.service.runtime import queue_urls
 from agent.state.status import Status
 
@@ -80,11 +79,6 @@ def cleanup_now(target: Controllable, *, dry_run: bool) -> dict[str, Any]:
         "failed": len(outcome.errors),
         "stopped": outcome.stopped,
     }
-
-
-def queue_depths(cfg: Config, backend: Any) -> dict[str, Any]:
-    """Waiting, in-flight and dead-lettered messages per queue (None: the queue is missing)."""
-    return dict(depths(cfg, backend))
 
 
 def retry_item(target: Controllable, args: dict[str, Any]) -> dict[str, Any]:
