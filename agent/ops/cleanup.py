@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from agent.config.model import Config
 from agent.errors import MassDeleteError, UsageError
-from agent.service.runtime import state_dir
 
 if TYPE_CHECKING:
     from agent.cloud.clients import Backend
@@ -94,6 +93,8 @@ def run_standalone(cfg: Config, backend: Backend, *, dry_run: bool, force: bool)
 
 @contextmanager
 def _journal(cfg: Config, *, wanted: bool = True) -> Iterator[Journal | None]:
+    # Here, not at the top: the cleaner role (pipeline) imports this module, and must not load the service layer.
+    from agent.service.runtime import state_dir
     from agent.state.journal import JOURNAL_FILE, Journal
 
     journal = Journal(state_dir(cfg) / JOURNAL_FILE) if wanted else None

@@ -103,12 +103,19 @@ def test_control_client_does_not_import_the_control_server() -> None:
     assert "agent.service.control" not in names and "agent.service.control_socket" in names
 
 
+def _loaded_by(module: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with one of ``prefixes`` that importing ``module`` loads, in a fresh interpreter."""
+    code = f"import sys, {module}\nprint([m for m in sys.modules if m.startswith({prefixes!r})])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return list(ast.literal_eval(result.stdout.strip()))
+
+
 def test_importing_the_cli_loads_no_pipeline_and_no_boto() -> None:
     """'thumbdrop --help' loads neither the pipeline nor boto3: the command modules import them when they run."""
-    code = (
-        "import sys, agent.cli.main\n"
-        "bad = [m for m in sys.modules if m.startswith(('agent.pipeline', 'agent.cloud', 'boto3', 'botocore'))]\n"
-        "print(bad); raise SystemExit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert _loaded_by("agent.cli.main", ("agent.pipeline", "agent.cloud", "boto3", "botocore")) == []
+
+
+def test_the_cleaner_role_uses_the_ops_layer_without_loading_the_service_layer() -> None:
+    """Imports point one way: the cleaner role (pipeline) calls agent.ops.cleanup, which loads no service or face."""
+    assert _loaded_by("agent.pipeline.cleaner_role", ("agent.ops.cleanup",)) == ["agent.ops.cleanup"]
+    assert _loaded_by("agent.pipeline.cleaner_role", ("agent.service", "agent.cli", "agent.tray", "agent.gallery")) == []
