@@ -11,13 +11,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.config.model import Config
+from agent.ops.queues import depth, purge
 from agent.service.runtime import queue_urls
 
 if TYPE_CHECKING:
     from agent.cloud.clients import Backend
     from agent.cloud.dlq import DeadLetter, RedriveResult
 
-KINDS = ("events", "pull")
+# purge: a dead-letter queue is emptied as a work queue is (agent.ops.queues)
+__all__ = [
+    "DeadLetterQueue",
+    "clear_failure_markers",
+    "dead_letter_queues",
+    "depths",
+    "failure_markers",
+    "list_letters",
+    "purge",
+    "redrive",
+]
 
 
 @dataclass(frozen=True)
@@ -82,20 +93,11 @@ def redrive(cfg: Config, backend: Backend, which: str = "all") -> Iterator[tuple
 
 def depths(cfg: Config, backend: Backend, which: str = "all") -> dict[str, tuple[str, int]]:
     """{dead-letter queue name: (URL, messages in it)} for those that exist."""
-    from agent.cloud.dlq import depth
-
     out: dict[str, tuple[str, int]] = {}
     for q in dead_letter_queues(cfg, backend, which):
         if q.url is not None:
-            out[q.name] = (q.url, depth(backend.sqs, q.url))
+            out[q.name] = (q.url, depth(backend, q.url))
     return out
-
-
-def purge(backend: Backend, url: str, name: str) -> int:
-    """Drop one dead-letter queue's messages; about how many went."""
-    from agent.cloud.dlq import purge as purge_queue
-
-    return purge_queue(backend.sqs, url, name)
 
 
 def failure_markers(cfg: Config, backend: Backend, *, limit: int | None = None) -> list[dict[str, Any]]:
