@@ -304,7 +304,7 @@ class TrayController:
 
     def toggle_pause(self) -> None:
         def act() -> None:
-            paused = (self.view().snapshot or {}).get("state") == "paused"
+            paused = self.view().snap.get("state") == "paused"
             self.client.call("resume" if paused else "pause")
             self.refresh()
 
@@ -315,7 +315,7 @@ class TrayController:
 
     def open_inbox(self, folder: str) -> None:
         def act() -> None:
-            missing = {str(m.get("folder")) for m in (self.view().snapshot or {}).get("missing_folders") or []}
+            missing = {str(m.get("folder")) for m in self.view().snap.get("missing_folders") or []}
             if folder in missing and not Path(folder).expanduser().is_dir():
                 # Never make an empty stand-in for an unplugged drive: the agent waits for the real one.
                 self.notifier.now("thumbdrop", f"{folder} is missing (an unplugged drive?); thumbdrop waits for it")
@@ -360,7 +360,7 @@ class TrayController:
     def write_failed_report(self) -> Path:
         """A plain-text list of the agent's recent failures, in the state dir."""
         view = self.view()
-        snap = view.snapshot or {}
+        snap = view.snap
         failures = [f for f in snap.get("failures") or [] if isinstance(f, dict)]
         lines = [
             "thumbdrop: failed items",

@@ -49,7 +49,7 @@ def snapshot(**over: Any) -> dict[str, Any]:
 
 
 def attached(**over: Any) -> TrayView:
-    return TrayView(snapshot=snapshot(**over), phase="attached", info={"pid": 4242, "features": {"cleanup": True, "dlq": True}})
+    return TrayView(snapshot=snapshot(**over), phase="attached", info={"pid": 4242})
 
 
 # --- state -> icon ------------------------------------------------------------------------------------
@@ -242,16 +242,6 @@ def test_menu_follows_the_state() -> None:
 
     owned = TrayView(snapshot=snapshot(), phase="attached", owned=True)
     assert build_menu(owned, actions)[-1].text == "Quit (stop the agent)"  # type: ignore[arg-type]
-
-
-def test_menu_without_cleaner_or_dlq_says_so() -> None:
-    actions = RecordingActions()
-    view = TrayView(snapshot=snapshot(), phase="attached", info={"features": {"cleanup": False, "dlq": False}})
-    items = build_menu(view, actions)  # type: ignore[arg-type]
-    cleanup = find(items, "Cleanup now")
-    assert cleanup.text == "Cleanup now (not available in this version)" and not cleanup.enabled
-    retry = find(items, "Retry failed items")
-    assert "not available" in retry.text and not retry.enabled
 
 
 def test_menu_cleanup_confirmation_and_inboxes() -> None:
@@ -512,7 +502,6 @@ def test_controller_cleanup_asks_before_deleting(env: Env, monkeypatch: pytest.M
         return {"objects": 3, "bytes": 3_000_000, "problems": []} if dry_run else {"deleted": 3, "bytes": 3_000_000, "failed": 0}
 
     monkeypatch.setattr(control, "cleanup_now", fake_cleanup)
-    monkeypatch.setattr(control, "feature_available", lambda module: True)
     c = env.controller()
     with serving(env.agent):
         c.refresh()
@@ -533,25 +522,12 @@ def test_controller_cleanup_guard_is_not_offered(env: Env, monkeypatch: pytest.M
     from agent.service import control
 
     monkeypatch.setattr(control, "cleanup_now", lambda target, *, dry_run: {"objects": 900, "problems": ["90% of thumbs/"]})
-    monkeypatch.setattr(control, "feature_available", lambda module: True)
     c = env.controller()
     with serving(env.agent):
         c.refresh()
         find(c.menu(), "Cleanup now…").action()  # type: ignore[misc]
     assert "mass-delete guard" in env.sent[-1][0] and "--force" in env.sent[-1][1]
     assert c.view().cleanup_plan is None
-
-
-def test_controller_cleanup_not_available(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.service import control
-
-    monkeypatch.setattr(control, "feature_available", lambda module: False)
-    c = env.controller()
-    with serving(env.agent):
-        c.refresh()
-        assert not find(c.menu(), "Cleanup now (not available").enabled
-        c.cleanup_dry_run()  # even if called: a notice, not a crash
-    assert "not available in this version" in env.sent[-1][1]
 
 
 def test_settings_edit_bad_then_good_restarts_an_owned_agent(env: Env) -> None:
