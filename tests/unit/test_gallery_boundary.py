@@ -1,5 +1,6 @@
-"""Import boundaries of the faces: the gallery and the tray share the status words through a neutral module
-(``agent.state.status_words``), never by importing each other's modules."""
+"""Boundaries of the faces: the gallery and the tray share the status words through a neutral module
+(``agent.state.status_words``), never by importing each other's modules; and they write files only through
+``agent.state.files`` (one temp naming scheme)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,11 @@ def test_serving_the_gallery_loads_no_tray_module() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_faces_write_files_only_through_atomic_write() -> None:
+    # A hand-written temp file + rename is a sixth naming scheme that a cleaner cannot tell from a live write.
+    faces = sorted((REPO / "agent" / "gallery").glob("*.py")) + sorted((REPO / "agent" / "tray").glob("*.py"))
+    texts = {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in faces}
+    renames = {name: n for name, text in texts.items() if (n := text.count("os.replace(") + text.count(".replace(tmp"))}
+    assert renames == {}

@@ -693,6 +693,8 @@ def test_tray_modules_do_not_import_pystray_or_the_pipeline() -> None:
 
     code = (
         "import sys, agent.tray.menu, agent.tray.controller, agent.tray.icons, agent.tray.backend, agent.tray.autostart\n"
+        "import agent.tray.actions, agent.tray.agent_process, agent.tray.news, agent.tray.openers, agent.tray.report\n"
+        "import agent.tray.settings\n"
         "bad = [m for m in sys.modules if m == 'pystray' or m.startswith('agent.pipeline') or m == 'agent.service.agent']\n"
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
