@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,16 +42,22 @@ def test_the_status_words_belong_to_no_face() -> None:
     assert agent_imports and all(m.startswith("agent.state.status") for m in agent_imports), agent_imports
 
 
-def test_serving_the_gallery_loads_no_tray_module() -> None:
-    code = (
-        "import sys, agent.gallery.server, agent.gallery.handler, agent.gallery.live, agent.gallery.launch\n"
-        "from agent.gallery.live import page_status\n"
-        "page_status({'state': 'running', 'roles': ['puller'], 'counts': {'pulled': 2}}, {})\n"
-        "bad = [m for m in sys.modules if m == 'pystray' or m.startswith('agent.tray')]\n"
-        "print(bad); raise SystemExit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+def modules_loaded_by(code: str) -> list[str]:
+    """The modules a fresh interpreter (run from the repo root) has loaded after running ``code``."""
+    script = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    return list(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_serving_the_gallery_loads_no_tray_module() -> None:
+    loaded = modules_loaded_by(
+        "import agent.gallery.server, agent.gallery.handler, agent.gallery.live, agent.gallery.launch\n"
+        "from agent.gallery.live import page_status\n"
+        "page_status({'state': 'running', 'roles': ['puller'], 'counts': {'pulled': 2}}, {})"
+    )
+    assert "agent.gallery.live" in loaded
+    assert [m for m in loaded if m == "pystray" or m.startswith("agent.tray")] == []
 
 
 def test_the_faces_write_files_only_through_atomic_write() -> None:
