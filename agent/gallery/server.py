@@ -2,7 +2,7 @@
 
 Standard library only (``http.server``): the page is a handful of JSON endpoints, file responses and one
 Server-Sent Events stream for a single local user, so a web framework would add a dependency (and its
-updates) to every install for nothing the guards below need. Everything the page does to the agent goes
+updates) to every install for nothing the guards in ``handler`` need. Everything the page does to the agent goes
 through the control socket (``ControlClient``), exactly as the CLI and the tray; with no agent the page
 still shows the local folders and says so.
 
