@@ -71,10 +71,14 @@ def test_pause_resume_and_sync_now_through_the_socket(running: tuple[Agent, Cont
     assert agent.paused.is_set() and client.call("status")["state"] == "paused"
     for name in ("b.jpg", "c.jpg", "d.jpg"):
         drop_image(tmp_path / "inbox" / name)
-    time.sleep(1.5)
+    # The count goes on while paused (it used to freeze at its value when the pause began). Polled: on a loaded
+    # machine the watcher may see the three files later than any fixed sleep.
+    shown = wait_for(
+        lambda: (s := client.call("status"))["pending_local"] >= 3 and s, 60, "the paused files to be counted as pending"
+    )
+    time.sleep(1.0)  # and paused means paused: still nothing uploaded a while after they were seen
     shown = client.call("status")
     assert shown["counts"]["uploaded"] == 1, "uploaded while paused"
-    # The count goes on while paused (it used to freeze at its value when the pause began).
     assert shown["pending_local"] >= 3, shown["pending_local"]
     assert client.call("resume") == "running"
     for name in ("b.jpg", "c.jpg", "d.jpg"):
