@@ -315,7 +315,7 @@ class ControlServer:
         return guarded
 
     def info(self) -> dict[str, Any]:
-        """Who answers: enough for a client (the tray) to find the agent's folders and features."""
+        """Who answers: enough for a client (the tray) to find the agent's folders."""
         cfg = self.target.cfg
         return {
             "pid": os.getpid(),
@@ -325,8 +325,6 @@ class ControlServer:
             "roles": list(self.target.status.roles),
             "inbox": list(cfg.watch.folders),
             "thumbnails_dir": cfg.local.thumbnails_dir,
-            # Always both now; kept while a tray reads it (older trays grey out the menu items without it).
-            "features": {"cleanup": True, "dlq": True},
         }
 
 

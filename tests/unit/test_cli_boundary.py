@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.unit.test_gallery_boundary import modules_loaded_by
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "agent" / "cli"
@@ -103,19 +103,15 @@ def test_control_client_does_not_import_the_control_server() -> None:
     assert "agent.service.control" not in names and "agent.service.control_socket" in names
 
 
-def _loaded_by(module: str, prefixes: tuple[str, ...]) -> list[str]:
-    """The modules starting with one of ``prefixes`` that importing ``module`` loads, in a fresh interpreter."""
-    code = f"import sys, {module}\nprint([m for m in sys.modules if m.startswith({prefixes!r})])"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    return list(ast.literal_eval(result.stdout.strip()))
-
-
 def test_importing_the_cli_loads_no_pipeline_and_no_boto() -> None:
     """'thumbdrop --help' loads neither the pipeline nor boto3: the command modules import them when they run."""
-    assert _loaded_by("agent.cli.main", ("agent.pipeline", "agent.cloud", "boto3", "botocore")) == []
+    loaded = modules_loaded_by("import agent.cli.main")
+    assert "agent.cli.cleanup_cmds" in loaded
+    assert [m for m in loaded if m.startswith(("agent.pipeline", "agent.cloud", "boto3", "botocore"))] == []
 
 
 def test_the_cleaner_role_uses_the_ops_layer_without_loading_the_service_layer() -> None:
     """Imports point one way: the cleaner role (pipeline) calls agent.ops.cleanup, which loads no service or face."""
-    assert _loaded_by("agent.pipeline.cleaner_role", ("agent.ops.cleanup",)) == ["agent.ops.cleanup"]
-    assert _loaded_by("agent.pipeline.cleaner_role", ("agent.service", "agent.cli", "agent.tray", "agent.gallery")) == []
+    loaded = modules_loaded_by("import agent.pipeline.cleaner_role")
+    assert "agent.ops.cleanup" in loaded
+    assert [m for m in loaded if m.startswith(("agent.service", "agent.cli", "agent.tray", "agent.gallery"))] == []

@@ -43,7 +43,7 @@ def test_round_trip_of_every_command(agent: FakeAgent) -> None:
         assert info["inbox"] == list(agent.cfg.watch.folders)
         assert info["thumbnails_dir"] == agent.cfg.local.thumbnails_dir
         assert info["state_dir"] == str(agent.state_dir)
-        assert set(info["features"]) == {"cleanup", "dlq"}
+        assert "features" not in info  # cleanup and dlq are always there: nothing to announce
         assert client.call("stop") == {"stopping": True}
         assert agent.calls == ["pause", "resume", "sync-now", "stop"]
         assert client.running()
