@@ -22,6 +22,7 @@ from agent.pipeline.worker import ThumbnailWorker
 from agent.service import doctor
 from agent.service.checks import local as local_checks
 from agent.service.checks.reach import clock
+from agent.service.checks.resources import capability_checks
 from agent.service.doctor import FAIL, PASS, SKIP, WARN, Check, diagnose
 from agent.state.status import Status
 
@@ -53,6 +54,21 @@ def set_up(moto_url: str, tmp_path: Path) -> tuple[Config, Backend]:
     backend = backend_of(cfg)
     Provisioner(cfg, backend).setup()
     return cfg, backend
+
+
+def test_capability_table_on_moto(set_up: tuple[Config, Backend]) -> None:
+    cfg, backend = set_up
+    rows = {c.name: c for c in capability_checks(cfg, backend)}
+    assert list(rows) == [
+        f"store {name}"
+        for name in ("notifications", "lifecycle rules", "tagging", "versioning", "multipart listing", "multipart abort")
+        + ("conditional writes", "SQS")
+    ]
+    assert rows["store notifications"].detail == "GetBucketNotificationConfiguration: supported"
+    # No lifecycle rules or tags of their own would be a NoSuch... error: still the API answering.
+    assert rows["store lifecycle rules"].result == PASS and rows["store tagging"].result == PASS
+    assert rows["store versioning"].detail == "GetBucketVersioning: answers (read only; thumbdrop does not need versioning)"
+    assert all(c.result == PASS for c in rows.values()), rows
 
 
 def test_passes_when_everything_is_set_up(set_up: tuple[Config, Backend]) -> None:
