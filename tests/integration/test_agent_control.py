@@ -151,12 +151,20 @@ def test_retry_sends_a_failed_image_to_the_worker_again(running: tuple[Agent, Co
     first = wait_for(worker_failure, 60, "the worker's failure")
     failed_before = client.call("status")["failed_total"]  # every failure ever; counts["failed"] is what still fails
     marker_key = ".thumbdrop-failed/bad.jpg.json"
-    marker_at = json.loads(agent.backend.s3.get_object(Bucket=agent.cfg.thumbnails.bucket, Key=marker_key)["Body"].read())["at"]
+
+    def marker() -> dict[str, Any] | None:
+        # Written beside the status entry, not before it: polled.
+        try:
+            body = agent.backend.s3.get_object(Bucket=agent.cfg.thumbnails.bucket, Key=marker_key)["Body"].read()
+        except agent.backend.s3.exceptions.NoSuchKey:
+            return None
+        return dict(json.loads(body))
+
+    marker_at = wait_for(marker, 60, "the failure marker")["at"]
 
     assert client.call("retry", name="bad.jpg", role="worker")["how"] == "sent to the worker again"
     # The worker decodes it afresh (not its remembered verdict): the same reason comes back, with a new marker.
     again = wait_for(lambda: (f := worker_failure()) and f["at"] > first["at"] and f, 60, "the worker to try it again")
     assert again["reason"] == first["reason"]
     assert client.call("status")["failed_total"] > failed_before
-    marker = json.loads(agent.backend.s3.get_object(Bucket=agent.cfg.thumbnails.bucket, Key=marker_key)["Body"].read())
-    assert marker["at"] > marker_at
+    wait_for(lambda: (m := marker()) is not None and m["at"] > marker_at, 60, "a new failure marker")
