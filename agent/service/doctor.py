@@ -28,15 +28,14 @@ log = logging.getLogger(__name__)
 
 def diagnose(cfg: Config) -> list[Check]:
     """All checks for ``cfg``, reaching the backend the way the agent would (with fewer retries: a doctor should not wait)."""
-    from agent.cloud.local_backend import find_running
-    from agent.service.runtime import pool_size, state_dir
+    from agent.ops.backend import backend_for, running_local
 
     if cfg.backend.endpoint_url == "local":
-        endpoint = find_running(state_dir(cfg))
+        endpoint = running_local(cfg)
         if endpoint is None:
             note = "embedded local backend: not running now; it starts with 'thumbdrop run' and needs no setup"
             return run_checks(cfg, None, backend_note=note)
-        return run_checks(cfg, Backend(cfg.backend, endpoint_url=endpoint, local=True, pool_size=pool_size(cfg)))
+        return run_checks(cfg, backend_for(cfg, endpoint))
     quick = dataclasses.replace(
         cfg.backend,
         max_attempts=min(cfg.backend.max_attempts, 2),
