@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config.model import Config
 from agent.errors import ThumbdropError
 from agent.pipeline.keys import Layout, ThumbOutput, printable
-from agent.pipeline.uploader import LocalFile, Uploader
+from agent.pipeline.uploader import LocalFile, Uploader, UploadOutcome
 from agent.state.journal import Journal, UploadRecord, keep_verdicts
 from agent.state.status import Status
 
@@ -201,8 +201,8 @@ class Sync:
             self.result.unfinished = sorted({printable(n) for n in self.result.unfinished} - set(failures))
         finally:
             if own_uploader:
-                uploader.stop_event.set()
-                uploader.pool.shutdown(wait=not (self.result.timed_out or self.result.interrupted), cancel_futures=True)
+                uploader.stop()
+                uploader.close(wait=not (self.result.timed_out or self.result.interrupted))
             if not self.parts:
                 journal.close()
         return self.result
@@ -245,21 +245,20 @@ class Sync:
             pull_concurrency=self.cfg.transfer.concurrency,
             listener=self._on_stage,
         )
-        uploader.listeners.append(self._on_upload)
+        uploader.add_listener(self._on_upload)
         try:
             with self._cond:
                 todo = sorted(self._open.values(), key=lambda lf: lf.rel)
             for lf in todo:
                 source = self._sources.get(self.layout.source_key(lf.rel))
-                uploader._submit(lf, source[:2] if source else None)
+                uploader.submit(lf, source[:2] if source else None)
                 # None: the running agent's uploader has it queued or uploading; its outcome reaches _on_upload too.
             self._wait(backend)
         finally:
-            with contextlib.suppress(ValueError):
-                uploader.listeners.remove(self._on_upload)
+            uploader.remove_listener(self._on_upload)
             late = self.result.timed_out or self.result.interrupted
             if late and own_uploader:
-                uploader.stop_event.set()  # uploads still settling give up; in-flight requests finish
+                uploader.stop()  # uploads still settling give up; in-flight requests finish
             self._handoff.close(wait=not late)
             if own_worker and worker is not None:
                 worker.close()
@@ -280,30 +279,31 @@ class Sync:
 
     # --- outcomes ------------------------------------------------------------------------------
 
-    def _on_upload(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, reason: str) -> None:
+    def _on_upload(self, lf: LocalFile, outcome: UploadOutcome, rec: UploadRecord | None, reason: str) -> None:
         rel = lf.rel
         with self._cond:
             if rel not in self._open or rel in self._passed["upload"]:
                 return  # not ours (the agent's uploader serves every file), or already past this stage
-        if outcome == "uploaded":
+        if outcome is UploadOutcome.UPLOADED:
             with self._cond:
                 self.result.uploaded += 1
                 self._uploaded.add(rel)
-        if outcome in ("gone", "busy"):
-            if outcome == "gone":
-                self._done(rel)
+        if outcome is UploadOutcome.BUSY:
+            return  # the upload running in another thread tells its own outcome
+        if outcome is UploadOutcome.GONE:
+            self._done(rel)
             return
-        if outcome == "failed":
+        if outcome is UploadOutcome.FAILED:
             self._fail(rel, str(lf.path), reason or "not uploaded")
             return
-        if outcome == "known-bad":
+        if outcome is UploadOutcome.KNOWN_BAD:
             # Not uploaded again: the worker refused these very bytes before (the journal's verdict, which the
             # uploader put back in the status). Reported again, as every later sync must until the file changes.
             key = self.layout.source_key(rel)
             known = next((f.reason for f in list(self.status.failures) if f.name == printable(key)), "")
             self._fail(rel, key, known or "failed before with the same content")
             return
-        if outcome == "postponed":
+        if outcome is UploadOutcome.POSTPONED:
             if not self._late():
                 self.result.failures.setdefault("(upload)", "backend unreachable; some files were not uploaded")
                 self._done(rel)
@@ -312,7 +312,7 @@ class Sync:
         if rec is None:  # thumbnailed locally meanwhile
             self._done(rel)
             return
-        self._next_after_upload(rel, rec, uploaded=outcome == "uploaded")
+        self._next_after_upload(rel, rec, uploaded=outcome is UploadOutcome.UPLOADED)
 
     def _next_after_upload(self, rel: str, rec: UploadRecord, *, uploaded: bool) -> None:
         from agent.pipeline.worker import Known
