@@ -3,7 +3,8 @@
 Three parts, each guarding its own state:
 - ``local_files.LocalFiles``: which files are ours (the folders, include/exclude) and each one's key; no state.
 - ``watching.Watcher``: the observers, the settle table, close-write tracking, watch-folder identity.
-- ``uploading.Uploads``: the upload pool, what is queued or uploading, per-path backoff, the put decision.
+- ``uploading.Uploads``: the upload pool, what is queued or uploading, per-path backoff, the put decision;
+  ``put.Putter`` hashes a file and sends it (one request, or resumable parts: ``multipart``).
 
 This module composes them and runs the role: the settle thread (``uploader-settle``) hands the watcher's
 settled files, and the postponed ones once due, to the uploads, unless the role is paused, in
@@ -47,6 +48,8 @@ HELD_CHECK_SECONDS = 5.0
 
 
 class Uploader(RoleThreads):
+    """The uploader role (see the module docstring): the parts, the settle thread, pause hours."""
+
     def __init__(self, cfg: Config, backend: Backend | None, status: Status, journal: Journal) -> None:
         """``backend`` None: only the local side (scan, local checks) until attach(); sync's no-op needs no more."""
         super().__init__("uploader")
