@@ -79,7 +79,7 @@ class Watcher:
         self.wakeup = threading.Event()
         self._handler: Any = None  # a watchdog handler (see _handler_class)
         self._observers: list[Any] = []
-        self._watches: list[Any] = []  # the observer watch of each folder, to replace when the folder is
+        self._watches: list[Any] = []  # the observer watch of each folder (None while it is missing); replaced with the folder
         self._roots_seen: list[tuple[int, int] | None] = []  # (st_dev, st_ino) of each folder when watched
         self._id_lock = threading.Lock()
         # folder index -> ((st_dev, st_ino) when worked out, its identity): see folder_id
