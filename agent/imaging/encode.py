@@ -56,9 +56,9 @@ def write(im: Image.Image, path: Path, spec: ThumbnailSpec) -> None:
     # and some encoders (PNG, AVIF) fall back to it. Privacy: wipe it, so nothing can reach the file.
     im.info = {}
     try:
-        with atomic_file(path, "wb") as fp:
+        with atomic_file(path) as fp:  # the temp file is removed on any error
             im.save(fp, format=PIL_FORMATS[spec.format], **save_options(spec))
-    except BaseException as exc:
-        if isinstance(exc, (OSError, ValueError)) and not guards.is_environment_error(exc):
+    except (OSError, ValueError) as exc:
+        if not guards.is_environment_error(exc):
             raise ImageError(f"cannot encode {spec.format} thumbnail ({exc})") from exc
         raise

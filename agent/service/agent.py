@@ -23,7 +23,7 @@ from agent.pipeline.cleaner_role import CleanerRole
 from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.handoff import Handoff
 from agent.pipeline.puller import ThumbnailPuller
-from agent.pipeline.uploader import LocalFile, Uploader
+from agent.pipeline.uploader import LocalFile, Uploader, UploadOutcome
 from agent.pipeline.worker import Known, ThumbnailWorker
 from agent.service.control import CommandError, ControlServer
 from agent.service.runtime import ensure_resources, queue_urls, worker_concurrency
@@ -211,7 +211,7 @@ class Agent:
             worker_pool=pool,
         )
         assert self.uploader is not None
-        self.uploader.listeners.append(self._hand_over)
+        self.uploader.add_listener(self._hand_over)
 
     def _start_poll(self) -> None:
         """queues.mode poll: no consumers. Own uploads go straight to the worker and its thumbnails straight to
@@ -227,7 +227,7 @@ class Agent:
         )
         self.poller = Poller(self.cfg, self.backend.s3, self.handoff, self.status, worker=self.worker, puller=self.puller)
         if self.uploader is not None and self.worker is not None:
-            self.uploader.listeners.append(self._hand_over)
+            self.uploader.add_listener(self._hand_over)
         self._spawn(self._poll_loop, "agent-poll")
 
     def _poll_loop(self) -> None:
@@ -253,8 +253,8 @@ class Agent:
                 log.exception("poll: listing pass failed; trying again at the next one")
             self.stop_event.wait(wait)
 
-    def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
-        if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
+    def _hand_over(self, lf: LocalFile, outcome: UploadOutcome, rec: UploadRecord | None, _reason: str) -> None:
+        if outcome is UploadOutcome.UPLOADED and rec is not None and self.handoff is not None and not self.stop_event.is_set():
             if any(job.sync.claims(lf.rel) for job in list(self._syncs.values()) if not job.done.is_set()):
                 return  # a sync running in this agent hands it over itself (and counts it)
             if self.poller is not None:
