@@ -242,7 +242,7 @@ def main() -> int:
             origin="bench",
         )
         # Both grids from one server, in turn: the page's static files come from the grid being measured.
-        from agent.gallery import server as gallery_server
+        from agent.gallery import handler as gallery_server
 
         new_static = gallery_server._static
         static_sources: dict[str, Any] = {"new": new_static}

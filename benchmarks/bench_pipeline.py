@@ -540,7 +540,7 @@ IDLE_LEAVES = (
     "_worker (concurrent/futures/thread.py",
 )
 CLIENT_CATEGORIES = (  # (label, substrings of a frame), matched from the deepest frame upwards
-    ("thumbdrop hashing (sha256+md5 of the file)", ("_hash (agent/pipeline/uploader.py",)),
+    ("thumbdrop hashing (sha256+md5 of the file)", ("hash (agent/pipeline/put.py",)),
     ("journal (sqlite)", ("agent/state/journal.py",)),
     ("botocore signing (SigV4, incl. payload sha256 over http)", ("botocore/auth.py", "botocore/signers.py")),
     ("botocore checksums (CRC32)", ("botocore/httpchecksum.py", "botocore/checksums.py")),

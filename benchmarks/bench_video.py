@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.imaging import ThumbnailSpec  # noqa: E402
-from agent.imaging.video import VideoSpec, make_poster_thumbnails, make_preview, probe  # noqa: E402
+from agent.imaging.video import VideoSpec, make_poster_thumbnails, probe  # noqa: E402
+from agent.imaging.video_preview import make_preview  # noqa: E402
 
 av.logging.set_level(av.logging.ERROR)
 
@@ -107,7 +108,8 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 from agent.imaging import ThumbnailSpec
-from agent.imaging.video import VideoSpec, make_poster_thumbnails, make_preview
+from agent.imaging.video import VideoSpec, make_poster_thumbnails
+from agent.imaging.video_preview import make_preview
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 t = time.perf_counter()
 make_poster_thumbnails(src, ThumbnailSpec(sizes=(1080, 256)), out, max_pixels=10**9)

@@ -12,6 +12,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from agent.config.loader import load
 from agent.errors import EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK
 from agent.text import printable
 
@@ -39,20 +40,20 @@ def _seconds(text: str) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
     from agent.service.logs import log_to_file
     from agent.service.run import serve
 
     if args.log_file:
         log_to_file(args.log_file)
-    return _leave(serve(load(args), reload=lambda: load(args)))
+    return _leave(serve(load(args.config, local=args.local), reload=lambda: load(args.config, local=args.local)))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
     from agent.service.run import serve
 
-    return _leave(serve(load(args), roles=["worker"], reload=lambda: load(args)))
+    return _leave(
+        serve(load(args.config, local=args.local), roles=["worker"], reload=lambda: load(args.config, local=args.local))
+    )
 
 
 def _leave(code: int) -> int:
@@ -117,12 +118,12 @@ UNFINISHED_SHOWN = 20  # an interrupted or timed-out sync names this many unfini
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.service.runtime import open_backend, report_missing_watch_folders, state_dir
+    from agent.ops.backend import open_backend, state_dir
+    from agent.ops.status import report_missing_watch_folders
     from agent.service.sync import Sync
     from agent.service.sync_client import sync_through_agent
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     missing = report_missing_watch_folders(cfg)
     stop = threading.Event()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, MassDeleteError, guard_check
+from agent.config.loader import load
+from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, guard_check
+from agent.text import printable
 
 
 def register(sub: Any) -> None:
@@ -93,36 +95,18 @@ def print_table(rows: list[Any]) -> None:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.pipeline.cleaner_local import journal_lookup
-    from agent.pipeline.cleanup_run import execute, plan_cleanup
-    from agent.service.runtime import open_backend, state_dir
-    from agent.state.journal import Journal
+    from agent.ops import cleanup
+    from agent.ops.backend import open_backend
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     if args.purge_queues or args.stale_resources:
         return _queues_and_resources(cfg, args)
     if args.forget_folder:
         return _forget_folder(cfg, args.forget_folder)
     with open_backend(cfg, start=False) as backend:
-        journal = Journal(state_dir(cfg) / "journal.sqlite3") if cfg.cleanup.remove_orphan_local_thumbnails else None
-        try:
-            lookup = journal_lookup(journal) if journal is not None else None
-            under = journal.uploads_under if journal is not None else None
-            plan = plan_cleanup(
-                cfg,
-                backend,
-                now=datetime.now(UTC),
-                uploaded_from=lookup,
-                recorded_under=under,
-                accepted=journal.folder_identity if journal is not None else None,
-            )
-        finally:
-            if journal is not None:
-                journal.close()
-        stopped = bool(plan.problems) and not args.force and not args.dry_run
-        outcome = None if args.dry_run or stopped else execute(plan, cfg, backend, force=args.force)
+        done = cleanup.run_standalone(cfg, backend, dry_run=args.dry_run, force=args.force)
         where = backend.describe()
+    plan, outcome, stopped = done.plan, done.outcome, done.stopped
     report: dict[str, Any] = {
         "dry_run": args.dry_run,
         "backend": where,
@@ -137,44 +121,15 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     else:
         _print_cleanup(report, plan.deletions if outcome is None else outcome.done, args, outcome)
     if stopped and not args.json:
-        raise MassDeleteError(plan.problems)
+        raise done.guard_error()
     return EXIT_ITEMS_FAILED if report["stopped"] or report["errors"] else EXIT_OK
 
 
 def _forget_folder(cfg: Any, given: str) -> int:
     """Accept what is in a watch folder now as that folder: the way out of "another drive" (state.watch_folders)."""
-    from pathlib import Path
+    from agent.ops.cleanup import forget_folder
 
-    from agent.config.cleanup_checks import move_target
-    from agent.errors import UsageError
-    from agent.service.runtime import state_dir
-    from agent.state.journal import JOURNAL_FILE, Journal
-    from agent.state.watch_folders import stamp_marker
-    from agent.text import printable
-
-    wanted = Path(given).expanduser().resolve()
-    roots = [Path(f) for f in cfg.watch.folders if Path(f).expanduser().resolve() == wanted]
-    if not roots:
-        raise UsageError(f"{given} is not one of watch.folders ({', '.join(cfg.watch.folders) or 'none'}); give one of them")
-    root = roots[0]
-    if not root.is_dir():
-        raise UsageError(f"watch folder {root} is not there: mount the drive you want to accept first")
-    moved_to = move_target(cfg) if cfg.cleanup.inbox_after_upload == "move" else None
-
-    def present(path: str) -> bool:
-        if Path(path).exists():
-            return True
-        if moved_to is None:
-            return False
-        rel = Path(path).relative_to(root)
-        return (moved_to / rel).exists() or (moved_to / root.name / rel).exists()
-
-    marker = stamp_marker(root)
-    journal = Journal(state_dir(cfg) / JOURNAL_FILE)
-    try:
-        dropped = journal.forget_folder(str(root), marker, present)
-    finally:
-        journal.close()
+    root, dropped = forget_folder(cfg, given)
     print(
         f"watch folder {printable(str(root))}: the drive there now is accepted as this folder; the journal forgot "
         f"{dropped} file(s) not on it (their thumbnails stay: delete them by hand if unwanted)"
@@ -206,18 +161,16 @@ def _print_cleanup(report: dict[str, Any], rows: list[Any], args: argparse.Names
 
 
 def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
-    from agent.cloud import dlq
-    from agent.cloud.stale import find_stale, remove_stale
-    from agent.service.runtime import open_backend, queue_urls
+    from agent.ops import queues
+    from agent.ops.backend import open_backend
 
     rc = EXIT_OK
     with open_backend(cfg, start=False) as backend:
         if cfg.queues.mode == "poll" and args.purge_queues:
             print("poll mode: no queues (nothing to purge)")
         elif args.purge_queues:
-            urls = queue_urls(cfg, backend)
-            targets = [(n, u) for n, u in ((cfg.queues.events, urls.events), (cfg.queues.pull, urls.pull)) if u]
-            counts = {n: dlq.depth(backend.sqs, u) for n, u in targets}
+            targets = list(queues.work_queues(cfg, backend).items())
+            counts = {n: queues.depth(backend, u) for n, u in targets}
             print("queues to purge: " + (", ".join(f"{n} ({c} message(s))" for n, c in counts.items()) or "none found"))
             if targets and not args.dry_run:
                 ok = _confirm(args, "purge these queues")
@@ -225,11 +178,11 @@ def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
                     return EXIT_USAGE
                 if ok:
                     for n, u in targets:
-                        print(f"purged {n}: about {dlq.purge(backend.sqs, u, n)} message(s) dropped")
+                        print(f"purged {n}: about {queues.purge(backend, u, n)} message(s) dropped")
         if cfg.queues.mode == "poll" and args.stale_resources:
             print("poll mode: no queues or topics (no stale resources to look for)")
         elif args.stale_resources:
-            found = find_stale(cfg, backend)
+            found = queues.find_stale(cfg, backend)
             for item in found.keep:
                 print(f"keep    {item}")
             for item in found.remove:
@@ -241,54 +194,21 @@ def _queues_and_resources(cfg: Any, args: argparse.Namespace) -> int:
                 if ok is None:
                     return EXIT_USAGE
                 if ok:
-                    for item, error in remove_stale(backend, found.remove):
+                    for item, error in queues.remove_stale(backend, found.remove):
                         print(f"  FAILED {item}: {error}")
                         rc = EXIT_ITEMS_FAILED
     return rc
 
 
-def _dlqs(cfg: Any, backend: Any, which: str) -> list[tuple[str, str, str | None, str | None]]:
-    """(kind, dead-letter queue name, its URL, the source queue's URL) for the selected queues."""
-    from agent.cloud.provision import dlq_name
-    from agent.service.runtime import queue_urls
-
-    urls = queue_urls(cfg, backend)
-    rows = [
-        ("events", dlq_name(cfg.queues.events), urls.events_dlq, urls.events),
-        ("pull", dlq_name(cfg.queues.pull), urls.pull_dlq, urls.pull),
-    ]
-    return [r for r in rows if which in ("all", r[0])]
-
-
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.cloud.dlq import list_dead_letters
-    from agent.pipeline.puller import done_since as puller_done_since
-    from agent.pipeline.worker import done_since as worker_done_since
-    from agent.service.runtime import open_backend
+    from agent.ops import dlq
+    from agent.ops.backend import open_backend
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     if cfg.queues.mode == "poll":
         return _markers_list(cfg, args)
-    out: dict[str, Any] = {}
-    removed: dict[str, list[Any]] = {}
     with open_backend(cfg, start=False) as backend:
-        # A message about an item that went through since (a newer version of the file) is stale: it goes.
-        done = {"events": worker_done_since(cfg, backend), "pull": puller_done_since(cfg, backend)}
-        for kind, name, url, _src in _dlqs(cfg, backend, args.queue):
-            if url is None:
-                out[name] = None
-                continue
-            removed[name] = []
-            out[name] = list_dead_letters(
-                backend.sqs,
-                url,
-                queue=name,
-                max_receives=cfg.queues.max_receives,
-                limit=args.limit,
-                done=done[kind],
-                removed=removed[name],
-            )
+        out, removed = dlq.list_letters(cfg, backend, args.queue, limit=args.limit)
     if args.json:
         print(json.dumps({n: [d.as_dict() for d in v] if v is not None else None for n, v in out.items()}, indent=2))
         return EXIT_OK
@@ -306,20 +226,19 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_redrive(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.cloud.dlq import redrive
-    from agent.service.runtime import open_backend
+    from agent.ops import dlq
+    from agent.ops.backend import open_backend
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     if cfg.queues.mode == "poll":
         return _markers_redrive(cfg, args)
     rc = EXIT_OK
     with open_backend(cfg, start=False) as backend:
-        for _kind, name, url, src in _dlqs(cfg, backend, args.queue):
-            if url is None or src is None:
+        for q, result in dlq.redrive(cfg, backend, args.queue):
+            name = q.name
+            if result is None:
                 print(f"{name}: missing (run 'thumbdrop setup')")
                 continue
-            result = redrive(backend, dlq_url=url, source_url=src, queue=name)
             if result.task is not None:
                 print(f"{name}: the backend is moving its messages back (move task {result.task})")
                 continue
@@ -331,17 +250,17 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.cloud.dlq import depth, purge
-    from agent.service.runtime import open_backend
+    from agent.ops import dlq
+    from agent.ops.backend import open_backend
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     if cfg.queues.mode == "poll":
         print("poll mode: no queues (failed items are failure markers: 'thumbdrop dlq list' shows them)")
         return EXIT_OK
     with open_backend(cfg, start=False) as backend:
-        targets = [(name, url) for _k, name, url, _s in _dlqs(cfg, backend, args.queue) if url]
-        counts = {name: depth(backend.sqs, url) for name, url in targets}
+        found = dlq.depths(cfg, backend, args.queue)
+        targets = [(name, url) for name, (url, _n) in found.items()]
+        counts = {name: n for name, (_url, n) in found.items()}
         if not any(counts.values()):
             print("nothing to purge: " + (", ".join(f"{n} is empty" for n in counts) or "no dead-letter queues found"))
             return EXIT_OK
@@ -353,20 +272,20 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
             print("nothing purged")
             return EXIT_OK
         for name, url in targets:
-            print(f"purged {name}: about {purge(backend.sqs, url, name)} message(s) dropped")
+            print(f"purged {name}: about {dlq.purge(backend, url, name)} message(s) dropped")
     return EXIT_OK
 
 
 def _markers_list(cfg: Any, args: argparse.Namespace) -> int:
     """Poll mode has no dead-letter queue: the worker's failure markers are its dead letters."""
-    from agent.pipeline.poll import failure_markers
-    from agent.service.runtime import open_backend
+    from agent.ops import dlq
+    from agent.ops.backend import open_backend
 
     if args.queue == "pull":
         rows: list[dict[str, Any]] = []
     else:
         with open_backend(cfg, start=False) as backend:
-            rows = failure_markers(backend.s3, cfg, limit=args.limit)
+            rows = dlq.failure_markers(cfg, backend, limit=args.limit)
     if args.json:
         print(json.dumps({"failure markers": rows}, indent=2))
         return EXIT_OK
@@ -380,15 +299,14 @@ def _markers_list(cfg: Any, args: argparse.Namespace) -> int:
 
 def _markers_redrive(cfg: Any, args: argparse.Namespace) -> int:
     """Poll mode: remove the failure markers, so the next listing (queues.poll_seconds) tries those sources again."""
-    from agent.pipeline.poll import clear_markers, failure_markers
-    from agent.service.runtime import open_backend
+    from agent.ops import dlq
+    from agent.ops.backend import open_backend
 
     if args.queue == "pull":
         print("poll mode: no queues; the puller retries at every listing by itself")
         return EXIT_OK
     with open_backend(cfg, start=False) as backend:
-        rows = failure_markers(backend.s3, cfg)
-        removed, failed = clear_markers(backend.s3, cfg, [r["marker"] for r in rows])
+        removed, failed = dlq.clear_failure_markers(cfg, backend)
     print(f"poll mode: {removed} failure marker(s) removed; the next listing tries them again")
     for f in failed:
         print(f"  FAILED {f}")

@@ -9,6 +9,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from agent.config.loader import load
 from agent.errors import EXIT_OK, UsageError
 from agent.gallery.launch import entry_url, open_in_browser, running_gallery
 
@@ -31,10 +32,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.service.runtime import state_dir
+    from agent.ops.backend import state_dir
 
-    url = entry_url(state_dir(load(args)))
+    url = entry_url(state_dir(load(args.config, local=args.local)))
     if args.print_only:
         print(url)
     else:
@@ -44,11 +44,10 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
     from agent.gallery.server import Gallery
-    from agent.service.runtime import state_dir
+    from agent.ops.backend import state_dir
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     sdir = state_dir(cfg)
     other = running_gallery(sdir)
     if other is not None:

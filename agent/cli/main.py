@@ -12,8 +12,6 @@ from typing import Any
 
 from agent import __version__
 from agent.cli import agent_cmds, cleanup_cmds, gallery_cmds, ops_cmds, provision_cmds, status_cmd, tray_cmds
-from agent.config import find_config_path, load_config
-from agent.config.model import Config
 from agent.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, ThumbdropError
 from agent.service.logs import FORMATS as LOG_FORMATS
 from agent.service.logs import setup_logging
@@ -87,10 +85,6 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
                         found[id(child)] = child
                         stack.append(child)
     return list(found.values())
-
-
-def load(args: argparse.Namespace) -> Config:
-    return load_config(find_config_path(args.config), local=args.local)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

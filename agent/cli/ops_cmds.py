@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.config.loader import load
 from agent.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError
 
 
@@ -25,12 +26,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
     from agent.service.doctor import FAIL, Check, diagnose, failed
 
     invalid = False
     try:
-        cfg = load(args)
+        cfg = load(args.config, local=args.local)
     except ConfigError as exc:
         invalid = True
         # An invalid config is the first finding of a doctor, not a reason to stop before reporting.
@@ -70,10 +70,9 @@ def _config_fix(problems: list[str]) -> str:
 
 
 def cmd_service_install(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
     from agent.service import units
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     if args.print_only:
         sys.stdout.write(units.render(cfg, user=args.user))
         return EXIT_OK

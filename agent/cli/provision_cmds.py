@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.config.loader import load
 from agent.errors import EXIT_OK, EXIT_USAGE
 from agent.service.units import SYSTEM_CONFIG
 
@@ -44,15 +45,13 @@ def _print_report(report: Any, header: str) -> None:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.cloud.local_backend import find_running
-    from agent.cloud.provision import Provisioner
-    from agent.service.runtime import open_backend, state_dir
+    from agent.ops import provision
+    from agent.ops.backend import open_backend
 
-    cfg = load(args)
-    throwaway = cfg.backend.endpoint_url == "local" and find_running(state_dir(cfg)) is None
+    cfg = load(args.config, local=args.local)
+    throwaway = provision.throwaway_backend(cfg)
     with open_backend(cfg) as backend:
-        report = Provisioner(cfg, backend, dry_run=args.dry_run).setup()
+        report = provision.setup(cfg, backend, dry_run=args.dry_run)
         what = "setup (dry run: nothing changed)" if args.dry_run else "setup"
         _print_report(report, f"{what} on {backend.describe()}:")
         if throwaway:
@@ -61,21 +60,18 @@ def cmd_setup(args: argparse.Namespace) -> int:
                 "'run' and 'sync' set it up themselves, so there is nothing to set up beforehand"
             )
         if args.worker == "lambda":
-            from agent.service.lambda_worker import deploy_steps, queue_arn
-
             print()
-            print(deploy_steps(cfg, events_queue_arn=queue_arn(cfg, backend)), end="")
+            print(provision.lambda_steps(cfg, backend), end="")
     return EXIT_OK
 
 
 def cmd_teardown(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
-    from agent.cloud.provision import Provisioner
-    from agent.service.runtime import open_backend
+    from agent.ops import provision
+    from agent.ops.backend import open_backend
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     with open_backend(cfg) as backend:
-        plan = Provisioner(cfg, backend, dry_run=True).teardown(empty_buckets=args.empty_buckets)
+        plan = provision.teardown(cfg, backend, dry_run=True, empty_buckets=args.empty_buckets)
         if args.dry_run or not plan.changed:
             _print_report(plan, f"teardown{' (dry run)' if args.dry_run else ''} on {backend.describe()}:")
             return EXIT_OK
@@ -87,7 +83,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
             if input("proceed? [y/N] ").strip().lower() not in ("y", "yes"):
                 print("nothing removed")
                 return EXIT_OK
-        report = Provisioner(cfg, backend).teardown(empty_buckets=args.empty_buckets)
+        report = provision.teardown(cfg, backend, dry_run=False, empty_buckets=args.empty_buckets)
         _print_report(report, f"teardown on {backend.describe()}:")
     return EXIT_OK
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agent.config.loader import load
 from agent.errors import EXIT_OK
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,10 @@ def register(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from agent.cli.main import load
+    from agent.ops.backend import state_dir
     from agent.service.control_client import ControlClient
-    from agent.service.runtime import state_dir
 
-    return ControlClient(state_dir(load(args)))
+    return ControlClient(state_dir(load(args.config, local=args.local)))
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -45,11 +45,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_tray(args: argparse.Namespace) -> int:
-    from agent.cli.main import load
     from agent.config import find_config_path
     from agent.tray.backend import choose_backend
 
-    cfg = load(args)
+    cfg = load(args.config, local=args.local)
     # Decided before pystray is imported: without a display the import itself fails with an Xlib traceback.
     choice = choose_backend(args.backend or cfg.tray.backend)
     from agent.tray.app import run_tray

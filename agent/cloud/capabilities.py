@@ -8,6 +8,7 @@ which logs one warning per API naming the consequence, and carries on without it
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -80,37 +81,42 @@ def _probe(name: str, api: str, fn: Callable[[], Any], *, fine: tuple[str, ...] 
     return Capability(name, api, True, "supported")
 
 
+# The bucket-level reads probed: (name, API, client method, error codes that still mean it exists, without it).
+_BUCKET_READS: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
+    (
+        "notifications",
+        "GetBucketNotificationConfiguration",
+        "get_bucket_notification_configuration",
+        (),
+        "no bucket events: the queue modes cannot work here; queues.mode: poll is made for such stores",
+    ),
+    (
+        "lifecycle rules",
+        "GetBucketLifecycleConfiguration",
+        "get_bucket_lifecycle_configuration",
+        ("NoSuchLifecycleConfiguration",),
+        "cleanup.mode lifecycle/both cannot install rules; use cleanup.mode: agent",
+    ),
+    (
+        "tagging",
+        "GetBucketTagging",
+        "get_bucket_tagging",
+        ("NoSuchTagSet",),
+        "buckets are not tagged as thumbdrop's, so teardown keeps them",
+    ),
+    ("versioning", "GetBucketVersioning", "get_bucket_versioning", (), "none (thumbdrop does not need it)"),
+)
+
+
 def probe(backend: Backend, bucket: str, prefix: str, *, queues: bool = True, sns: bool = False) -> list[Capability]:
     """Each optional API, probed cheaply and safely: reads, and writes only under ``prefix + PROBE_MARK``."""
     s3 = backend.s3
     key = f"{prefix}{PROBE_MARK}{uuid.uuid4().hex}"
     caps = [
-        _probe(
-            "notifications",
-            "GetBucketNotificationConfiguration",
-            lambda: s3.get_bucket_notification_configuration(Bucket=bucket),
-            without="no bucket events: the queue modes cannot work here; queues.mode: poll is made for such stores",
-        ),
-        _probe(
-            "lifecycle rules",
-            "GetBucketLifecycleConfiguration",
-            lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket),
-            fine=("NoSuchLifecycleConfiguration",),
-            without="cleanup.mode lifecycle/both cannot install rules; use cleanup.mode: agent",
-        ),
-        _probe(
-            "tagging",
-            "GetBucketTagging",
-            lambda: s3.get_bucket_tagging(Bucket=bucket),
-            fine=("NoSuchTagSet",),
-            without="buckets are not tagged as thumbdrop's, so teardown keeps them",
-        ),
-        _probe(
-            "versioning",
-            "GetBucketVersioning",
-            lambda: s3.get_bucket_versioning(Bucket=bucket),
-            without="none (thumbdrop does not need it)",
-        ),
+        _probe(name, api, functools.partial(getattr(s3, method), Bucket=bucket), fine=fine, without=without)
+        for name, api, method, fine, without in _BUCKET_READS
+    ]
+    caps += [
         _probe(
             "multipart listing",
             "ListMultipartUploads",

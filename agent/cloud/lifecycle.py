@@ -24,7 +24,8 @@ from typing import Any
 from agent.cloud.capabilities import degrade
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
-from agent.cloud.provision import TAG_KEY, TAG_VALUE, Provisioner
+from agent.cloud.provisioning.buckets import bucket_exists, bucket_is_ours
+from agent.cloud.provisioning.common import Run
 from agent.config.model import Config
 from agent.errors import BackendError, ObjectGoneError, ThumbdropError, UnsupportedError
 
@@ -117,14 +118,6 @@ def read_rules(s3: Any, bucket: str) -> list[Rule]:
     return list(out.get("Rules", []))
 
 
-def _managed(s3: Any, bucket: str) -> bool:
-    try:
-        tags = call(f"read tags of bucket {bucket}", s3.get_bucket_tagging, Bucket=bucket).get("TagSet", [])
-    except ThumbdropError:
-        return False  # NoSuchTagSet: not created by thumbdrop
-    return any(t.get("Key") == TAG_KEY and t.get("Value") == TAG_VALUE for t in tags)
-
-
 def _describe(rules: list[Rule]) -> str:
     parts = []
     for r in rules:
@@ -136,17 +129,17 @@ def _describe(rules: list[Rule]) -> str:
     return ", ".join(parts)
 
 
-def ensure_lifecycle(prov: Provisioner, *, remove: bool = False) -> None:
+def ensure_lifecycle(prov: Run, *, remove: bool = False) -> None:
     """Bring thumbdrop's lifecycle rules on both buckets in line with the config (``remove``: take them away)."""
     cfg, s3, report = prov.cfg, prov.s3, prov.report
     for bucket, wanted in desired_rules(cfg).items():
         if remove:
             wanted = []
-        if not prov.bucket_exists(bucket):
+        if not bucket_exists(prov, bucket):
             if wanted:
                 report.add("create", f"lifecycle rules on bucket {bucket}: {_describe(wanted)}")
             continue
-        if any(r.get("Expiration") and not _prefix(r) for r in wanted) and not _managed(s3, bucket):
+        if any(r.get("Expiration") and not _prefix(r) for r in wanted) and not bucket_is_ours(s3, bucket):
             wanted = [r for r in wanted if not (r.get("Expiration") and not _prefix(r))]
             report.add(
                 "keep",

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import BackendError
+from agent.state.files import atomic_write
 from agent.state.processes import pid_alive
+from agent.state.status import UMASK_PERMS
 
 log = logging.getLogger(__name__)
 DISCOVERY_FILE = "local-backend.json"
@@ -100,10 +102,9 @@ def attach_or_start(state_dir: Path, *, publish: bool = True) -> LocalBackend:
         backend = start_server()
         if publish:
             discovery = state_dir / DISCOVERY_FILE
-            tmp = discovery.with_suffix(".tmp")
             port = int(backend.endpoint_url.rsplit(":", 1)[1])
-            tmp.write_text(json.dumps({"port": port, "owner_pid": os.getpid(), "server_pid": backend.process.pid}))  # type: ignore[union-attr]
-            os.replace(tmp, discovery)
+            found = {"port": port, "owner_pid": os.getpid(), "server_pid": backend.process.pid}  # type: ignore[union-attr]
+            atomic_write(discovery, json.dumps(found), perms=UMASK_PERMS)
             backend.discovery = discovery
         return backend
 

@@ -89,6 +89,11 @@ def load_config(path: Path | None, *, local: bool = False) -> Config:
     return parse_config(data, origin=origin, local=local)
 
 
+def load(config: str | None, *, local: bool = False) -> Config:
+    """The config a command names (--config, else $THUMBDROP_CONFIG, else the user config dir, else the defaults)."""
+    return load_config(find_config_path(config), local=local)
+
+
 def parse_config(data: Any, *, origin: str = DEFAULTS_ORIGIN, local: bool = False) -> Config:
     """Validate a plain mapping against the schema; raise ConfigError listing every problem."""
     problems: list[str] = []

@@ -3,96 +3,16 @@
 Each field carries ``doc`` (one-line description), ``example`` and optional
 ``check`` (a validator returning an error message or None). The loader walks
 these dataclasses, so there is exactly one schema: the types, the defaults,
-the descriptions and the checks live here and nowhere else.
+the descriptions and the checks live here (the checks' building blocks in
+``agent.config.fields``) and nowhere else.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from agent.config.values import check_rate, check_windows
-
-Check = Callable[[Any], "str | None"]
-
-
-def opt(default: Any, doc: str, example: Any = None, check: Check | None = None) -> Any:
-    """A schema field: default, description, example, optional validator."""
-    meta = {"doc": doc, "example": default if example is None else example, "check": check}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def at_least(n: float) -> Check:
-    return lambda v: None if v >= n else f"must be >= {n}, got {v}"
-
-
-def between(lo: float, hi: float) -> Check:
-    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
-
-
-def one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
-
-
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-ROLES = ("uploader", "worker", "puller", "cleaner")
-FORMATS = ("jpeg", "webp", "png", "avif")
-EVENT_MODES = ("sqs", "sns", "poll")
-
-
-def bucket_name(v: str) -> str | None:
-    if not _BUCKET_RE.match(v) or ".." in v:
-        return f"{v!r} is not a valid S3 bucket name (3-63 chars: a-z, 0-9, '.', '-')"
-    return None
-
-
-def queue_name(v: str) -> str | None:
-    if not _QUEUE_RE.match(v):
-        return f"{v!r} is not a valid SQS/SNS name (1-80 chars: letters, digits, '-', '_')"
-    return None
-
-
-def key_prefix(v: str) -> str | None:
-    if v.startswith("/") or "\\" in v or ".." in v.split("/"):
-        return f"{v!r} must be a relative key prefix (no leading '/', no '\\', no '..')"
-    if v and not v.endswith("/"):
-        return f"{v!r} must end with '/' (prefixes name a folder), e.g. {v + '/'!r}"
-    return None
-
-
-def color(v: str) -> str | None:
-    if not re.fullmatch(r"#[0-9a-fA-F]{6}", v):
-        return f"must be a colour like '#ffffff', got {v!r}"
-    return None
-
-
-def sizes(v: list[int]) -> str | None:
-    if not v:
-        return "must list at least one size"
-    bad = [s for s in v if not 16 <= s <= 8192]
-    if bad:
-        return f"each size must be between 16 and 8192 pixels, got {bad}"
-    if len(set(v)) != len(v):
-        return f"sizes must be distinct, got {v}"
-    return None
-
-
-def roles(v: list[str]) -> str | None:
-    bad = [r for r in v if r not in ROLES]
-    if bad:
-        return f"unknown role(s) {bad}; valid roles: {', '.join(ROLES)}"
-    return None
-
-
-def endpoint(v: str | None) -> str | None:
-    if v is None or v == "local" or re.match(r"^https?://[^\s/]+", v):
-        return None
-    return f"must be 'local', null (AWS), or an http(s):// URL; got {v!r}"
+from agent.config import fields as check
+from agent.config.fields import ROLES, opt
 
 
 @dataclass
@@ -103,19 +23,22 @@ class BackendConfig:
         "127.0.0.1 for this process; null means AWS; or the URL of an S3-compatible store "
         "(MinIO, Ceph). AWS_ENDPOINT_URL overrides null as in the AWS CLI.",
         "https://minio.example.lan:9000",
-        endpoint,
+        check.endpoint,
     )
     s3_endpoint_url: str | None = opt(
         None,
         "Endpoint for S3 alone (e.g. a store on the LAN while the queues are on AWS); null uses endpoint_url.",
         "https://minio.example.lan:9000",
-        endpoint,
+        check.endpoint,
     )
     sqs_endpoint_url: str | None = opt(
-        None, "Endpoint for SQS alone; null uses endpoint_url.", "https://sqs.eu-west-1.amazonaws.com", endpoint
+        None, "Endpoint for SQS alone; null uses endpoint_url.", "https://sqs.eu-west-1.amazonaws.com", check.endpoint
     )
     sns_endpoint_url: str | None = opt(
-        None, "Endpoint for SNS alone (queues.mode sns); null uses endpoint_url.", "https://sns.eu-west-1.amazonaws.com", endpoint
+        None,
+        "Endpoint for SNS alone (queues.mode sns); null uses endpoint_url.",
+        "https://sns.eu-west-1.amazonaws.com",
+        check.endpoint,
     )
     region: str = opt("us-east-1", "AWS region (also used to sign requests to S3-compatible stores).", "eu-west-1")
     profile: str | None = opt(None, "Named profile from ~/.aws/config; null uses the standard AWS credential chain.", "thumbdrop")
@@ -123,15 +46,15 @@ class BackendConfig:
         "auto",
         "S3 addressing: auto, path (MinIO and Ceph usually need this) or virtual.",
         "path",
-        one_of("auto", "path", "virtual"),
+        check.one_of("auto", "path", "virtual"),
     )
     verify_tls: bool = opt(True, "Verify TLS certificates. Turn off only for a test store with a self-signed cert.", True)
     ca_bundle: str | None = opt(None, "Path to a CA bundle for a private certificate authority.", "/etc/ssl/my-ca.pem")
     max_attempts: int = opt(
-        5, "botocore retry attempts per request (standard retry mode) before thumbdrop's own retries.", 5, at_least(1)
+        5, "botocore retry attempts per request (standard retry mode) before thumbdrop's own retries.", 5, check.at_least(1)
     )
-    connect_timeout: float = opt(5.0, "Seconds to wait for a TCP connection.", 5.0, at_least(0.1))
-    read_timeout: float = opt(60.0, "Seconds to wait for a response (long polls add their own wait).", 60.0, at_least(1))
+    connect_timeout: float = opt(5.0, "Seconds to wait for a TCP connection.", 5.0, check.at_least(0.1))
+    read_timeout: float = opt(60.0, "Seconds to wait for a response (long polls add their own wait).", 60.0, check.at_least(1))
     auto_setup: bool = opt(
         True,
         "run and sync create missing buckets, queues and notifications themselves (as 'thumbdrop setup'). "
@@ -143,14 +66,14 @@ class BackendConfig:
         "Cap on the agent's total transfer rate, uploads and downloads together: '2MB/s', '500KB/s', "
         "'1MiB/s', '8Mbit/s' or bytes per second; null means no limit.",
         "2MB/s",
-        check_rate,
+        check.rate,
     )
 
 
 @dataclass
 class SourceConfig:
-    bucket: str = opt("thumbdrop-source", "Bucket the watched images are uploaded to.", "my-photos", bucket_name)
-    prefix: str = opt("", "Key prefix for uploads ('' or ending in '/').", "originals/", key_prefix)
+    bucket: str = opt("thumbdrop-source", "Bucket the watched images are uploaded to.", "my-photos", check.bucket_name)
+    prefix: str = opt("", "Key prefix for uploads ('' or ending in '/').", "originals/", check.key_prefix)
 
 
 @dataclass
@@ -159,55 +82,55 @@ class ThumbnailsConfig:
         "thumbdrop-thumbnails",
         "Bucket the worker writes thumbnails to (may equal source.bucket if the prefixes are disjoint).",
         "my-photos",
-        bucket_name,
+        check.bucket_name,
     )
-    prefix: str = opt("", "Key prefix for thumbnails ('' or ending in '/').", "thumbs/", key_prefix)
-    sizes: list[int] = opt([256], "Bounding boxes in pixels; each thumbnail fits inside size x size.", [256, 1024], sizes)
-    format: str = opt("jpeg", "Output format: jpeg, webp, png or avif.", "webp", one_of(*FORMATS))
-    quality: int = opt(85, "Encoder quality 1-100 (jpeg, webp, avif).", 80, between(1, 100))
+    prefix: str = opt("", "Key prefix for thumbnails ('' or ending in '/').", "thumbs/", check.key_prefix)
+    sizes: list[int] = opt([256], "Bounding boxes in pixels; each thumbnail fits inside size x size.", [256, 1024], check.sizes)
+    format: str = opt("jpeg", "Output format: jpeg, webp, png or avif.", "webp", check.one_of(*check.FORMATS))
+    quality: int = opt(85, "Encoder quality 1-100 (jpeg, webp, avif).", 80, check.between(1, 100))
     progressive: bool = opt(False, "Write progressive JPEGs.", True)
-    background: str = opt("#ffffff", "Colour transparent pixels are flattened on for JPEG output.", "#000000", color)
+    background: str = opt("#ffffff", "Colour transparent pixels are flattened on for JPEG output.", "#000000", check.color)
     engine: str = opt(
         "pillow",
         "Thumbnail engine: pillow, or pyvips (install thumbdrop[vips]; faster and far leaner on large PNG and "
         "WebP; JPEG and HEIC still go through Pillow).",
         "pyvips",
-        one_of("pillow", "pyvips"),
+        check.one_of("pillow", "pyvips"),
     )
     max_pixels: int = opt(
         200_000_000,
         "Largest source image (width x height) accepted; larger ones fail as possible decompression bombs.",
         100_000_000,
-        at_least(1),
+        check.at_least(1),
     )
 
 
 @dataclass
 class QueuesConfig:
-    events: str = opt("thumbdrop-events", "SQS queue receiving the source bucket's events.", "photos-events", queue_name)
-    pull: str = opt("thumbdrop-pull", "SQS queue receiving the thumbnail bucket's events.", "photos-pull", queue_name)
+    events: str = opt("thumbdrop-events", "SQS queue receiving the source bucket's events.", "photos-events", check.queue_name)
+    pull: str = opt("thumbdrop-pull", "SQS queue receiving the thumbnail bucket's events.", "photos-pull", check.queue_name)
     mode: str | None = opt(
         None,
         "How bucket events reach the roles: sqs (S3 notifications straight to SQS), sns (through SNS topics, "
         "fan-out) or poll (no queues or topics: the roles list the buckets every poll_seconds; for S3-only stores). "
         "null means sqs, or sns with via_sns: true.",
         "sns",
-        one_of(*EVENT_MODES),
+        check.one_of(*check.EVENT_MODES),
     )
     via_sns: bool = opt(False, "Deprecated: use mode: sns (via_sns: true is the same as mode: sns).", False)
-    events_topic: str = opt("thumbdrop-events", "SNS topic for source events (mode sns).", "photos-events", queue_name)
-    pull_topic: str = opt("thumbdrop-pull", "SNS topic for thumbnail events (mode sns).", "photos-pull", queue_name)
-    max_receives: int = opt(5, "Receives before a message goes to its dead-letter queue.", 3, between(1, 1000))
+    events_topic: str = opt("thumbdrop-events", "SNS topic for source events (mode sns).", "photos-events", check.queue_name)
+    pull_topic: str = opt("thumbdrop-pull", "SNS topic for thumbnail events (mode sns).", "photos-pull", check.queue_name)
+    max_receives: int = opt(5, "Receives before a message goes to its dead-letter queue.", 3, check.between(1, 1000))
     visibility_timeout: int = opt(
-        120, "Seconds a received message stays hidden; extended while a job runs.", 120, between(10, 43200)
+        120, "Seconds a received message stays hidden; extended while a job runs.", 120, check.between(10, 43200)
     )
-    wait_seconds: int = opt(20, "Long-poll wait per receive (SQS allows at most 20).", 20, between(0, 20))
+    wait_seconds: int = opt(20, "Long-poll wait per receive (SQS allows at most 20).", 20, check.between(0, 20))
     poll_seconds: float = opt(
         10.0,
         "mode poll: seconds between listings of the source and thumbnail prefixes (work of other hosts is found "
         "this late; this agent's own uploads are handed over at once). Each pass costs one request per 1000 keys.",
         10.0,
-        between(1, 86400),
+        check.between(1, 86400),
     )
 
 
@@ -231,41 +154,41 @@ class WatchConfig:
         [".*", "*.tmp"],
     )
     settle_seconds: float = opt(
-        1.0, "A file is uploaded once its size and mtime have not changed for this long.", 2.0, between(0.0, 3600)
+        1.0, "A file is uploaded once its size and mtime have not changed for this long.", 2.0, check.between(0.0, 3600)
     )
     rescan_seconds: float = opt(
         300.0,
         "Full rescan of the folders against the bucket every this many seconds (catches missed events "
         "on network mounts); 0 turns it off.",
         600.0,
-        at_least(0),
+        check.at_least(0),
     )
     pause_hours: list[str] = opt(
         [],
         "Daily local-time windows when uploads wait (files are still watched and go up when the window "
         "ends); 'HH:MM-HH:MM', a window may wrap past midnight.",
         ["09:00-17:00"],
-        check_windows,
+        check.windows,
     )
 
 
 @dataclass
 class TransferConfig:
-    concurrency: int = opt(8, "Uploads and downloads in flight at once.", 4, between(1, 64))
-    multipart_threshold_mb: int = opt(8, "Files larger than this (MiB) upload in parts.", 16, between(5, 5120))
-    multipart_chunksize_mb: int = opt(8, "Part size (MiB) for multipart uploads.", 16, between(5, 5120))
+    concurrency: int = opt(8, "Uploads and downloads in flight at once.", 4, check.between(1, 64))
+    multipart_threshold_mb: int = opt(8, "Files larger than this (MiB) upload in parts.", 16, check.between(5, 5120))
+    multipart_chunksize_mb: int = opt(8, "Part size (MiB) for multipart uploads.", 16, check.between(5, 5120))
 
 
 @dataclass
 class WorkerConfig:
-    concurrency: int = opt(0, "Thumbnail jobs at once; 0 means one per CPU core.", 2, between(0, 64))
+    concurrency: int = opt(0, "Thumbnail jobs at once; 0 means one per CPU core.", 2, check.between(0, 64))
     max_memory_mb: int = opt(
         0,
         "Memory (MiB) the thumbnail jobs may take together, estimated from each image's header: a job waits "
         "until it fits, a big one runs alone, one larger than this fails. 0 means a quarter of the RAM (at "
         "least 512, or half the RAM below 1 GiB; at most 4096).",
         768,
-        between(0, 1_048_576),
+        check.between(0, 1_048_576),
     )
     shard: str | None = opt(
         None,
@@ -284,19 +207,22 @@ class VideoConfig:
         "Small H.264 sources are remuxed, others re-encoded.",
         True,
     )
-    preview_height: int = opt(720, "Largest preview height in pixels (as displayed).", 480, between(144, 4320))
-    crf: int = opt(23, "x264 quality for previews: 18 (near lossless) to 28 (small); lower is larger.", 26, between(0, 51))
+    preview_height: int = opt(720, "Largest preview height in pixels (as displayed).", 480, check.between(144, 4320))
+    crf: int = opt(23, "x264 quality for previews: 18 (near lossless) to 28 (small); lower is larger.", 26, check.between(0, 51))
     preview_jobs: int = opt(
-        1, "Previews encoded at once, in their own pool: images never wait behind an encode.", 2, between(1, 16)
+        1, "Previews encoded at once, in their own pool: images never wait behind an encode.", 2, check.between(1, 16)
     )
     max_seconds: float = opt(
         7200.0,
         "Longest source (seconds) a preview is made of; longer ones get a poster only, with the reason.",
         600.0,
-        at_least(1),
+        check.at_least(1),
     )
     max_pixels: int = opt(
-        35_389_440, "Largest video frame (width x height) accepted; the default is 8K (8192 x 4320).", 8_294_400, at_least(1)
+        35_389_440,
+        "Largest video frame (width x height) accepted; the default is 8K (8192 x 4320).",
+        8_294_400,
+        check.at_least(1),
     )
 
 
@@ -317,10 +243,6 @@ class LocalConfig:
     )
 
 
-def positive(v: float) -> str | None:
-    return None if v > 0 else f"must be > 0 (or null to turn the rule off), got {v}"
-
-
 @dataclass
 class CleanupConfig:
     """Every rule is off (keep everything) except aborting stale multipart uploads, which only frees space."""
@@ -332,9 +254,9 @@ class CleanupConfig:
         "run with no agent; the agent keeps only the rules S3 cannot express) or both. All agents sharing a "
         "prefix should use the same mode.",
         "both",
-        one_of("agent", "lifecycle", "both"),
+        check.one_of("agent", "lifecycle", "both"),
     )
-    interval_minutes: float = opt(60.0, "How often the cleaner role applies the policy inside 'run'.", 60.0, at_least(1))
+    interval_minutes: float = opt(60.0, "How often the cleaner role applies the policy inside 'run'.", 60.0, check.at_least(1))
     delete_originals: bool = opt(
         False,
         "Delete originals from the source bucket once all their thumbnails exist (in the thumbnail bucket, or "
@@ -346,7 +268,7 @@ class CleanupConfig:
         0.0,
         "Only delete originals at least this many days old (lifecycle rounds up to whole days, at least 1).",
         30.0,
-        at_least(0),
+        check.at_least(0),
     )
     delete_pulled_thumbnails: bool = opt(
         False,
@@ -359,7 +281,7 @@ class CleanupConfig:
         None,
         "Delete thumbnails from the thumbnail bucket this many days after they were made, pulled or not; null keeps them.",
         90.0,
-        positive,
+        check.positive,
     )
     delete_orphans: bool = opt(
         False,
@@ -372,7 +294,7 @@ class CleanupConfig:
         "Abort incomplete multipart uploads under source.prefix and thumbnails.prefix started this many hours ago "
         "(invisible, but billed); null keeps them. Lifecycle rounds up to whole days.",
         48.0,
-        positive,
+        check.positive,
     )
     inbox_after_upload: str = opt(
         "keep",
@@ -380,7 +302,7 @@ class CleanupConfig:
         "local.thumbnails_dir: keep, move (to inbox_move_to, same relative path) or delete (only while its "
         "original is in the source bucket: thumbdrop never deletes the last full-size copy).",
         "move",
-        one_of("keep", "move", "delete"),
+        check.one_of("keep", "move", "delete"),
     )
     inbox_move_to: str = opt(
         "~/ThumbDrop/done", "Where inbox_after_upload: move puts files; must not be inside a watch folder.", "~/Pictures/uploaded"
@@ -408,7 +330,7 @@ class CleanupConfig:
         "copy exists are not counted. delete_originals with no minimum age keeps the source prefix nearly empty "
         "by design: set 1.0 for it to turn the guard off.",
         0.2,
-        between(0.0, 1.0),
+        check.between(0.0, 1.0),
     )
 
 
@@ -419,15 +341,15 @@ class TrayConfig:
         "Tray icon backend for 'thumbdrop tray': auto (gtk on X11 when PyGObject is installed, else appindicator, "
         "else xorg), gtk, appindicator (needs a StatusNotifier host) or xorg (no menu clicks on some panels).",
         "appindicator",
-        one_of("auto", "gtk", "appindicator", "xorg"),
+        check.one_of("auto", "gtk", "appindicator", "xorg"),
     )
 
 
 @dataclass
 class MetricsConfig:
-    port: int = opt(0, "Serve Prometheus metrics on this port; 0 turns the endpoint off.", 9464, between(0, 65535))
+    port: int = opt(0, "Serve Prometheus metrics on this port; 0 turns the endpoint off.", 9464, check.between(0, 65535))
     host: str = opt("127.0.0.1", "Address the metrics endpoint listens on (loopback unless a firewall guards it).", "0.0.0.0")
-    queue_poll_seconds: float = opt(30.0, "How often queue depths are read for the metrics.", 60.0, at_least(5))
+    queue_poll_seconds: float = opt(30.0, "How often queue depths are read for the metrics.", 60.0, check.at_least(5))
 
 
 @dataclass
@@ -443,7 +365,7 @@ class GalleryConfig:
         "Port on 127.0.0.1 for the gallery; if it is taken a free one is used ('thumbdrop open' finds it); 0 always "
         "picks a free one.",
         8800,
-        between(0, 65535),
+        check.between(0, 65535),
     )
 
 
@@ -463,7 +385,7 @@ class Config:
     )
     local: LocalConfig = field(default_factory=LocalConfig, metadata={"doc": "Local folders."})
     roles: list[str] = opt(
-        list(ROLES), "Roles this agent runs: uploader, worker, puller, cleaner.", ["uploader", "puller"], roles
+        list(ROLES), "Roles this agent runs: uploader, worker, puller, cleaner.", ["uploader", "puller"], check.roles
     )
     cleanup: CleanupConfig = field(default_factory=CleanupConfig, metadata={"doc": "Cleanup policy."})
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"doc": "Prometheus metrics for fleets."})

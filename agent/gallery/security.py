@@ -16,6 +16,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from agent.state.files import atomic_write
+
 TOKEN_FILE = "gallery.token"
 RUNTIME_FILE = "gallery.json"  # where a running gallery listens: read by 'thumbdrop open'
 COOKIE = "thumbdrop_session"
@@ -50,15 +52,6 @@ SECURITY_HEADERS = {
 }
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def load_token(state_dir: Path) -> str:
     """The gallery's secret, made on first use (0600); a file readable by others is replaced, never trusted."""
     path = state_dir / TOKEN_FILE
@@ -68,7 +61,7 @@ def load_token(state_dir: Path) -> str:
         if st.st_mode & 0o077 == 0 and st.st_uid == os.getuid() and len(token) >= 32:
             return token
     token = secrets.token_urlsafe(32)
-    _write_private(path, token + "\n")
+    atomic_write(path, token + "\n", perms=0o600)
     return token
 
 
@@ -82,7 +75,7 @@ def read_token(state_dir: Path) -> str | None:
 
 
 def write_runtime(state_dir: Path, info: dict[str, Any]) -> None:
-    _write_private(state_dir / RUNTIME_FILE, json.dumps(info))
+    atomic_write(state_dir / RUNTIME_FILE, json.dumps(info), perms=0o600)
 
 
 def read_runtime(state_dir: Path) -> dict[str, Any] | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from agent.errors import ImageError
 from agent.imaging import guards
 from agent.imaging.colour import flatten
 from agent.imaging.spec import ThumbnailSpec
+from agent.state.files import atomic_file
 
 PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG", "avif": "AVIF"}
 
@@ -56,13 +55,10 @@ def write(im: Image.Image, path: Path, spec: ThumbnailSpec) -> None:
     # Resized and converted images inherit the source's info dict (EXIF, XMP, ICC, comments, GPS inside EXIF),
     # and some encoders (PNG, AVIF) fall back to it. Privacy: wipe it, so nothing can reach the file.
     im.info = {}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fp:
+        with atomic_file(path) as fp:  # the temp file is removed on any error
             im.save(fp, format=PIL_FORMATS[spec.format], **save_options(spec))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (OSError, ValueError)) and not guards.is_environment_error(exc):
+    except (OSError, ValueError) as exc:
+        if not guards.is_environment_error(exc):
             raise ImageError(f"cannot encode {spec.format} thumbnail ({exc})") from exc
         raise

@@ -27,6 +27,7 @@ from agent.imaging import guards, pillow_engine
 from agent.imaging.encode import MAX_SIDE
 from agent.imaging.orient import swaps_axes
 from agent.imaging.spec import Thumbnail, ThumbnailSpec, fit_size
+from agent.state.files import temp_prefix
 
 # libvips' operation cache is process-wide: it would keep source files open and, worse, hand back the thumbnail
 # of an earlier file when a new file is downloaded to the same path. Off, once, when this extra is first used.
@@ -145,7 +146,7 @@ def _write(im: pyvips.Image, path: Path, spec: ThumbnailSpec) -> None:
     if max(im.width, im.height) > limit:
         size, fmt = f"{im.width}x{im.height}", spec.format
         raise ImageError(f"cannot write a {size} {fmt} thumbnail: {fmt} allows at most {limit} px a side")
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))  # the one temp naming (agent.state.files)
     os.close(fd)  # libvips writes by name
     tmp = Path(name)
     try:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from agent.cloud.clients import Backend
 from agent.config.model import Config
 from agent.errors import ConfigError, MassDeleteError, ThumbdropError
-from agent.pipeline.cleaner_local import UploadedFrom, journal_lookup
-from agent.pipeline.cleanup_run import Outcome, execute, plan_cleanup, summary
+from agent.ops import cleanup
+from agent.pipeline.cleanup_run import Outcome, summary
 from agent.pipeline.role import RoleThreads
 from agent.state.journal import Journal
 from agent.state.status import Status
@@ -44,9 +44,7 @@ class CleanerRole(RoleThreads):
         self.backend = backend
         self.status = status
         self.ready = ready
-        self.uploaded_from: UploadedFrom | None = journal_lookup(journal) if journal is not None else None
-        self.recorded_under = journal.uploads_under if journal is not None else None
-        self.accepted = journal.folder_identity if journal is not None else None
+        self.journal = journal
         self.clock = clock
         self.runs = 0
 
@@ -69,21 +67,16 @@ class CleanerRole(RoleThreads):
         """One run of the policy; problems are logged and shown in status, never raised."""
         self.runs += 1
         try:
-            plan = plan_cleanup(
-                self.cfg,
-                self.backend,
-                now=self.clock(),
-                uploaded_from=self.uploaded_from,
-                recorded_under=self.recorded_under,
-                accepted=self.accepted,
-                stop=self.stop_event,
-            )
+            plan = cleanup.make_plan(self.cfg, self.backend, self.journal, stop=self.stop_event, now=self.clock())
             for note in plan.notes:
                 log.info("cleanup: %s", note)
             if not plan.deletions:
                 log.debug("cleanup: nothing to remove")
                 return Outcome()
-            outcome = execute(plan, self.cfg, self.backend, stop=self.stop_event)
+            done = cleanup.carry_out(plan, self.cfg, self.backend, dry_run=False, stop=self.stop_event)
+            if done.outcome is None:
+                raise done.guard_error()
+            outcome = done.outcome
         except MassDeleteError as exc:
             log.error("cleanup stopped: %s (%s)", exc.message, exc.hint)
             self.status.fail("cleanup", exc.message, "cleaner")

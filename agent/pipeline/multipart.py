@@ -4,7 +4,8 @@ The journal keeps each upload's UploadId, part size and the parts S3 confirmed (
 attempt at the same file asks S3 (``ListParts``) what it holds and sends only the parts missing, so a kill
 costs at most the parts that were in flight. A file that changed since (size, mtime or sha256) has its old
 upload aborted and starts again; an UploadId S3 no longer knows (aborted by a lifecycle rule or by hand,
-completed by another run) is forgotten and the upload starts fresh.
+completed by another run) is forgotten and the upload starts fresh. ``abort_stale`` aborts the uploads a crash
+left behind that no later attempt will resume.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import io
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,3 +268,54 @@ def _md5_of_part(path: Path, part_size: int, n: int, length: int) -> str | None:
 
 def source_of(path: Path, key: str, st: os.stat_result, sha256: str) -> Source:
     return Source(path, key, st.st_size, st.st_mtime_ns, sha256)
+
+
+def abort_stale(
+    s3: Any,
+    journal: Journal,
+    bucket: str,
+    prefix: str,
+    *,
+    ours: set[str],
+    busy: Callable[[], set[str]],
+    older_than: float,
+) -> int:
+    """Abort multipart uploads a crash left behind: of ``ours`` (keys of our files) or older than ``older_than``.
+
+    A killed upload leaves parts that cost storage and never complete. Uploads the journal remembers are kept
+    while their file is there (the reconcile that follows resumes them), and so are the keys ``busy()`` names
+    (uploading now). Returns how many were aborted.
+    """
+    resumable = set()
+    for rec in journal.multiparts():
+        if Path(rec.path).is_file():
+            resumable.add(rec.upload_id)
+        else:
+            journal.forget_multipart(rec.path)  # its file is gone: aborted below like any other
+    now = time.time()
+    aborted = 0
+    paginator = s3.get_paginator("list_multipart_uploads")
+    try:
+        with translate("list unfinished multipart uploads"):
+            pages = list(paginator.paginate(Bucket=bucket, Prefix=prefix))
+    except UnsupportedError:
+        degrade(
+            "multipart listing (ListMultipartUploads)",
+            "parts of interrupted uploads are not found, so not aborted (the files themselves are uploaded again)",
+        )
+        return 0
+    in_hand = busy()
+    for page in pages:
+        for up in page.get("Uploads", []):
+            key, initiated = up["Key"], up["Initiated"].timestamp()
+            if up["UploadId"] in resumable or key in in_hand or (key not in ours and now - initiated < older_than):
+                continue
+            try:
+                call("abort a stale multipart upload", s3.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=up["UploadId"])
+            except UnsupportedError:
+                degrade("multipart abort (AbortMultipartUpload)", "parts of interrupted uploads stay in the store")
+                return aborted
+            aborted += 1
+    if aborted:
+        log.info("aborted %d unfinished multipart upload(s) left by an earlier run", aborted)
+    return aborted

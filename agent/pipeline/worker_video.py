@@ -96,7 +96,7 @@ class VideoJobs:
 
     def _preview(self, job: PreviewJob) -> None:
         """Encode (or remux) and upload the web preview; a refusal or a bad file marks the source failed."""
-        from agent.imaging.video import VideoSpec, make_preview
+        from agent.imaging.video_preview import VideoSpec, make_preview
 
         v = self.video
         spec = VideoSpec(True, v.preview_height, v.crf, v.max_seconds, v.max_pixels)

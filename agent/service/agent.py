@@ -28,7 +28,7 @@ from agent.pipeline.handoff import Handoff
 from agent.pipeline.poll import Poller
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.role import Role
-from agent.pipeline.uploader import LocalFile, Uploader
+from agent.pipeline.uploader import LocalFile, Uploader, UploadOutcome
 from agent.pipeline.worker import Known, ThumbnailWorker
 from agent.service.agent_syncs import SyncRequests
 from agent.service.control import ControlServer
@@ -206,7 +206,7 @@ class Agent(Recovery, SyncRequests):
         )
         self._run(self.handoff)
         assert self.uploader is not None
-        self.uploader.listeners.append(self._hand_over)
+        self.uploader.add_listener(self._hand_over)
 
     def _start_poll(self) -> None:
         """queues.mode poll: no consumers. Own uploads go straight to the worker and its thumbnails straight to
@@ -229,11 +229,11 @@ class Agent(Recovery, SyncRequests):
             on_missing=self.resources_missing,
         )
         if self.uploader is not None and self.worker is not None:
-            self.uploader.listeners.append(self._hand_over)
+            self.uploader.add_listener(self._hand_over)
         self._run(self.poller)
 
-    def _hand_over(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, _reason: str) -> None:
-        if outcome == "uploaded" and rec is not None and self.handoff is not None and not self.stop_event.is_set():
+    def _hand_over(self, lf: LocalFile, outcome: UploadOutcome, rec: UploadRecord | None, _reason: str) -> None:
+        if outcome is UploadOutcome.UPLOADED and rec is not None and self.handoff is not None and not self.stop_event.is_set():
             if any(job.sync.claims(lf.rel) for job in self._running_syncs()):
                 return  # a sync running in this agent hands it over itself (and counts it)
             if self.poller is not None:

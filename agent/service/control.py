@@ -11,7 +11,6 @@ talk to the agent only through this interface (see ``control_client``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -19,21 +18,26 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agent import __version__
-from agent.config.model import Config
 from agent.errors import ThumbdropError, UsageError
-from agent.state.status import Status, StatusSnapshot
+from agent.ops.queues import queue_depths
+from agent.service.control_client import AgentNotRunningError, ControlClient
+from agent.service.control_commands import (
+    CommandError,
+    Controllable,
+    cleanup_now,
+    redrive_dead_letters,
+    retry_item,
+)
+from agent.service.control_socket import MAX_LINE, SOCKET_NAME, socket_path, sun_path
+from agent.state.status import StatusSnapshot
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "control.sock"
-MAX_LINE = 64 * 1024
-# AF_UNIX paths longer than this do not fit sockaddr_un (108 bytes with the NUL, less on BSDs).
-_MAX_SUN_PATH = 100
 # ``status`` with ``after``: a long poll, answered once the status changes or after ``wait`` seconds (at most this).
 MAX_STATUS_WAIT = 20.0
 # accept() waits this long at most before looking at the stop flag again: only a safety net where shutting the
@@ -56,61 +60,8 @@ COMMANDS = (
 )
 
 
-class Controllable(Protocol):
-    """What the control server needs from the agent (a fake in tests)."""
-
-    cfg: Config
-    status: Status
-    state_dir: Path
-    backend: Any
-
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def sync_now(self) -> None: ...
-    def request_stop(self) -> None: ...
-
-
 class AgentAlreadyRunningError(UsageError):
     title = "Agent already running"
-
-
-class CommandError(Exception):
-    """A request the agent answers with ``ok: false``; ``code`` is stable for programs, the message for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def socket_path(state_dir: Path) -> Path:
-    return state_dir / SOCKET_NAME
-
-
-@contextlib.contextmanager
-def sun_path(path: Path) -> Iterator[str]:
-    """An address for ``path`` that fits sockaddr_un, even under a deep (pytest, $HOME) state dir.
-
-    Linux resolves ``/proc/self/fd/N/name`` through an open directory descriptor, so a long
-    directory costs nothing; elsewhere the path is used as it is.
-    """
-    text = str(path)
-    if len(text) <= _MAX_SUN_PATH or not Path("/proc/self/fd").is_dir():
-        yield text
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
-def feature_available(module: str) -> bool:
-    """Whether an optional part of the pipeline (built by another issue) is in this install."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 class ControlServer:
@@ -168,8 +119,6 @@ class ControlServer:
     def _take_over_stale_socket(self) -> None:
         if not self.path.exists() and not self.path.is_symlink():
             return
-        from agent.service.control_client import AgentNotRunningError, ControlClient
-
         try:
             info = ControlClient(self.path.parent, timeout=2.0).call("info")
         except AgentNotRunningError:
@@ -366,7 +315,7 @@ class ControlServer:
         return guarded
 
     def info(self) -> dict[str, Any]:
-        """Who answers: enough for a client (the tray) to find the agent's folders and features."""
+        """Who answers: enough for a client (the tray) to find the agent's folders."""
         cfg = self.target.cfg
         return {
             "pid": os.getpid(),
@@ -376,7 +325,6 @@ class ControlServer:
             "roles": list(self.target.status.roles),
             "inbox": list(cfg.watch.folders),
             "thumbnails_dir": cfg.local.thumbnails_dir,
-            "features": {"cleanup": feature_available(CLEANER_MODULE), "dlq": feature_available(DLQ_MODULE)},
         }
 
 
@@ -394,175 +342,3 @@ def _then(action: Callable[[], None], result: Callable[[], Any]) -> Any:
 
 def _encode(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, default=str) + "\n").encode("utf-8")
-
-
-# --- the commands that reach into pipeline parts other issues build ---------------------
-
-CLEANER_MODULE = "agent.pipeline.cleanup_run"
-DLQ_MODULE = "agent.cloud.dlq"
-PLAN_ITEMS_SHOWN = 20
-_cleanup_lock = threading.Lock()  # one cleanup at a time per agent, whoever asks
-
-
-def cleanup_now(target: Controllable, *, dry_run: bool) -> dict[str, Any]:
-    """Apply the cleanup policy now, or (dry run) count what it would delete. Never forces past the mass-delete guard."""
-    if not feature_available(CLEANER_MODULE):
-        raise CommandError("unavailable", "cleanup is not available in this version of thumbdrop")
-    from datetime import UTC, datetime
-
-    from agent.errors import MassDeleteError
-    from agent.pipeline.cleanup_run import execute, plan_cleanup
-
-    if not _cleanup_lock.acquire(blocking=False):
-        raise CommandError("busy", "a cleanup is already running")
-    try:
-        stop = getattr(target, "stop_event", None)
-        journal = getattr(target, "journal", None)
-        plan = plan_cleanup(
-            target.cfg,
-            target.backend,
-            now=datetime.now(UTC),
-            uploaded_from=_uploaded_from(target),
-            recorded_under=journal.uploads_under if journal is not None else None,
-            accepted=journal.folder_identity if journal is not None else None,
-            stop=stop,
-        )
-        totals: dict[str, Any] = {"objects": len(plan.deletions), "bytes": plan.total_bytes}
-        if dry_run:
-            return totals | {
-                "problems": list(plan.problems),
-                "notes": list(plan.notes),
-                "items": [d.as_dict() for d in plan.deletions[:PLAN_ITEMS_SHOWN]],
-            }
-        try:
-            outcome = execute(plan, target.cfg, target.backend, stop=stop)
-        except MassDeleteError as exc:
-            raise CommandError("guard", f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
-        for d, error in outcome.errors:
-            target.status.fail(f"{d.bucket}:{d.key}", error, "cleaner")
-        return {
-            "deleted": len(outcome.done),
-            "bytes": sum(d.size for d in outcome.done),
-            "failed": len(outcome.errors),
-            "stopped": outcome.stopped,
-        }
-    finally:
-        _cleanup_lock.release()
-
-
-def _uploaded_from(target: Controllable) -> Callable[[str], str | None] | None:
-    """The journal's record of which key a local path was uploaded to (the cleaner's proof a file was ours)."""
-    journal = getattr(target, "journal", None)
-    if journal is None:
-        return None
-
-    def lookup(path: str) -> str | None:
-        rec = journal.upload(path)
-        return rec.key if rec is not None else None
-
-    return lookup
-
-
-def queue_depths(cfg: Config, backend: Any) -> dict[str, Any]:
-    """Waiting, in-flight and dead-lettered messages per queue (None: the queue is missing)."""
-    from agent.service.runtime import queue_depths as depths
-
-    return dict(depths(cfg, backend))
-
-
-def retry_item(target: Controllable, args: dict[str, Any]) -> dict[str, Any]:
-    """Try one failed item again, by the role that failed it; it leaves the failures list (and comes back if it fails again)."""
-    from agent.cloud.errors import call
-    from agent.cloud.events import s3_event_body
-    from agent.pipeline.keys import Layout
-    from agent.service.runtime import queue_urls
-
-    name, role = args.get("name"), args.get("role")
-    if not isinstance(name, str) or not name or not isinstance(role, str):
-        raise CommandError("bad-request", 'retry needs {"name": ITEM, "role": ROLE} as listed in the status failures')
-    listed = [f for f in target.status.snapshot()["failures"] if f["name"] == name and f["role"] == role]
-    if not listed:
-        raise CommandError("not-found", f"{name} ({role}) is not in the failures list (retried already, or it went through)")
-    layout = Layout.of(target.cfg)
-    how: str
-    if role == "uploader":
-        uploader = getattr(target, "uploader", None)
-        if uploader is None:
-            raise CommandError("unavailable", "this agent does not run the uploader role")
-        uploader.touch(Path(name))  # uploaded again once it has settled, as if it had just changed
-        how = "queued for upload"
-    elif role == "puller":
-        rel = layout.rel_of_thumb_key(name)
-        puller = getattr(target, "puller", None)
-        if rel is None or puller is None:
-            raise CommandError("unavailable", f"{name} cannot be pulled by this agent (not a thumbnail key, or no puller role)")
-        target.status.resolved(name, role)
-        puller.reconcile(only_rels={rel})  # a failure again is listed again by the puller itself
-        return {"retried": name, "how": "pulled again"}
-    elif role == "worker":
-        rel = layout.rel_of_source_key(name)
-        if rel is None:
-            raise CommandError("unavailable", f"{name} is not a key under source.prefix")
-        # The marker makes the worker repeat its verdict for the same content; without it the image is decoded afresh.
-        with contextlib.suppress(ThumbdropError):
-            call(
-                f"clear the failure marker of {name}",
-                target.backend.s3.delete_object,
-                Bucket=target.cfg.thumbnails.bucket,
-                Key=layout.failure_key(rel),
-            )
-        handoff = getattr(target, "handoff", None)
-        if target.cfg.queues.mode == "poll":
-            if handoff is not None and getattr(handoff, "worker", None) is not None:
-                handoff.thumbnail(rel)
-                how = "handed to the worker again"
-            else:
-                how = "marker removed: the next listing tries it again"
-            target.status.resolved(name, role)
-            return {"retried": name, "how": how}
-        urls = queue_urls(target.cfg, target.backend)
-        if urls.events is None:
-            raise CommandError("unavailable", "the events queue does not exist (run 'thumbdrop setup')")
-        call(
-            f"send {name} to the worker again",
-            target.backend.sqs.send_message,
-            QueueUrl=urls.events,
-            MessageBody=s3_event_body(target.cfg.source.bucket, name),
-        )
-        how = "sent to the worker again"
-    else:
-        raise CommandError("unavailable", f"items failed by the {role} cannot be retried one by one; use 'Retry all'")
-    target.status.resolved(name, role)
-    return {"retried": name, "how": how}
-
-
-def redrive_dead_letters(target: Controllable) -> dict[str, Any]:
-    """Send dead-lettered messages back to their queues for another try."""
-    if not feature_available(DLQ_MODULE):
-        raise CommandError("unavailable", "retrying dead-lettered items is not available in this version of thumbdrop")
-    from agent.cloud.dlq import redrive
-    from agent.cloud.provision import dlq_name
-    from agent.service.runtime import queue_urls
-
-    cfg = target.cfg
-    out: dict[str, Any] = {"sent_back": 0, "failed": 0, "moving": 0, "queues": {}}
-    if cfg.queues.mode == "poll":  # no queues: the failure markers go, and the next listing retries them
-        from agent.pipeline.poll import clear_markers, failure_markers
-
-        rows = failure_markers(target.backend.s3, cfg)
-        removed, failed = clear_markers(target.backend.s3, cfg, [r["marker"] for r in rows])
-        out.update(sent_back=removed, failed=len(failed))
-        return out
-    urls = queue_urls(cfg, target.backend)
-    for name, dlq_url, source_url in (
-        (dlq_name(cfg.queues.events), urls.events_dlq, urls.events),
-        (dlq_name(cfg.queues.pull), urls.pull_dlq, urls.pull),
-    ):
-        if dlq_url is None or source_url is None:
-            continue
-        result = redrive(target.backend, dlq_url=dlq_url, source_url=source_url, queue=name)
-        out["sent_back"] += result.moved
-        out["failed"] += result.failed
-        out["moving"] += 1 if result.task else 0  # the backend moves them itself (StartMessageMoveTask)
-        out["queues"][name] = {"sent_back": result.moved, "failed": result.failed, "task": result.task}
-    return out

@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 from typing import Any, cast
 
-from agent.errors import EXIT_BACKEND, ThumbdropError
-from agent.service.control import MAX_LINE, socket_path, sun_path
+from agent.errors import EXIT_BACKEND, EXIT_ITEMS_FAILED, ThumbdropError
+from agent.service.control_socket import MAX_LINE, socket_path, sun_path
 from agent.state.status import StatusSnapshot, read_published
 
 DEFAULT_TIMEOUT = 5.0
@@ -27,7 +27,7 @@ class AgentNotRunningError(ThumbdropError):
 class ControlCommandError(ThumbdropError):
     """The agent refused or failed a command; ``code`` says which (``unavailable``, ``failed``, ...)."""
 
-    exit_code = 1
+    exit_code = EXIT_ITEMS_FAILED
     title = "Agent refused"
 
     def __init__(self, code: str, message: str) -> None:

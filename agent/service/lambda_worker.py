@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 
 from agent.cloud.clients import Backend
-from agent.cloud.provision import bucket_arn, partition
+from agent.cloud.errors import call
+from agent.cloud.provision import Provisioner, bucket_arn, partition
 from agent.config.loader import parse_config
 from agent.config.model import Config
 from agent.errors import ConfigError, ThumbdropError
@@ -187,9 +188,6 @@ def _direct(worker: ThumbnailWorker, bodies: list[str]) -> dict[str, Any]:
 
 def queue_arn(cfg: Config, backend: Backend) -> str | None:
     """The events queue's ARN, if the backend can tell (else the steps show a placeholder)."""
-    from agent.cloud.errors import call
-    from agent.cloud.provision import Provisioner
-
     try:
         url = Provisioner(cfg, backend, dry_run=True).queue_url(cfg.queues.events)
         if url is None:

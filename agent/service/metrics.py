@@ -136,7 +136,7 @@ class Metrics:
 
 
 def _poll_depths(cfg: Config, backend: Backend) -> dict[tuple[str, str], int]:
-    from agent.service.runtime import queue_depths
+    from agent.ops.queues import queue_depths
 
     return {(name, kind): n for name, entry in queue_depths(cfg, backend).items() if entry for kind, n in entry.items()}
 

@@ -1,11 +1,9 @@
-"""What every command that talks to the backend needs: state dir, backend, queue URLs."""
+"""What every command that talks to the backend needs: state dir, pool size, queue URLs (the backend: ``agent.ops.backend``)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,11 +12,10 @@ import platformdirs
 
 from agent.config.loader import DEFAULTS_ORIGIN
 from agent.config.model import Config
-from agent.errors import BackendError, ResourceMissingError
+from agent.errors import ResourceMissingError
 
-if TYPE_CHECKING:  # boto3 and moto's helpers load when a backend is opened: a no-op 'sync' never opens one
+if TYPE_CHECKING:  # boto3 loads when a backend is opened (agent.ops.backend): a no-op 'sync' never opens one
     from agent.cloud.clients import Backend
-    from agent.cloud.local_backend import LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -70,37 +67,6 @@ def worker_concurrency(cfg: Config) -> int:
     return cfg.worker.concurrency or os.cpu_count() or 1
 
 
-@contextmanager
-def open_backend(cfg: Config, *, publish: bool = True, start: bool = True) -> Iterator[Backend]:
-    """The configured backend; for 'local', the running embedded server or (``start``) a new one we own.
-
-    ``start=False`` is for commands that inspect or prune what is there (dlq, cleanup): a new embedded server is
-    empty, so their answer would be a misleading "nothing" or "missing, run setup".
-    """
-    from agent.cloud.clients import Backend
-    from agent.cloud.local_backend import attach_or_start, find_running
-
-    local: LocalBackend | None = None
-    try:
-        if cfg.backend.endpoint_url == "local" and not start:
-            running = find_running(state_dir(cfg))
-            if running is None:
-                raise BackendError(
-                    "the embedded backend is not running: it lives inside 'thumbdrop run' (its buckets and queues "
-                    "with it), so there is nothing to look at now",
-                    hint="start the agent ('thumbdrop run' or the tray) and try again, or set backend.endpoint_url",
-                )
-            yield Backend(cfg.backend, endpoint_url=running, local=True, pool_size=pool_size(cfg))
-        elif cfg.backend.endpoint_url == "local":
-            local = attach_or_start(state_dir(cfg), publish=publish)
-            yield Backend(cfg.backend, endpoint_url=local.endpoint_url, local=True, pool_size=pool_size(cfg))
-        else:
-            yield Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
-    finally:
-        if local is not None:
-            local.stop()
-
-
 @dataclass
 class Queues:
     events: str | None
@@ -144,34 +110,3 @@ def queue_urls(cfg: Config, backend: Backend) -> Queues:
         pull=prov.queue_url(cfg.queues.pull),
         pull_dlq=prov.queue_url(dlq_name(cfg.queues.pull)),
     )
-
-
-def queue_depths(cfg: Config, backend: Backend) -> dict[str, dict[str, int] | None]:
-    """{"events"|"pull": {"visible", "in_flight", "dead_letter"?}} (None: the queue is missing)."""
-    from agent.cloud.errors import call
-
-    if cfg.queues.mode == "poll":
-        return {}  # poll mode: no queues
-    urls = queue_urls(cfg, backend)
-    out: dict[str, dict[str, int] | None] = {}
-    for name, url, dlq in (("events", urls.events, urls.events_dlq), ("pull", urls.pull, urls.pull_dlq)):
-        if url is None:
-            out[name] = None
-            continue
-        attrs = call(
-            "read queue depth",
-            backend.sqs.get_queue_attributes,
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        entry = {
-            "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
-            "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        }
-        if dlq is not None:
-            dead = call(
-                "read queue depth", backend.sqs.get_queue_attributes, QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-            entry["dead_letter"] = int(dead.get("ApproximateNumberOfMessages", 0))
-        out[name] = entry
-    return out

@@ -18,6 +18,7 @@ from agent.cloud.clients import Backend
 from agent.cloud.local_backend import LocalBackend, attach_or_start
 from agent.config.model import Config
 from agent.errors import ConfigError, ThumbdropError
+from agent.ops.backend import backend_for
 from agent.service.agent import Agent
 from agent.service.logs import use_config_log_file
 from agent.service.metrics import Metrics
@@ -189,12 +190,12 @@ class Supervisor:
             # The embedded server is kept across reloads: its buckets and queues live only in it.
             if self._local is None:
                 self._local = attach_or_start(state_dir(cfg))
-            self.backend = Backend(cfg.backend, endpoint_url=self._local.endpoint_url, local=True, pool_size=pool_size(cfg))
+            self.backend = backend_for(cfg, self._local.endpoint_url)
             return
         if self._local is not None:
             self._local.stop()
             self._local = None
-        self.backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False, pool_size=pool_size(cfg))
+        self.backend = backend_for(cfg)
 
     def _start_agent(self, cfg: Config, *, previous: Agent | None) -> Agent:
         assert self.backend is not None

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from agent.config.model import Config
 from agent.errors import ThumbdropError
 from agent.pipeline.keys import Layout, ThumbOutput, printable
-from agent.pipeline.uploader import LocalFile, Uploader
+from agent.pipeline.uploader import LocalFile, Uploader, UploadOutcome
+from agent.service.sync_ledger import Ledger, Progress, SyncResult
 from agent.state.journal import Journal, UploadRecord, keep_verdicts
 from agent.state.status import Status
 
@@ -45,49 +46,7 @@ if TYPE_CHECKING:
     from agent.pipeline.worker import ThumbnailWorker
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]
 FLEET_POLL_SECONDS = 3.0  # without a local worker: how often to look for the fleet's thumbnails
-
-
-@dataclass
-class SyncResult:
-    files: int = 0
-    uploaded: int = 0
-    thumbnailed: int = 0
-    pulled: int = 0
-    failures: dict[str, str] = field(default_factory=dict)  # name -> reason
-    unfinished: list[str] = field(default_factory=list)
-    timed_out: bool = False
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.unfinished and not self.timed_out and not self.interrupted
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "uploaded": self.uploaded,
-            "thumbnailed": self.thumbnailed,
-            "pulled": self.pulled,
-            "failures": [{"name": k, "reason": v} for k, v in sorted(self.failures.items())],
-            "unfinished": sorted(self.unfinished),
-            "timed_out": self.timed_out,
-            "interrupted": self.interrupted,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SyncResult:
-        return cls(
-            files=int(d.get("files", 0)),
-            uploaded=int(d.get("uploaded", 0)),
-            thumbnailed=int(d.get("thumbnailed", 0)),
-            pulled=int(d.get("pulled", 0)),
-            failures={str(f["name"]): str(f["reason"]) for f in d.get("failures", [])},
-            unfinished=[str(n) for n in d.get("unfinished", [])],
-            timed_out=bool(d.get("timed_out")),
-            interrupted=bool(d.get("interrupted")),
-        )
 
 
 @dataclass
@@ -103,7 +62,9 @@ class Parts:
 BackendSource = Callable[[], AbstractContextManager["Backend"]]
 
 
-class Sync:
+class Sync(Ledger):
+    """The streamed sync (see the module docstring); its bookkeeping is the ``Ledger`` it extends."""
+
     def __init__(
         self,
         cfg: Config,
@@ -117,46 +78,20 @@ class Sync:
         status: Status | None = None,
     ) -> None:
         """``backend``: a Backend, or a callable opening one (only called when there is something to do)."""
+        super().__init__(cfg.roles, timeout=timeout, progress=progress, stop=stop)
         self.cfg = cfg
         self._backend_source: BackendSource = (
             backend if callable(backend) else (lambda b=backend: contextlib.nullcontext(b))  # type: ignore[misc]
         )
         self.state_dir = state_dir
-        self.deadline = time.monotonic() + timeout if timeout is not None else float("inf")
-        self.progress = progress
-        self.stop = stop
         self.parts = parts
         self.layout = Layout.of(cfg)
         self.status = status or Status(cfg.roles, one_shot=True)
-        self.result = SyncResult()
-        self.roles = set(cfg.roles)
-        self._cond = threading.Condition()
-        self._open: dict[str, LocalFile] = {}  # rel -> file, until accounted for
-        self._passed: dict[str, set[str]] = {p: set() for p in self.phases()}
-        self._waiting: dict[str, datetime] = {}  # rel -> uploaded since (no local worker: the fleet makes them)
         self._sources: dict[str, tuple[int, str, datetime]] = {}
         self._thumbs: dict[str, tuple[int, str, datetime]] = {}
         self._handoff: Handoff | None = None
         self._s3: Any = None
         self._uploaded: set[str] = set()  # rels this sync uploaded: new content, so new thumbnails, whoever makes them
-        self._shown: dict[str, tuple[int, int]] = {}
-
-    def phases(self) -> list[str]:
-        phases = ["upload"]
-        if {"worker", "puller"} & self.roles:
-            phases.append("thumbnail")
-        if "puller" in self.roles:
-            phases.append("pull")
-        return phases
-
-    def _late(self) -> bool:
-        if self.stop.is_set():
-            self.result.interrupted = True
-            return True
-        if time.monotonic() >= self.deadline:
-            self.result.timed_out = True
-            return True
-        return False
 
     # --- the whole run ---------------------------------------------------------------------
 
@@ -201,8 +136,8 @@ class Sync:
             self.result.unfinished = sorted({printable(n) for n in self.result.unfinished} - set(failures))
         finally:
             if own_uploader:
-                uploader.stop_event.set()
-                uploader.pool.shutdown(wait=not (self.result.timed_out or self.result.interrupted), cancel_futures=True)
+                uploader.stop()
+                uploader.close(wait=not (self.result.timed_out or self.result.interrupted))
             if not self.parts:
                 journal.close()
         return self.result
@@ -245,21 +180,20 @@ class Sync:
             pull_concurrency=self.cfg.transfer.concurrency,
             listener=self._on_stage,
         )
-        uploader.listeners.append(self._on_upload)
+        uploader.add_listener(self._on_upload)
         try:
             with self._cond:
                 todo = sorted(self._open.values(), key=lambda lf: lf.rel)
             for lf in todo:
                 source = self._sources.get(self.layout.source_key(lf.rel))
-                uploader._submit(lf, source[:2] if source else None)
+                uploader.submit(lf, source[:2] if source else None)
                 # None: the running agent's uploader has it queued or uploading; its outcome reaches _on_upload too.
             self._wait(backend)
         finally:
-            with contextlib.suppress(ValueError):
-                uploader.listeners.remove(self._on_upload)
+            uploader.remove_listener(self._on_upload)
             late = self.result.timed_out or self.result.interrupted
             if late and own_uploader:
-                uploader.stop_event.set()  # uploads still settling give up; in-flight requests finish
+                uploader.stop()  # uploads still settling give up; in-flight requests finish
             self._handoff.close(wait=not late)
             if own_worker and worker is not None:
                 worker.close()
@@ -280,30 +214,31 @@ class Sync:
 
     # --- outcomes ------------------------------------------------------------------------------
 
-    def _on_upload(self, lf: LocalFile, outcome: str, rec: UploadRecord | None, reason: str) -> None:
+    def _on_upload(self, lf: LocalFile, outcome: UploadOutcome, rec: UploadRecord | None, reason: str) -> None:
         rel = lf.rel
         with self._cond:
             if rel not in self._open or rel in self._passed["upload"]:
                 return  # not ours (the agent's uploader serves every file), or already past this stage
-        if outcome == "uploaded":
+        if outcome is UploadOutcome.UPLOADED:
             with self._cond:
                 self.result.uploaded += 1
                 self._uploaded.add(rel)
-        if outcome in ("gone", "busy"):
-            if outcome == "gone":
-                self._done(rel)
+        if outcome is UploadOutcome.BUSY:
+            return  # the upload running in another thread tells its own outcome
+        if outcome is UploadOutcome.GONE:
+            self._done(rel)
             return
-        if outcome == "failed":
+        if outcome is UploadOutcome.FAILED:
             self._fail(rel, str(lf.path), reason or "not uploaded")
             return
-        if outcome == "known-bad":
+        if outcome is UploadOutcome.KNOWN_BAD:
             # Not uploaded again: the worker refused these very bytes before (the journal's verdict, which the
             # uploader put back in the status). Reported again, as every later sync must until the file changes.
             key = self.layout.source_key(rel)
             known = next((f.reason for f in list(self.status.failures) if f.name == printable(key)), "")
             self._fail(rel, key, known or "failed before with the same content")
             return
-        if outcome == "postponed":
+        if outcome is UploadOutcome.POSTPONED:
             if not self._late():
                 self.result.failures.setdefault("(upload)", "backend unreachable; some files were not uploaded")
                 self._done(rel)
@@ -312,7 +247,7 @@ class Sync:
         if rec is None:  # thumbnailed locally meanwhile
             self._done(rel)
             return
-        self._next_after_upload(rel, rec, uploaded=outcome == "uploaded")
+        self._next_after_upload(rel, rec, uploaded=outcome is UploadOutcome.UPLOADED)
 
     def _next_after_upload(self, rel: str, rec: UploadRecord, *, uploaded: bool) -> None:
         from agent.pipeline.worker import Known
@@ -405,44 +340,6 @@ class Sync:
         except (ThumbdropError, ValueError):
             reason = "failed (reason unavailable)"
         self._fail(rel, key, reason)
-
-    # --- accounting ------------------------------------------------------------------------------
-
-    def _fail(self, rel: str, name: str, reason: str) -> None:
-        with self._cond:
-            self.result.failures[name] = reason
-        self._done(rel)
-
-    def _pass(self, rel: str, *phases: str) -> None:
-        with self._cond:
-            for phase in phases:
-                if phase in self._passed:
-                    self._passed[phase].add(rel)
-
-    def _done(self, rel: str) -> None:
-        with self._cond:
-            for passed in self._passed.values():
-                passed.add(rel)
-            self._open.pop(rel, None)
-            self._waiting.pop(rel, None)
-            self._cond.notify_all()
-
-    def _show_progress(self, *, force: bool = False) -> None:
-        total = self.result.files
-        for phase, passed in self._passed.items():
-            now = (len(passed), total)
-            if force or self._shown.get(phase) != now:
-                self._shown[phase] = now
-                self.progress(phase, *now)
-
-    def claims(self, rel: str) -> bool:
-        """This sync is taking ``rel`` through the pipeline (an agent's own hand-over leaves it alone)."""
-        with self._cond:
-            return rel in self._open
-
-    def progress_snapshot(self) -> dict[str, list[int]]:
-        """For a client watching a sync the agent runs: {phase: [done, total]}."""
-        return {phase: [len(p), self.result.files] for phase, p in self._passed.items()}
 
 
 def _listing(s3: Any, bucket: str, prefix: str, action: str) -> dict[str, tuple[int, str, datetime]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from agent.config.model import Config
 from agent.errors import BackendError, ThumbdropError
 from agent.service.control_client import AgentNotRunningError, ControlClient, ControlCommandError
-from agent.service.sync import Progress, SyncResult
+from agent.service.sync_ledger import Progress, SyncResult
 
 log = logging.getLogger(__name__)
 

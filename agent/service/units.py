@@ -18,6 +18,7 @@ from pathlib import Path
 from agent.config.cleanup_checks import move_target
 from agent.config.loader import DEFAULTS_ORIGIN
 from agent.config.model import Config
+from agent.state.files import atomic_write
 
 UNIT_NAME = "thumbdrop.service"
 SERVICE_USER = "thumbdrop"
@@ -114,10 +115,7 @@ def install(cfg: Config, *, user: bool, unit_dir: Path | None = None, enable: bo
     path = target_dir / UNIT_NAME
     text = render(cfg, user=user)
     target_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{UNIT_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, text, perms=0o644)
     result = InstallResult(path=path, enabled=False)
     ctl = ["systemctl", "--user"] if user else ["systemctl"]
     commands = [" ".join([*ctl, "daemon-reload"]), " ".join([*ctl, "enable", "--now", "thumbdrop"])]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.state.status import Status
@@ -103,6 +103,9 @@ class MultipartRecord:
     sha256: str
 
 
+_MULTIPART = "SELECT path, key, upload_id, part_size, size, mtime_ns, sha256 FROM multipart"
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -135,22 +138,32 @@ class Journal:
             db.execute("ALTER TABLE uploads ADD COLUMN folder_id TEXT")  # a journal from before folder identities
         return db
 
-    def upload(self, path: str) -> UploadRecord | None:
+    def _one(self, sql: str, args: tuple[object, ...]) -> Any:
+        """The first row of a query, or None."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT path, key, size, mtime_ns, sha256, etag, folder_id FROM uploads WHERE path = ?", (path,)
-            ).fetchone()
+            return self._db.execute(sql, args).fetchone()
+
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        """One statement; none once the journal is closed (a late write of a stopping role: the next reconcile
+        or delivery records it again)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._db.execute(sql, args)
+
+    def upload(self, path: str) -> UploadRecord | None:
+        row = self._one("SELECT path, key, size, mtime_ns, sha256, etag, folder_id FROM uploads WHERE path = ?", (path,))
         return UploadRecord(*row) if row else None
 
     def record_upload(self, rec: UploadRecord) -> None:
-        with self._lock:
-            if self._closed:
-                return  # an upload that outlived its sync: the next reconcile records it
-            self._db.execute(
-                "INSERT OR REPLACE INTO uploads (path, key, size, mtime_ns, sha256, etag, at, folder_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time(), rec.folder_id),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO uploads (path, key, size, mtime_ns, sha256, etag, at, folder_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec.path, rec.key, rec.size, rec.mtime_ns, rec.sha256, rec.etag, time.time(), rec.folder_id),
+        )
 
     def uploads_under(self, folder: str) -> Iterator[str]:
         """Paths of the uploads recorded inside ``folder`` (an index range scan: no LIKE, no wildcards to escape).
@@ -190,10 +203,7 @@ class Journal:
         return str(row[0]) if row else None
 
     def accept_folder(self, folder: str, folder_id: str) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (folder, folder_id, time.time()))
+        self._write("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (folder, folder_id, time.time()))
 
     def forget_folder(self, folder: str, folder_id: str | None, present: Callable[[str], bool]) -> int:
         """Accept what is in ``folder`` now: drop the records of its files that are not there, stamp the rest
@@ -201,10 +211,7 @@ class Journal:
         paths = list(self.uploads_under(folder))
         prefix = folder.rstrip(os.sep) + os.sep
         upper = prefix[:-1] + chr(ord(os.sep) + 1)
-        with self._lock:
-            other = self._db.execute(
-                "SELECT path FROM uploads WHERE path >= ? AND path < ? AND folder_id IS NOT NULL", (prefix, upper)
-            ).fetchall()
+        other = self._all("SELECT path FROM uploads WHERE path >= ? AND path < ? AND folder_id IS NOT NULL", (prefix, upper))
         paths = sorted(set(paths) | {str(r[0]) for r in other})
         dropped = 0
         with self._lock:
@@ -227,16 +234,11 @@ class Journal:
     # --- unfinished multipart uploads ---------------------------------------------------------
 
     def multipart(self, path: str) -> MultipartRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT path, key, upload_id, part_size, size, mtime_ns, sha256 FROM multipart WHERE path = ?", (path,)
-            ).fetchone()
+        row = self._one(f"{_MULTIPART} WHERE path = ?", (path,))
         return MultipartRecord(*row) if row else None
 
     def multiparts(self) -> list[MultipartRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT path, key, upload_id, part_size, size, mtime_ns, sha256 FROM multipart").fetchall()
-        return [MultipartRecord(*r) for r in rows]
+        return [MultipartRecord(*r) for r in self._all(_MULTIPART)]
 
     def start_multipart(self, rec: MultipartRecord) -> None:
         """Remember a new upload of ``rec.path`` (replacing any earlier one and its parts)."""
@@ -258,15 +260,11 @@ class Journal:
                 raise
 
     def record_part(self, upload_id: str, number: int, etag: str) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._db.execute("INSERT OR REPLACE INTO multipart_parts VALUES (?, ?, ?)", (upload_id, number, etag))
+        self._write("INSERT OR REPLACE INTO multipart_parts VALUES (?, ?, ?)", (upload_id, number, etag))
 
     def multipart_parts(self, upload_id: str) -> dict[int, str]:
         """Part number -> ETag of the parts S3 confirmed for this upload."""
-        with self._lock:
-            rows = self._db.execute("SELECT number, etag FROM multipart_parts WHERE upload_id = ?", (upload_id,)).fetchall()
+        rows = self._all("SELECT number, etag FROM multipart_parts WHERE upload_id = ?", (upload_id,))
         return {int(n): str(e) for n, e in rows}
 
     def forget_multipart(self, path: str) -> None:
@@ -279,23 +277,16 @@ class Journal:
                 self._db.execute("DELETE FROM multipart WHERE path = ?", (path,))
 
     def record_pull(self, path: str, key: str, etag: str, size: int) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._db.execute("INSERT OR REPLACE INTO pulls VALUES (?, ?, ?, ?, ?)", (path, key, etag, size, time.time()))
+        self._write("INSERT OR REPLACE INTO pulls VALUES (?, ?, ?, ?, ?)", (path, key, etag, size, time.time()))
 
     def pull(self, path: str) -> tuple[str, str, int] | None:
         """(key, etag, size) of the last pull to ``path``."""
-        with self._lock:
-            row = self._db.execute("SELECT key, etag, size FROM pulls WHERE path = ?", (path,)).fetchone()
+        row = self._one("SELECT key, etag, size FROM pulls WHERE path = ?", (path,))
         return (str(row[0]), str(row[1]), int(row[2])) if row else None
 
     def record_thumbnailed(self, key: str, etag: str) -> None:
         """The thumbnails of source ``key`` at ``etag`` exist: a later event for it is redundant."""
-        with self._lock:
-            if self._closed:
-                return
-            self._db.execute("INSERT OR REPLACE INTO thumbnailed VALUES (?, ?, ?)", (key, etag, time.time()))
+        self._write("INSERT OR REPLACE INTO thumbnailed VALUES (?, ?, ?)", (key, etag, time.time()))
 
     def thumbnailed(self, key: str) -> str | None:
         """The source ETag whose thumbnails this host last made or found, or None."""
@@ -323,10 +314,7 @@ class Journal:
 
     def known_bad(self, name: str, sha256: str) -> str | None:
         """The reason the worker refused exactly this content of ``name`` (a source key), if it did."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT reason FROM failures WHERE name = ? AND role = 'worker' AND sha256 = ?", (name, sha256)
-            ).fetchone()
+        row = self._one("SELECT reason FROM failures WHERE name = ? AND role = 'worker' AND sha256 = ?", (name, sha256))
         return str(row[0]) if row else None
 
     def clear_failure(self, name: str) -> None:
@@ -335,8 +323,7 @@ class Journal:
 
     def failures(self) -> list[tuple[str, str, str, int, float]]:
         """(name, role, reason, attempts, last_at), newest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT name, role, reason, attempts, last_at FROM failures ORDER BY last_at DESC").fetchall()
+        rows = self._all("SELECT name, role, reason, attempts, last_at FROM failures ORDER BY last_at DESC")
         return [(str(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]
 
     def close(self) -> None:

@@ -11,12 +11,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import TypedDict, cast
 
+from agent.state.files import atomic_write
 from agent.state.processes import pid_alive
 from agent.text import printable
 
 STATUS_FILE = "status.json"
+# The mode a plain open() gives (0666 less the umask, read once at import: reading it means setting it): files
+# others may read keep it, while atomic_write's temp files start 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+UMASK_PERMS = 0o666 & ~_UMASK
 
 
 log = logging.getLogger(__name__)
@@ -296,13 +302,7 @@ class Status:
 
     def publish(self, state_dir: Path) -> None:
         """Write the snapshot atomically for ``thumbdrop status`` (and the tray) to read."""
-        write_json_atomic(state_dir / STATUS_FILE, self.snapshot())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+        atomic_write(state_dir / STATUS_FILE, json.dumps(self.snapshot(), indent=1), perms=UMASK_PERMS)
 
 
 def read_published(state_dir: Path) -> StatusSnapshot | None:

@@ -19,12 +19,16 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from agent.service.control_client import AgentNotRunningError, ControlClient
+from agent.state.files import atomic_write
 from agent.state.processes import pid_alive
+from agent.state.status import read_published
 
 log = logging.getLogger(__name__)
 PID_FILE = "tray-agent.pid"
 LOG_FILE = "agent.log"
 CONSOLE_FILE = "agent-console.log"
+STOP_WAIT = 20.0  # seconds an owned agent has to drain and exit before it is killed
 
 
 class AgentLauncher:
@@ -78,9 +82,7 @@ class AgentLauncher:
                 start_new_session=True,  # a Ctrl-C or a closed terminal of the tray does not reach the agent
             )
         self.owned_pid = self.proc.pid
-        tmp = self.state_dir / f".{PID_FILE}.tmp"
-        tmp.write_text(str(self.proc.pid))
-        os.replace(tmp, self.state_dir / PID_FILE)
+        atomic_write(self.state_dir / PID_FILE, str(self.proc.pid))
         return self.proc.pid
 
     def adopt(self, pid: int) -> bool:
@@ -150,3 +152,23 @@ class AgentLauncher:
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
+
+    def exit_reason(self, code: int) -> str:
+        """Why the agent this tray started is gone: its last fatal error, else what it printed, else the code."""
+        published = read_published(self.state_dir)
+        if published is not None and published.get("fatal"):
+            return str(published["fatal"])
+        tail = self.console_tail(lines=3)
+        return tail or f"exit code {code}; see {self.state_dir / LOG_FILE}"
+
+    def stop(self, client: ControlClient, wait: float = STOP_WAIT) -> None:
+        """Stop the owned agent: ask on its socket (else a signal), wait for it to drain, kill it if it will not."""
+        log.info("stopping the agent this tray started")
+        try:
+            client.call("stop")
+        except AgentNotRunningError:
+            self.terminate()  # still starting (no socket yet), or its socket is gone: a signal does it
+        if not self.wait_exit(wait):
+            log.warning("the agent did not stop within %.0f s; killing it", wait)
+            self.kill()
+        self.forget()

@@ -6,12 +6,16 @@ Python and config, so it works from a virtualenv that is not on the login PATH.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from agent.state.files import atomic_write
+
+log = logging.getLogger(__name__)
 FILE_NAME = "thumbdrop.desktop"
 
 # Keep in step with packaging/linux/thumbdrop.desktop (a unit test compares them); only Exec differs.
@@ -70,11 +74,19 @@ def is_enabled(env: Mapping[str, str] | None = None) -> bool:
 def enable(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Path:
     path = autostart_path(env)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(desktop_entry(argv), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, desktop_entry(argv), perms=0o644)  # as readable as any desktop entry
     return path
 
 
 def disable(env: Mapping[str, str] | None = None) -> None:
     autostart_path(env).unlink(missing_ok=True)
+
+
+def toggle(config: str | None, *, local: bool, env: Mapping[str, str] | None = None) -> bool:
+    """Start at login: switch it off if on, else on (for this config); whether it is on now."""
+    if is_enabled(env):
+        disable(env)
+    else:
+        path = enable(tray_command(config, local=local), env)
+        log.info("start at login: wrote %s", path)
+    return is_enabled(env)

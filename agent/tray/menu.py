@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from agent.imaging.spec import PREVIEW_EXTENSION, is_video
+from agent.state.status import StatusSnapshot
+from agent.state.status_words import counts_text, describe, snapshot_state
 
 RECENT_IN_MENU = 5
-WORKING = ("uploading", "thumbnailing", "transcoding", "pulling")
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ class TrayActions(Protocol):
 class TrayView:
     """Everything the icon and menu show, captured at one moment."""
 
-    snapshot: dict[str, Any] | None = None  # the agent's status; None when no agent answers
-    info: dict[str, Any] = field(default_factory=dict)  # the agent's "info" (folders, features, pid)
+    snapshot: StatusSnapshot | None = None  # the agent's status; None when no agent answers
+    info: dict[str, Any] = field(default_factory=dict)  # the agent's "info" (folders, pid)
     phase: str = "connecting"  # connecting, starting, attached, not-running, stopping
     owned: bool = False  # the tray started this agent (so Quit stops it, settings restart it)
     autostart: bool = False
@@ -72,9 +73,9 @@ class TrayView:
     last_error: str = ""  # why the agent this tray started exited, until it is started again
 
     @property
-    def features(self) -> dict[str, bool]:
-        f = self.info.get("features")
-        return f if isinstance(f, dict) else {}
+    def snap(self) -> StatusSnapshot:
+        """The snapshot, empty while no agent answers (every field is read with .get)."""
+        return self.snapshot or cast(StatusSnapshot, {})
 
     @property
     def inbox(self) -> list[str]:
@@ -96,71 +97,17 @@ def icon_state(view: TrayView) -> str:
         if view.phase in ("starting", "connecting"):
             return "starting"
         return "error" if view.last_error and view.phase == "not-running" else "stopped"
-    state = snap.get("state")
-    if state == "error" or snap.get("fatal"):
-        return "error"
-    if state in ("stopping", "stopped", "not running"):
-        return "stopped"
-    if state == "starting":
-        return "offline" if snap.get("offline_since") else "starting"
-    if state == "paused":
-        return "paused"
-    if snap.get("offline_since"):
-        return "offline"
-    if _active_total(snap) > 0 or int(snap.get("pending_local") or 0) > 0:
-        return "working"
-    return "idle"
-
-
-def _active_total(snap: dict[str, Any]) -> int:
-    active = snap.get("active") or {}
-    return sum(int(active.get(k) or 0) for k in WORKING)
-
-
-def done_count(snap: dict[str, Any]) -> int:
-    """Images finished from this agent's point of view: pulled if it pulls, else thumbnailed, else uploaded."""
-    counts = snap.get("counts") or {}
-    roles = snap.get("roles") or []
-    for role, counter in (("puller", "pulled"), ("worker", "thumbnailed"), ("uploader", "uploaded")):
-        if role in roles:
-            return int(counts.get(counter) or 0)
-    return 0
-
-
-def counts_text(snap: dict[str, Any]) -> str:
-    """'3 uploading, 120 done, 1 failed' (zero activities left out)."""
-    active = snap.get("active") or {}
-    parts = [f"{int(active[k])} {k}" for k in WORKING if int(active.get(k) or 0) > 0]
-    pending = int(snap.get("pending_local") or 0)
-    if pending:
-        parts.append(f"{pending} waiting")
-    parts.append(f"{done_count(snap)} done")
-    failed = int((snap.get("counts") or {}).get("failed") or 0)
-    if failed:
-        parts.append(f"{failed} failed")
-    return ", ".join(parts)
+    return snapshot_state(snap)
 
 
 def status_line(view: TrayView) -> str:
     """The first (disabled) menu line: what the agent is doing, in words."""
     state = icon_state(view)
-    snap = view.snapshot or {}
-    if state == "starting":
-        return "Starting the agent…" if view.phase != "connecting" else "Connecting to the agent…"
-    if state == "stopped":
-        return "Agent stopping…" if view.phase == "stopping" or snap.get("state") == "stopping" else "Agent not running"
-    if state == "error":
-        return f"Error: {_short(str(snap.get('fatal') or view.last_error or 'the agent stopped'))}"
-    if state == "offline":
-        return f"Offline: {_short(str(snap.get('offline_reason') or 'backend unreachable'))}"
-    if state == "paused":
-        return "Paused"
-    missing = [str(m.get("folder", "")) for m in snap.get("missing_folders") or []]
-    if missing and state == "idle":  # not "up to date": a drive is unplugged
-        return f"Waiting for {_short(', '.join(missing))} (missing)"
-    if state == "working":
-        return "Working: " + counts_text(snap)
-    return "Up to date"
+    if state == "starting" and view.phase == "connecting":
+        return "Connecting to the agent…"
+    if state == "stopped" and view.phase == "stopping":
+        return "Agent stopping…"
+    return describe(view.snap, state, last_error=view.last_error)
 
 
 def tooltip(view: TrayView) -> str:
@@ -171,11 +118,6 @@ def tooltip(view: TrayView) -> str:
     if icon_state(view) == "working":
         return f"thumbdrop: {counts}"
     return f"thumbdrop: {status_line(view)} — {counts}"
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def cleanup_total(plan: dict[str, Any]) -> int:
@@ -194,8 +136,7 @@ def cleanup_total(plan: dict[str, Any]) -> int:
 def build_menu(view: TrayView, actions: TrayActions) -> tuple[Item, ...]:
     """The whole menu for ``view``; every action goes through ``actions``."""
     attached = view.snapshot is not None and view.phase == "attached"
-    snap = view.snapshot or {}
-    paused = snap.get("state") == "paused"
+    paused = view.snap.get("state") == "paused"
     items: list[Item] = [Item(status_line(view), enabled=False)]
     if view.phase == "not-running":
         items.append(Item("Start agent", actions.start_agent))
@@ -228,18 +169,15 @@ def _inbox_item(view: TrayView, actions: TrayActions) -> Item:
 
 
 def _recent_item(view: TrayView, actions: TrayActions) -> Item:
-    recent = list((view.snapshot or {}).get("recent_thumbnails") or [])[-RECENT_IN_MENU:][::-1]
+    recent = list(view.snap.get("recent_thumbnails") or [])[-RECENT_IN_MENU:][::-1]
     if not recent:
         return Item("Recent thumbnails", submenu=(Item("(none yet)", enabled=False),))
     return Item("Recent thumbnails", submenu=tuple(Item(_label(p), _bind(actions.open_file, str(p))) for p in recent))
 
 
 def _failed_item(view: TrayView, actions: TrayActions, attached: bool) -> Item:
-    failed = int(((view.snapshot or {}).get("counts") or {}).get("failed") or 0)
-    if view.features.get("dlq") or not attached:
-        retry = Item("Retry failed items", actions.retry_failed, enabled=attached)
-    else:
-        retry = Item("Retry failed items (not available in this version)", enabled=False)
+    failed = int((view.snap.get("counts") or {}).get("failed") or 0)
+    retry = Item("Retry failed items", actions.retry_failed, enabled=attached)
     return Item(
         f"Failed items ({failed})" if failed else "Failed items",
         submenu=(Item("Open report", actions.open_failed_report, enabled=view.snapshot is not None), retry),
@@ -249,10 +187,8 @@ def _failed_item(view: TrayView, actions: TrayActions, attached: bool) -> Item:
 def _cleanup_items(view: TrayView, actions: TrayActions, attached: bool) -> list[Item]:
     if view.busy == "cleanup":
         return [Item("Cleaning up…", enabled=False)]
-    if not attached:  # what this agent can do is known once one answers
+    if not attached:  # no agent to ask
         return [Item("Cleanup now…", enabled=False)]
-    if not view.features.get("cleanup"):
-        return [Item("Cleanup now (not available in this version)", enabled=False)]
     if view.cleanup_plan is not None:
         n = cleanup_total(view.cleanup_plan)
         return [

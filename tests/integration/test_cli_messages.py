@@ -13,7 +13,7 @@ from PIL import Image
 
 from agent.cli import agent_cmds
 from agent.cli.main import main
-from agent.service import runtime
+from agent.ops import backend as ops_backend
 from agent.service import sync as sync_module
 from agent.service.sync import SyncResult
 
@@ -122,7 +122,7 @@ def fake_sync(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         yield None
 
     monkeypatch.setattr(sync_module, "Sync", _FakeSync)
-    monkeypatch.setattr(runtime, "open_backend", no_backend)
+    monkeypatch.setattr(ops_backend, "open_backend", no_backend)
     return write_config(tmp_path, "local")
 
 

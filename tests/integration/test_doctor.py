@@ -20,6 +20,9 @@ from agent.pipeline.keys import PROBE_MARK
 from agent.pipeline.puller import ThumbnailPuller
 from agent.pipeline.worker import ThumbnailWorker
 from agent.service import doctor
+from agent.service.checks import local as local_checks
+from agent.service.checks.reach import clock
+from agent.service.checks.resources import capability_checks
 from agent.service.doctor import FAIL, PASS, SKIP, WARN, Check, diagnose
 from agent.state.status import Status
 
@@ -51,6 +54,21 @@ def set_up(moto_url: str, tmp_path: Path) -> tuple[Config, Backend]:
     backend = backend_of(cfg)
     Provisioner(cfg, backend).setup()
     return cfg, backend
+
+
+def test_capability_table_on_moto(set_up: tuple[Config, Backend]) -> None:
+    cfg, backend = set_up
+    rows = {c.name: c for c in capability_checks(cfg, backend)}
+    assert list(rows) == [
+        f"store {name}"
+        for name in ("notifications", "lifecycle rules", "tagging", "versioning", "multipart listing", "multipart abort")
+        + ("conditional writes", "SQS")
+    ]
+    assert rows["store notifications"].detail == "GetBucketNotificationConfiguration: supported"
+    # No lifecycle rules or tags of their own would be a NoSuch... error: still the API answering.
+    assert rows["store lifecycle rules"].result == PASS and rows["store tagging"].result == PASS
+    assert rows["store versioning"].detail == "GetBucketVersioning: answers (read only; thumbdrop does not need versioning)"
+    assert all(c.result == PASS for c in rows.values()), rows
 
 
 def test_passes_when_everything_is_set_up(set_up: tuple[Config, Backend]) -> None:
@@ -162,44 +180,44 @@ def test_inotify_limit(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path, "local"))  # inbox, inbox/a, inbox/a/b
     limit = tmp_path / "max_user_watches"
     limit.write_text("2\n")
-    check = doctor.inotify_check(cfg, limit_file=limit)
+    check = local_checks.inotify_check(cfg, limit_file=limit)
     assert check.result == FAIL and "fs.inotify.max_user_watches" in check.fix
     limit.write_text("5\n")
-    assert doctor.inotify_check(cfg, limit_file=limit).result == WARN
+    assert local_checks.inotify_check(cfg, limit_file=limit).result == WARN
     limit.write_text("8192\n")
-    assert doctor.inotify_check(cfg, limit_file=limit).result == PASS
+    assert local_checks.inotify_check(cfg, limit_file=limit).result == PASS
 
 
 def test_video_support(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.imaging import video
 
     cfg = load_config(write_config(tmp_path, "local"))
-    assert doctor.video_check(cfg).result == PASS  # PyAV is in the test extra
+    assert local_checks.video_check(cfg).result == PASS  # PyAV is in the test extra
     monkeypatch.setattr(video, "av", None)
-    check = doctor.video_check(cfg)  # the default patterns include videos
+    check = local_checks.video_check(cfg)  # the default patterns include videos
     assert check.result == WARN and "*.mov" in check.detail and "thumbdrop[video]" in check.fix
     cfg.watch.include = ["*.jpg"]
-    assert doctor.video_check(cfg).result == PASS
+    assert local_checks.video_check(cfg).result == PASS
 
 
 def test_free_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class Usage:
         free = 50 << 20
 
-    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: Usage)
-    check = doctor.disk_check("disk thumbnails", tmp_path / "not" / "yet")
+    monkeypatch.setattr(local_checks.shutil, "disk_usage", lambda _p: Usage)
+    check = local_checks.disk_check("disk thumbnails", tmp_path / "not" / "yet")
     assert check.result == FAIL and "50 MiB free" in check.detail
     Usage.free = 500 << 20
-    assert doctor.disk_check("disk thumbnails", tmp_path).result == WARN
+    assert local_checks.disk_check("disk thumbnails", tmp_path).result == WARN
     Usage.free = 50 << 30
-    assert doctor.disk_check("disk thumbnails", tmp_path).result == PASS
+    assert local_checks.disk_check("disk thumbnails", tmp_path).result == PASS
 
 
 @pytest.mark.parametrize(("offset", "result"), [(0, PASS), (-120, WARN), (3600, FAIL)])
 def test_clock_skew_against_the_date_header(offset: float, result: str) -> None:
     now = time.time()
     resp = {"ResponseMetadata": {"HTTPHeaders": {"date": formatdate(now - offset, usegmt=True)}}}
-    check = doctor._clock(resp, now)
+    check = clock(resp, now)
     assert check.result == result
     if result != PASS:
         assert "timedatectl" in check.fix or "time" in check.fix

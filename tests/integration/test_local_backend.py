@@ -96,6 +96,7 @@ def test_start_find_from_another_process_and_stop(local_backend: LocalBackend, t
     discovery = state / DISCOVERY_FILE
     data = json.loads(discovery.read_text())
     assert data == {"port": int(local_backend.endpoint_url.rsplit(":", 1)[1]), "owner_pid": os.getpid(), "server_pid": server_pid}
+    assert not [p for p in state.iterdir() if "tmp" in p.name]  # written whole: no temp file left
     # The owner itself is not "another process": find_running is for the others.
     assert find_running(state) is None
     assert find_from_other_process(state) == local_backend.endpoint_url

@@ -27,7 +27,7 @@ from agent.cloud.dlq import DeadLetter, list_dead_letters
 from agent.config.loader import parse_config
 from agent.config.model import Config
 from agent.pipeline.consumer import REASON_ATTR
-from agent.pipeline.uploader import reports_close_write
+from agent.pipeline.watching import reports_close_write
 from agent.pipeline.worker import done_since
 from agent.service.agent import Agent
 from agent.service.control import AgentAlreadyRunningError

@@ -53,7 +53,7 @@ def test_one_success_makes_every_postponed_upload_due_and_resets_the_backoff(mot
     journal = Journal(tmp_path / "journal.sqlite3")
     status = Status(["uploader"])
     up = Uploader(cfg, backend, status, journal)
-    s3 = up.s3 = Switchable(backend.s3)  # type: ignore[assignment]
+    s3 = up.uploads.s3 = Switchable(backend.s3)  # type: ignore[assignment]
     try:
         files = []
         for name in ("a.jpg", "b.jpg"):
@@ -63,15 +63,15 @@ def test_one_success_makes_every_postponed_upload_due_and_resets_the_backoff(mot
             files.append(lf)
         a, b = files
         for _ in range(3):  # a long outage: a's delay grows
-            assert up._upload_guarded(a, None) == "postponed"
-        assert up._upload_guarded(b, None) == "postponed"
+            assert up.uploads._upload_guarded(a, None) == "postponed"
+        assert up.uploads._upload_guarded(b, None) == "postponed"
         assert status.offline_since is not None
-        assert up._retry_at[a.path] - time.monotonic() > 10, "a's backoff did not grow: nothing to test"
+        assert up.uploads._retry_at[a.path] - time.monotonic() > 10, "a's backoff did not grow: nothing to test"
 
         s3.down = False
-        assert up._upload_guarded(b, None) == "uploaded"
-        assert up._retry_at[a.path] <= time.monotonic(), "a still waits out the delay it got during the outage"
-        assert not up._backoff, "the backoff must start again from its first step"
+        assert up.uploads._upload_guarded(b, None) == "uploaded"
+        assert up.uploads._retry_at[a.path] <= time.monotonic(), "a still waits out the delay it got during the outage"
+        assert not up.uploads._backoff, "the backoff must start again from its first step"
         assert status.offline_since is None
     finally:
         up.pool.shutdown()

@@ -240,7 +240,7 @@ def test_pause_hours_hold_uploads_until_the_window_ends(tmp_path: Path) -> None:
         up.schedule = PauseSchedule.parse(["00:00-24:00"])
         assert up.held()
         assert up.reconcile() == []  # nothing submitted: the file waits, watched
-        assert tmp_path / "inbox" / "a.jpg" in up._pending
+        assert tmp_path / "inbox" / "a.jpg" in up.watcher._pending
         assert s3.put == {}
         up.schedule = None  # the window is over
         assert not up.held()

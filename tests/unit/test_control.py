@@ -9,12 +9,12 @@ import socket
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.cli.main import main
 from agent.errors import EXIT_BACKEND, EXIT_OK
-from agent.service import control
 from agent.service.control import AgentAlreadyRunningError, ControlServer, socket_path, sun_path
 from agent.service.control_client import AgentNotRunningError, ControlClient, ControlCommandError, read_status
 from agent.state.status import Status
@@ -43,7 +43,7 @@ def test_round_trip_of_every_command(agent: FakeAgent) -> None:
         assert info["inbox"] == list(agent.cfg.watch.folders)
         assert info["thumbnails_dir"] == agent.cfg.local.thumbnails_dir
         assert info["state_dir"] == str(agent.state_dir)
-        assert set(info["features"]) == {"cleanup", "dlq"}
+        assert "features" not in info  # cleanup and dlq are always there: nothing to announce
         assert client.call("stop") == {"stopping": True}
         assert agent.calls == ["pause", "resume", "sync-now", "stop"]
         assert client.running()
@@ -140,16 +140,34 @@ def test_a_stopping_agent_refuses_pause(agent: FakeAgent) -> None:
         assert ControlClient(agent.state_dir).call("status")["state"] == "running"
 
 
-def test_missing_features_answer_not_available(agent: FakeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(control, "feature_available", lambda module: False)
-    with serving(agent):
-        client = ControlClient(agent.state_dir)
-        assert client.call("info")["features"] == {"cleanup": False, "dlq": False}
-        for cmd in ("cleanup-now", "dlq-redrive"):
-            with pytest.raises(ControlCommandError) as err:
-                client.call(cmd, dry_run=True)
-            assert err.value.code == "unavailable"
-            assert "not available in this version" in str(err.value)
+def test_cleanup_through_the_socket_trusts_only_this_drives_uploads(agent: FakeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket's cleanup reads the journal as 'thumbdrop cleanup' and the cleaner role do (one lookup):
+    a file uploaded while another drive was mounted on the watch folder is not this folder's."""
+    from agent.pipeline import cleanup_run
+    from agent.state.journal import Journal, UploadRecord
+
+    seen: dict[str, Any] = {}
+
+    def fake_plan(_cfg: Any, _backend: Any, **kwargs: Any) -> cleanup_run.Plan:
+        seen.update(kwargs)
+        return cleanup_run.Plan([], [], [])
+
+    monkeypatch.setattr(cleanup_run, "plan_cleanup", fake_plan)
+    inbox = agent.cfg.watch.folders[0]
+    journal = Journal(agent.state_dir / "journal.sqlite3")
+    agent.journal = journal  # type: ignore[attr-defined]
+    try:
+        journal.accept_folder(inbox, "drive-b")
+        for name, drive in (("a.jpg", "drive-a"), ("b.jpg", "drive-b")):
+            journal.record_upload(UploadRecord(f"{inbox}/{name}", f"src/{name}", 1, 1, "s", "e", folder_id=drive))
+        with serving(agent):
+            assert ControlClient(agent.state_dir).call("cleanup-now", dry_run=True)["objects"] == 0
+        lookup = seen["uploaded_from"]
+        assert lookup(f"{inbox}/b.jpg") == "src/b.jpg"
+        assert lookup(f"{inbox}/a.jpg") is None  # uploaded from the other drive
+        assert seen["accepted"](inbox) == "drive-b"
+    finally:
+        journal.close()
 
 
 def test_a_bug_in_a_command_does_not_kill_the_server(agent: FakeAgent) -> None:

@@ -590,3 +590,20 @@ def test_webp_fast_path_steps_aside_when_pillows_plugin_changes() -> None:
     # What a future plugin might look like: no _decoder, or a rawmode we do not know. Pillow's own load() runs then.
     assert _webp_first_frame(SimpleNamespace(rawmode="RGBX")) is None  # type: ignore[arg-type]
     assert _webp_first_frame(SimpleNamespace(rawmode="YUV", _decoder=SimpleNamespace(get_next=lambda: None))) is None  # type: ignore[arg-type]
+
+
+def test_a_failed_encode_leaves_neither_the_thumbnail_nor_a_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.imaging.encode import write
+
+    spec = ThumbnailSpec(sizes=(64,))
+    write(Image.new("RGB", (64, 48), "red"), tmp_path / "ok.jpg", spec)
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.jpg"]  # written whole: no temp file beside it
+
+    def broken_save(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
+        fp.write(b"\xff\xd8 half a JPEG")
+        raise ValueError("encoder gave up")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(ImageError, match="cannot encode jpeg thumbnail"):
+        write(Image.new("RGB", (64, 48), "red"), tmp_path / "bad.jpg", spec)
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.jpg"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
 from agent.state.journal import Journal
-from agent.state.status import Status
+from agent.state.status import STATUS_FILE, Status, read_published
 
 
 def test_a_relayed_failure_is_counted_once() -> None:
@@ -96,3 +97,16 @@ def test_going_offline_and_back_is_logged_once_each(caplog: pytest.LogCaptureFix
     assert lines[0].startswith("backend unreachable: cannot reach the backend (connection refused)")
     assert lines[1].startswith("backend reachable again after")
     assert status.offline_since is None
+
+
+def test_published_status_is_whole_and_has_the_umask_mode(tmp_path: Path) -> None:
+    status = Status(["worker"])
+    status.publish(tmp_path)
+    status.publish(tmp_path)  # replaces the first
+    assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE]  # no temp file left beside it
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # A system service's status.json is read by 'thumbdrop status' of other users when its umask allows.
+    assert (tmp_path / STATUS_FILE).stat().st_mode & 0o777 == 0o666 & ~umask
+    published = read_published(tmp_path)
+    assert published is not None and published["pid"] == os.getpid()

@@ -26,6 +26,7 @@ from agent.tray.controller import TrayController
 from agent.tray.menu import Item, TrayView, build_menu, icon_state, status_line, tooltip
 from agent.tray.notify import Notifier, summarise
 from tests.unit.control_fakes import FakeAgent, make_config, serving
+from tests.unit.test_gallery_boundary import modules_loaded_by
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def snapshot(**over: Any) -> dict[str, Any]:
 
 
 def attached(**over: Any) -> TrayView:
-    return TrayView(snapshot=snapshot(**over), phase="attached", info={"pid": 4242, "features": {"cleanup": True, "dlq": True}})
+    return TrayView(snapshot=snapshot(**over), phase="attached", info={"pid": 4242})
 
 
 # --- state -> icon ------------------------------------------------------------------------------------
@@ -242,16 +243,6 @@ def test_menu_follows_the_state() -> None:
 
     owned = TrayView(snapshot=snapshot(), phase="attached", owned=True)
     assert build_menu(owned, actions)[-1].text == "Quit (stop the agent)"  # type: ignore[arg-type]
-
-
-def test_menu_without_cleaner_or_dlq_says_so() -> None:
-    actions = RecordingActions()
-    view = TrayView(snapshot=snapshot(), phase="attached", info={"features": {"cleanup": False, "dlq": False}})
-    items = build_menu(view, actions)  # type: ignore[arg-type]
-    cleanup = find(items, "Cleanup now")
-    assert cleanup.text == "Cleanup now (not available in this version)" and not cleanup.enabled
-    retry = find(items, "Retry failed items")
-    assert "not available" in retry.text and not retry.enabled
 
 
 def test_menu_cleanup_confirmation_and_inboxes() -> None:
@@ -512,7 +503,6 @@ def test_controller_cleanup_asks_before_deleting(env: Env, monkeypatch: pytest.M
         return {"objects": 3, "bytes": 3_000_000, "problems": []} if dry_run else {"deleted": 3, "bytes": 3_000_000, "failed": 0}
 
     monkeypatch.setattr(control, "cleanup_now", fake_cleanup)
-    monkeypatch.setattr(control, "feature_available", lambda module: True)
     c = env.controller()
     with serving(env.agent):
         c.refresh()
@@ -533,25 +523,12 @@ def test_controller_cleanup_guard_is_not_offered(env: Env, monkeypatch: pytest.M
     from agent.service import control
 
     monkeypatch.setattr(control, "cleanup_now", lambda target, *, dry_run: {"objects": 900, "problems": ["90% of thumbs/"]})
-    monkeypatch.setattr(control, "feature_available", lambda module: True)
     c = env.controller()
     with serving(env.agent):
         c.refresh()
         find(c.menu(), "Cleanup now…").action()  # type: ignore[misc]
     assert "mass-delete guard" in env.sent[-1][0] and "--force" in env.sent[-1][1]
     assert c.view().cleanup_plan is None
-
-
-def test_controller_cleanup_not_available(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.service import control
-
-    monkeypatch.setattr(control, "feature_available", lambda module: False)
-    c = env.controller()
-    with serving(env.agent):
-        c.refresh()
-        assert not find(c.menu(), "Cleanup now (not available").enabled
-        c.cleanup_dry_run()  # even if called: a notice, not a crash
-    assert "not available in this version" in env.sent[-1][1]
 
 
 def test_settings_edit_bad_then_good_restarts_an_owned_agent(env: Env) -> None:
@@ -713,15 +690,13 @@ def test_launcher_starts_a_real_detached_process_and_adopts_it(tmp_path: Path) -
 
 
 def test_tray_modules_do_not_import_pystray_or_the_pipeline() -> None:
-    import subprocess
-
-    code = (
-        "import sys, agent.tray.menu, agent.tray.controller, agent.tray.icons, agent.tray.backend, agent.tray.autostart\n"
-        "bad = [m for m in sys.modules if m == 'pystray' or m.startswith('agent.pipeline') or m == 'agent.service.agent']\n"
-        "print(bad); raise SystemExit(1 if bad else 0)"
+    loaded = modules_loaded_by(
+        "import agent.tray.menu, agent.tray.controller, agent.tray.icons, agent.tray.backend, agent.tray.autostart\n"
+        "import agent.tray.actions, agent.tray.agent_process, agent.tray.news, agent.tray.openers, agent.tray.report\n"
+        "import agent.tray.settings"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert "agent.tray.controller" in loaded
+    assert [m for m in loaded if m == "pystray" or m.startswith("agent.pipeline") or m == "agent.service.agent"] == []
 
 
 def test_control_client_is_what_the_tray_uses(env: Env) -> None:

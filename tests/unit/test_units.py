@@ -143,6 +143,16 @@ def test_install_to_a_unit_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "systemctl enable --now thumbdrop" in out
 
 
+def test_install_replaces_the_unit_whole_and_readable(tmp_path: Path) -> None:
+    unit_dir = tmp_path / "pkg"
+    unit_dir.mkdir()
+    (unit_dir / "thumbdrop.service").write_text("[Unit]\nDescription=an older unit\n")
+    units.install(load_config(config(tmp_path)), user=False, unit_dir=unit_dir, enable=False)
+    assert os.listdir(unit_dir) == ["thumbdrop.service"]  # no temp file left beside it
+    assert (unit_dir / "thumbdrop.service").stat().st_mode & 0o777 == 0o644  # systemd and every user read it
+    assert keys((unit_dir / "thumbdrop.service").read_text())["Type"] == ["notify"]
+
+
 def test_print_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     assert main(["--config", str(config(tmp_path)), "service", "install", "--user", "--print"]) == 0

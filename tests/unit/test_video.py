@@ -14,7 +14,7 @@ from agent.pipeline.cleaner import source_rels_of
 from agent.pipeline.keys import Layout
 from tests.clips import av, can_encode, make_audio_only, make_clip, truncate
 
-from agent.imaging import video  # isort: skip  (after tests.clips, which skips this module without PyAV)
+from agent.imaging import video, video_preview  # isort: skip  (after tests.clips, which skips this module without PyAV)
 
 RED = (220, 20, 20)
 
@@ -143,7 +143,7 @@ def _moov_first(path: Path) -> bool:
 
 def test_small_h264_is_remuxed(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "a.mov", "libx264", size=(96, 64), audio=True)
-    made = video.make_preview(clip, tmp_path / "a.mov.mp4", video.VideoSpec(preview=True, preview_height=720))
+    made = video_preview.make_preview(clip, tmp_path / "a.mov.mp4", video.VideoSpec(preview=True, preview_height=720))
     assert made.remuxed and (made.width, made.height) == (96, 64)
     codec, w, h, audio, duration, _rot = _read(made.path)
     assert (codec, w, h, audio) == ("h264", 96, 64, "aac")
@@ -154,7 +154,7 @@ def test_small_h264_is_remuxed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("codec", "name"), [("libx265", "h.mov"), ("libvpx-vp9", "v.webm"), ("mjpeg", "m.avi")])
 def test_other_codecs_are_encoded_to_h264(tmp_path: Path, codec: str, name: str) -> None:
     clip = make_clip(tmp_path / name, codec_or_skip(codec), size=(96, 64))
-    made = video.make_preview(clip, tmp_path / "out.mp4", video.VideoSpec(preview=True))
+    made = video_preview.make_preview(clip, tmp_path / "out.mp4", video.VideoSpec(preview=True))
     assert not made.remuxed
     codec_out, w, h, audio, duration, _ = _read(made.path)
     assert (codec_out, w, h, audio) == ("h264", 96, 64, None)
@@ -165,7 +165,7 @@ def test_other_codecs_are_encoded_to_h264(tmp_path: Path, codec: str, name: str)
 def test_preview_frame_types_are_the_encoders_choice(tmp_path: Path) -> None:
     """Every frame of an MJPEG source is a keyframe; the preview must not inherit that (it doubled sizes)."""
     clip = make_clip(tmp_path / "m.avi", "mjpeg", size=(96, 64), seconds=2.0)
-    made = video.make_preview(clip, tmp_path / "m.mp4", video.VideoSpec(preview=True))
+    made = video_preview.make_preview(clip, tmp_path / "m.mp4", video.VideoSpec(preview=True))
     with av.open(str(made.path)) as c:
         keys = sum(1 for p in c.demux(c.streams.video[0]) if p.size and p.is_keyframe)
     assert keys == 1  # was 24: one per source frame
@@ -174,7 +174,7 @@ def test_preview_frame_types_are_the_encoders_choice(tmp_path: Path) -> None:
 def test_preview_is_scaled_to_the_displayed_height_and_keeps_rotation(tmp_path: Path) -> None:
     """A portrait clip 240 px high on screen (stored 240x160 turned 90 degrees), limited to 144: 96x144 shown."""
     clip = make_clip(tmp_path / "p.mov", "mpeg4", size=(240, 160), rotation=90, audio=True)
-    made = video.make_preview(clip, tmp_path / "p.mp4", video.VideoSpec(preview=True, preview_height=144))
+    made = video_preview.make_preview(clip, tmp_path / "p.mp4", video.VideoSpec(preview=True, preview_height=144))
     assert (made.width, made.height, made.remuxed) == (96, 144, False)
     codec, w, h, audio, _, rotation = _read(made.path)
     assert (codec, w, h, audio, rotation) == ("h264", 144, 96, "aac", 90)
@@ -182,7 +182,7 @@ def test_preview_is_scaled_to_the_displayed_height_and_keeps_rotation(tmp_path: 
 
 def test_tall_h264_is_encoded_not_remuxed(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "t.mp4", "libx264", size=(320, 240))
-    made = video.make_preview(clip, tmp_path / "t.mp4.mp4", video.VideoSpec(preview=True, preview_height=144))
+    made = video_preview.make_preview(clip, tmp_path / "t.mp4.mp4", video.VideoSpec(preview=True, preview_height=144))
     assert not made.remuxed
     assert _read(made.path)[1:3] == (192, 144)
 
@@ -196,14 +196,14 @@ def test_shutdown_interrupts_a_preview(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
     with pytest.raises(TransientError, match="interrupted by shutdown"):
-        video.make_preview(clip, tmp_path / "h.mp4", video.VideoSpec(preview=True), stop=stop)
+        video_preview.make_preview(clip, tmp_path / "h.mp4", video.VideoSpec(preview=True), stop=stop)
     assert not (tmp_path / "h.mp4").exists()
 
 
 def test_long_source_is_refused_a_preview(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "long.mp4", "libx264", seconds=3.0)
     with pytest.raises(ImageError, match=r"3 s long, over video.max_seconds \(2 s\)"):
-        video.make_preview(clip, tmp_path / "x.mp4", video.VideoSpec(preview=True, max_seconds=2))
+        video_preview.make_preview(clip, tmp_path / "x.mp4", video.VideoSpec(preview=True, max_seconds=2))
     assert not (tmp_path / "x.mp4").exists()
 
 
