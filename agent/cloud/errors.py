@@ -7,6 +7,8 @@ Who retries what (one budget per operation; the layers never multiply):
    reset, a timeout), throttling and 5xx answers, with its own jittered exponential backoff. thumbdrop code
    calls through ``call`` (conversion only) and never wraps a call in a retry loop of its own: a failed call
    has used up its budget. A long poll (``Backend.receiver``) makes one attempt: the consumer loop is its retry.
+   The one exception is what botocore cannot reach: a body that breaks off after its GET succeeded is read
+   again by ``agent.cloud.objects.download`` (tenacity, ``BODY_ATTEMPTS``); the GET's own errors are not.
 2. One item: the role that owns it, after the request's budget is spent, with ``agent.backoff.Backoff``: the
    uploader's per-path backoff (the file is tried again later), the consumer's postponement of a message
    (SQS redelivers it; after ``max_receives`` it is dead-lettered), the reconcile round at the next rescan.

@@ -24,7 +24,7 @@ esac
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 python3 -m pip install --quiet --disable-pip-version-check --target "$build" "${platforms[@]}" \
-    --implementation cp --python-version "$py" --only-binary=:all: Pillow PyYAML platformdirs av
+    --implementation cp --python-version "$py" --only-binary=:all: Pillow PyYAML tenacity platformdirs av
 # The agent package is pure Python: copied as it is (a pip build would leave build/ in the work tree).
 cp -r "$root/agent" "$build/agent"
 rm -rf "$build/agent/tray"

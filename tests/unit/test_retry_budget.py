@@ -105,7 +105,8 @@ def test_a_long_poll_is_tried_once(failing_store: tuple[str, dict[str, int]]) ->
 
 
 def test_no_retry_loop_wraps_a_backend_call_in_agent() -> None:
-    """The rule of agent/cloud/errors.py: no tenacity (or other retry library) on top of botocore's retries."""
+    """The rule of agent/cloud/errors.py: no tenacity (or other retry library) on top of botocore's retries; the
+    one exception reads a broken-off body again (agent/cloud/objects.py), which botocore cannot."""
     root = Path(__file__).resolve().parents[2] / "agent"
     offenders = []
     for path in root.rglob("*.py"):
@@ -114,5 +115,5 @@ def test_no_retry_loop_wraps_a_backend_call_in_agent() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             if any(n.split(".")[0] in ("tenacity", "retrying", "backoff") for n in names):
-                offenders.append(str(path.relative_to(root)))
-    assert offenders == []
+                offenders.append(path.relative_to(root).as_posix())
+    assert offenders == ["cloud/objects.py"]
