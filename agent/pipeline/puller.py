@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -20,12 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote
 
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call, translate
 from agent.cloud.events import ObjectEvent, describe_message, parse_body
+from agent.cloud.objects import download
 from agent.config.model import Config
 from agent.errors import ItemError, ObjectGoneError, ThumbdropError
 from agent.pipeline.bandwidth import limiter_for, throttle
@@ -167,7 +167,7 @@ class ThumbnailPuller:
                 return "skipped"
             stamp = _timestamp(resp.get("LastModified"))
             try:
-                self._write_atomic(path, resp["Body"], key, stamp)
+                self._write_atomic(path, stamp, lambda out: self._download(key, resp, out))
             except OSError as exc:  # the local disk (full, read-only, permissions), not the backend
                 raise ItemError(
                     f"cannot write {path}: {exc.strerror or exc}",
@@ -206,14 +206,13 @@ class ThumbnailPuller:
         """
         path = safe_local_path(self.root, out.rel)
         started = time.monotonic()
-        with io.BytesIO(data) as body:
-            try:
-                self._write_atomic(path, body, out.key, None)
-            except OSError as exc:
-                raise ItemError(
-                    f"cannot write {path}: {exc.strerror or exc}",
-                    hint="free space or fix the permissions of local.thumbnails_dir; it is pulled again at the next rescan",
-                ) from None
+        try:
+            self._write_atomic(path, None, lambda f: f.write(data))
+        except OSError as exc:
+            raise ItemError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                hint="free space or fix the permissions of local.thumbnails_dir; it is pulled again at the next rescan",
+            ) from None
         self.status.done("pull", time.monotonic() - started, out.size)
         self.status.pulled(str(path))
         if self.journal is not None:
@@ -221,28 +220,38 @@ class ThumbnailPuller:
         log.info("pulled %s -> %s (made here)", out.key, path)
         return "pulled"
 
-    def _write_atomic(self, path: Path, body: Any, key: str, stamp: float | None) -> None:
+    def _write_atomic(self, path: Path, stamp: float | None, write: Callable[[IO[bytes]], object]) -> None:
+        """``write`` the file's bytes to ``path``, whole or not at all, stamped with ``stamp`` (or now)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise ItemError(f"cannot create the folder for {path}: a file is in the way ({exc})") from None
         # The writer's pid in the temp name (agent.state.files): a reconcile elsewhere (a reload, a 'sync' next
         # to 'run') removes only temp files whose writer is gone.
-        try:
-            with atomic_file(path, "wb", perms=FILE_MODE, fsync=True) as out:
-                while True:
-                    chunk = call(f"download {key}", body.read, CHUNK)
-                    if not chunk:
-                        break
-                    throttle(self.limiter, len(chunk))
-                    out.write(chunk)
-                if stamp is not None and _UTIME_FD:
-                    out.flush()
-                    os.utime(out.fileno(), (stamp, stamp))  # before the rename: never seen with another time
-        finally:
-            body.close()
+        with atomic_file(path, "wb", perms=FILE_MODE, fsync=True) as out:
+            write(out)
+            if stamp is not None and _UTIME_FD:
+                out.flush()
+                os.utime(out.fileno(), (stamp, stamp))  # before the rename: never seen with another time
         if stamp is not None and not _UTIME_FD:
             os.utime(path, (stamp, stamp))
+
+    def _download(self, key: str, resp: Any, out: IO[bytes]) -> None:
+        """The body of ``resp`` (a GET of ``key``) into ``out``; read again if it breaks off."""
+        try:
+            download(
+                self.s3,
+                self.cfg.thumbnails.bucket,
+                key,
+                out,
+                action=f"download {key}",
+                on_chunk=lambda n: throttle(self.limiter, n),
+                first=resp,
+            )
+        finally:
+            body = resp.get("Body")
+            if body is not None:  # not read: the write failed before
+                body.close()
 
     # --- reconcile --------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Any
 from agent.cloud.clients import Backend
 from agent.cloud.errors import call
 from agent.cloud.events import describe_message, parse_body
+from agent.cloud.objects import download
 from agent.config.model import Config
 from agent.errors import (
     ImageError,
@@ -49,7 +50,6 @@ from agent.state.status import Status
 
 log = logging.getLogger(__name__)
 done_since = worker_done_since  # the events dead-letter queue's staleness check (cli cleanup, tests)
-CHUNK = 1 << 20
 # How long a truncated or empty source may be the first part of a file still being written: within this time of
 # its upload it is tried again once, at the end of it (a newer version has replaced it by then), not reported. It
 # covers a writer's pause between chunks plus settle and upload time where no close event tells (macOS, Windows).
@@ -367,16 +367,14 @@ class ThumbnailWorker(WorkerScan, ThumbnailWrite, VideoJobs):
 
     def _download(self, key: str, etag: str, dest: Path) -> int:
         """Stream to a file: memory stays bounded whatever the size of the original. Returns its size."""
-        resp = call(f"download {key}", self.s3.get_object, Bucket=self.cfg.source.bucket, Key=key, IfMatch=etag)
-        body = resp["Body"]
-        try:
-            with open(dest, "wb") as out:
-                while True:
-                    chunk = call(f"download {key}", body.read, CHUNK)
-                    if not chunk:
-                        break
-                    throttle(self.limiter, len(chunk))
-                    out.write(chunk)
-        finally:
-            body.close()
+        with open(dest, "wb") as out:
+            resp = download(
+                self.s3,
+                self.cfg.source.bucket,
+                key,
+                out,
+                action=f"download {key}",
+                if_match=etag,
+                on_chunk=lambda n: throttle(self.limiter, n),
+            )
         return int(resp.get("ContentLength") or 0)

@@ -58,7 +58,8 @@ def test_a_live_writers_temp_file_survives_a_concurrent_cleanup(tmp_path: Path) 
 
     def write() -> None:
         try:
-            p._write_atomic(target, body, "trip/a.jpg", None)
+            # The download path itself, with a GET answer already in hand (its body the slow one).
+            p._write_atomic(target, None, lambda out: p._download("trip/a.jpg", {"Body": body, "ETag": '"e"'}, out))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             errors.append(exc)
 
@@ -73,6 +74,7 @@ def test_a_live_writers_temp_file_survives_a_concurrent_cleanup(tmp_path: Path) 
         body.release.set()
         writer.join(10)
     assert errors == [] and target.read_bytes() == b"thumbnail bytes" * 100
+    assert body.closed
 
 
 def test_temp_files_of_gone_writers_and_old_nameless_ones_are_removed(tmp_path: Path) -> None:
