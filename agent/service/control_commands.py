@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,67 +84,89 @@ def cleanup_now(target: Controllable, *, dry_run: bool) -> dict[str, Any]:
 
 def retry_item(target: Controllable, args: dict[str, Any]) -> dict[str, Any]:
     """Try one failed item again, by the role that failed it; it leaves the failures list (and comes back if it fails again)."""
-    from agent.cloud.errors import call
-    from agent.cloud.events import s3_event_body
-    from agent.pipeline.keys import Layout
-
     name, role = args.get("name"), args.get("role")
     if not isinstance(name, str) or not name or not isinstance(role, str):
         raise CommandError("bad-request", 'retry needs {"name": ITEM, "role": ROLE} as listed in the status failures')
     listed = [f for f in target.status.snapshot()["failures"] if f["name"] == name and f["role"] == role]
     if not listed:
         raise CommandError("not-found", f"{name} ({role}) is not in the failures list (retried already, or it went through)")
+    again = _retry_action(target, name, role)
+    # Off the list BEFORE the item is tried again: a try that fails at once must be able to list it anew (a
+    # failure already listed with the same reason is not listed twice), not be wiped by a late resolve.
+    target.status.resolved(name, role)
+    try:
+        how = again()
+    except BaseException:
+        target.status.remember(name, listed[0]["reason"], role)  # not retried after all: still failing
+        raise
+    return {"retried": name, "how": how}
+
+
+def _retry_action(target: Controllable, name: str, role: str) -> Callable[[], str]:
+    """What tries ``name`` again by ``role`` (checked now, run by the caller); it returns how, in words."""
+    from agent.cloud.errors import call
+    from agent.cloud.events import s3_event_body
+    from agent.pipeline.keys import Layout
+
     layout = Layout.of(target.cfg)
-    how: str
     if role == "uploader":
         uploader = getattr(target, "uploader", None)
         if uploader is None:
             raise CommandError("unavailable", "this agent does not run the uploader role")
-        uploader.touch(Path(name))  # uploaded again once it has settled, as if it had just changed
-        how = "queued for upload"
-    elif role == "puller":
-        rel = layout.rel_of_thumb_key(name)
+
+        def upload() -> str:
+            uploader.touch(Path(name))  # uploaded again once it has settled, as if it had just changed
+            return "queued for upload"
+
+        return upload
+    if role == "puller":
+        thumb_rel = layout.rel_of_thumb_key(name)
         puller = getattr(target, "puller", None)
-        if rel is None or puller is None:
+        if thumb_rel is None or puller is None:
             raise CommandError("unavailable", f"{name} cannot be pulled by this agent (not a thumbnail key, or no puller role)")
-        target.status.resolved(name, role)
-        puller.reconcile(only_rels={rel})  # a failure again is listed again by the puller itself
-        return {"retried": name, "how": "pulled again"}
-    elif role == "worker":
-        rel = layout.rel_of_source_key(name)
-        if rel is None:
-            raise CommandError("unavailable", f"{name} is not a key under source.prefix")
+
+        def pull() -> str:
+            puller.reconcile(only_rels={thumb_rel})  # a failure again is listed again by the puller itself
+            return "pulled again"
+
+        return pull
+    if role != "worker":
+        raise CommandError("unavailable", f"items failed by the {role} cannot be retried one by one; use 'Retry all'")
+    rel = layout.rel_of_source_key(name)
+    if rel is None:
+        raise CommandError("unavailable", f"{name} is not a key under source.prefix")
+    source_rel: str = rel
+    poll = target.cfg.queues.mode == "poll"
+    events_url = None
+    if not poll:
+        events_url = queue_urls(target.cfg, target.backend).events
+        if events_url is None:
+            raise CommandError("unavailable", "the events queue does not exist (run 'thumbdrop setup')")
+
+    def thumbnail() -> str:
         # The marker makes the worker repeat its verdict for the same content; without it the image is decoded afresh.
         with contextlib.suppress(ThumbdropError):
             call(
                 f"clear the failure marker of {name}",
                 target.backend.s3.delete_object,
                 Bucket=target.cfg.thumbnails.bucket,
-                Key=layout.failure_key(rel),
+                Key=layout.failure_key(source_rel),
             )
-        handoff = getattr(target, "handoff", None)
-        if target.cfg.queues.mode == "poll":
+        if poll:
+            handoff = getattr(target, "handoff", None)
             if handoff is not None and getattr(handoff, "worker", None) is not None:
-                handoff.thumbnail(rel)
-                how = "handed to the worker again"
-            else:
-                how = "marker removed: the next listing tries it again"
-            target.status.resolved(name, role)
-            return {"retried": name, "how": how}
-        urls = queue_urls(target.cfg, target.backend)
-        if urls.events is None:
-            raise CommandError("unavailable", "the events queue does not exist (run 'thumbdrop setup')")
+                handoff.thumbnail(source_rel)
+                return "handed to the worker again"
+            return "marker removed: the next listing tries it again"
         call(
             f"send {name} to the worker again",
             target.backend.sqs.send_message,
-            QueueUrl=urls.events,
+            QueueUrl=events_url,
             MessageBody=s3_event_body(target.cfg.source.bucket, name),
         )
-        how = "sent to the worker again"
-    else:
-        raise CommandError("unavailable", f"items failed by the {role} cannot be retried one by one; use 'Retry all'")
-    target.status.resolved(name, role)
-    return {"retried": name, "how": how}
+        return "sent to the worker again"
+
+    return thumbnail
 
 
 def redrive_dead_letters(target: Controllable) -> dict[str, Any]:

@@ -303,3 +303,40 @@ def test_retry_of_an_unlisted_item_is_refused(agent: FakeAgent) -> None:
         with pytest.raises(ControlCommandError) as err:
             client.call("retry")
         assert err.value.code == "bad-request"
+
+
+class _FailsAtOnce:
+    """An uploader whose retried file fails again before the retry command has even answered."""
+
+    def __init__(self, status: Any, reason: str) -> None:
+        self.status, self.reason, self.touched = status, reason, []
+
+    def touch(self, path: Path) -> None:
+        self.touched.append(path)
+        self.status.fail(str(path), self.reason, "uploader", once=True)
+
+
+def test_an_item_that_fails_again_at_once_stays_listed_after_its_retry(agent: FakeAgent) -> None:
+    # The retry used to take the item off the list AFTER sending it again: a failure that came back in between
+    # was not listed twice (same reason), then wiped: the still-failing file vanished from status.
+    reason = "cannot read it: permission denied"
+    agent.status.fail("/in/a.jpg", reason, "uploader")
+    agent.uploader = _FailsAtOnce(agent.status, reason)  # type: ignore[attr-defined]
+    with serving(agent):
+        answer = ControlClient(agent.state_dir).call("retry", name="/in/a.jpg", role="uploader")
+    assert answer == {"retried": "/in/a.jpg", "how": "queued for upload"}
+    listed = [f for f in agent.status.snapshot()["failures"] if f["name"] == "/in/a.jpg"]
+    assert len(listed) == 1 and listed[0]["reason"] == reason
+    assert agent.status.snapshot()["counts"]["failed"] == 1
+
+
+def test_a_retry_that_cannot_be_sent_keeps_the_item_listed(agent: FakeAgent) -> None:
+    class Broken:
+        def touch(self, path: Path) -> None:
+            raise OSError("disk gone")
+
+    agent.status.fail("/in/b.jpg", "bad", "uploader")
+    agent.uploader = Broken()  # type: ignore[attr-defined]
+    with serving(agent), pytest.raises(ControlCommandError):
+        ControlClient(agent.state_dir).call("retry", name="/in/b.jpg", role="uploader")
+    assert [f["name"] for f in agent.status.snapshot()["failures"]] == ["/in/b.jpg"]
