@@ -191,12 +191,8 @@ class Index:
             if stem.lower().endswith(ext):
                 stem = stem[: -len(ext)]
                 break
-        video = None
-        for size in reversed(self.sizes):
-            folder, area = self._area(size)
-            if (folder / (stem + PREVIEW)).is_file():
-                video = file_url(area, stem + PREVIEW)
-                break
+        # A video's web preview sits beside the size folders, not in one (pipeline.keys.Layout.preview_rel).
+        video = file_url("t", stem + PREVIEW) if (self.root / (stem + PREVIEW)).is_file() else None
         return Item(rel, st.st_mtime, taken or st.st_mtime, file_url(grid_area, rel), large, video, shown_original)
 
     def item_for(self, path: Path) -> Item | None:

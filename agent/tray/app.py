@@ -89,7 +89,8 @@ class TrayApp:
             log.info("tray state: %s", state)
             self.icon.icon = icons.render(state)
         if tip_changed:
-            self.icon.title = text
+            # The xorg backend writes the title as a Latin-1 window name: "…" or "—" would raise there.
+            self.icon.title = latin1(text) if self.backend == "xorg" else text
             self._set_tooltip(text)
 
     def _set_tooltip(self, text: str) -> None:
@@ -180,3 +181,11 @@ def _log_to_state_dir(path: Path) -> None:
     handler = RotatingFileHandler(path / TRAY_LOG, maxBytes=1_000_000, backupCount=2, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+
+
+_LATIN1_STAND_INS = str.maketrans({"…": "...", "—": "-", "–": "-", "‘": "'", "’": "'", "“": '"', "”": '"'})
+
+
+def latin1(text: str) -> str:
+    """``text`` as Latin-1 can hold it: the tooltip's typography spelled out, anything else a '?'."""
+    return text.translate(_LATIN1_STAND_INS).encode("latin-1", "replace").decode("latin-1")

@@ -294,7 +294,9 @@ def test_listing_tree_search_dates_and_large_views(tmp_path: Path) -> None:
     Image.new("RGB", (40, 30)).save(inbox / "new.png")
     jpeg(thumbs / "64" / "trip" / "beach.jpg")
     jpeg(thumbs / "64" / "trip" / "clip.mov.jpg")
-    (thumbs / "64" / "trip" / "clip.mov.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    # A video's web preview is pulled beside the size folders, not into one (pipeline.keys.Layout.preview_rel).
+    (thumbs / "trip" / "clip.mov.mp4").parent.mkdir(parents=True)
+    (thumbs / "trip" / "clip.mov.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     (thumbs / "64" / ".hidden.jpg").write_bytes(b"x")
     gallery = Gallery(cfg, state)
     top = gallery.index.listing("", "", 0, 100)
@@ -308,7 +310,8 @@ def test_listing_tree_search_dates_and_large_views(tmp_path: Path) -> None:
     trip = gallery.index.listing("trip", "", 0, 100)
     assert [c["path"] for c in trip["crumbs"]] == ["", "trip"]
     clip = next(i for i in trip["items"] if i["name"] == "clip.mov.jpg")
-    assert clip["video"] == "/file/t/64/trip/clip.mov.mp4"
+    assert clip["video"] == "/file/t/trip/clip.mov.mp4"
+    assert gallery.index.file_path("t", "trip/clip.mov.mp4") == (thumbs / "trip" / "clip.mov.mp4").resolve()
     found = gallery.index.listing("", "BEA", 0, 100)
     assert [i["path"] for i in found["items"]] == ["trip/beach.jpg"] and found["folders"] == []
     page = gallery.index.listing("trip", "", 1, 1)

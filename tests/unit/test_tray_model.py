@@ -710,3 +710,17 @@ def test_recent_video_previews_are_named_after_their_video() -> None:
     assert _label("/t/trip/IMG_1.MOV.mp4") == "trip/IMG_1.MOV (web preview)"
     assert _label("/t/trip/IMG_1.MOV.jpg") == "trip/IMG_1.MOV.jpg"
     assert _label("/t/trip/holiday.mp4") == "trip/holiday.mp4"  # a video pulled as itself: no preview
+
+
+def test_the_xorg_title_is_latin1_safe() -> None:
+    # pystray's xorg backend writes the title as a Latin-1 window name: the tooltip's "…" and "—" raised there,
+    # and the tray hung in "starting".
+    from agent.tray.app import latin1
+
+    view = TrayView(snapshot={"state": "running", "counts": {"pulled": 3}, "roles": ["puller"]}, phase="attached")
+    text = tooltip(view)
+    assert "—" in text
+    safe = latin1(text)
+    safe.encode("latin-1")  # does not raise
+    assert safe == "thumbdrop: Up to date - 3 done"
+    assert latin1("Waiting for /media/cam… (missing) ✓") == "Waiting for /media/cam... (missing) ?"
