@@ -51,3 +51,17 @@ def test_a_timed_out_sync_names_20_unfinished_then_counts_the_rest(e2e: E2EEnv) 
     js = e2e.cli("sync", "--timeout", "0.001", "--json")
     assert js.rc == 1, str(js)
     assert len(json.loads(js.stdout)["unfinished"]) == 26
+
+
+def test_stop_drains_the_running_agent_and_says_so(e2e: E2EEnv) -> None:
+    """'thumbdrop stop': the running agent stops as on SIGTERM (exit 0); with none running, nothing to do."""
+    e2e.write_config({"watch": {"rescan_seconds": 0}})
+    agent = e2e.start_agent()
+    agent.wait_ready()
+    res = e2e.cli("stop", timeout=90)
+    assert res.rc == 0, (res, agent.diagnose())
+    assert f"stopping the agent (pid {agent.proc.pid})" in res.stdout and "agent stopped" in res.stdout, res
+    assert agent.proc.wait(30) == 0, agent.diagnose()
+    assert "thumbdrop agent stopped" in agent.log()
+    again = e2e.cli("stop")
+    assert again.rc == 0 and "no agent is running" in again.stdout, again
