@@ -62,6 +62,8 @@ sys.path.insert(0, str(ROOT))
 # The test harness: the same moto child process, photos, agent process and stop as the tests use.
 from tests.support import MotoProcess, deep_merge, make_photos, proc_cpu_seconds, start_agent, stop_process  # noqa: E402
 
+MotoServer = MotoProcess  # the name bench_sync, bench_scale and bench_poll import
+
 SOURCE_BUCKET = "bench-source"
 THUMBS_BUCKET = "bench-thumbnails"
 EVENTS_QUEUE = "bench-events"

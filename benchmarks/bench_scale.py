@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_pipeline import SOURCE_BUCKET, Admin, MotoServer, config_data, stop_process, write_config  # noqa: E402
+from bench_pipeline import SOURCE_BUCKET, Admin, MotoServer, config_data, proc_cpu_seconds, stop_process, write_config  # noqa: E402
 
 BATCH = 250  # images moved into the inbox at once (one folder: one event, then a scan)
 BACKLOG = 750  # dropped but not yet thumbnailed locally: drop more only below this
+STEP = 500  # a mark (time, RSS, agent and moto CPU) every STEP thumbnails
 
 
 def out(line: str = "") -> None:
@@ -79,19 +79,25 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
             time.sleep(0.2)
         batches = sorted(staging.iterdir())
         dropped = 0
-        marks: dict[int, tuple[float, float]] = {}  # thumbnails done -> (time, agent RSS MB)
+        # thumbnails done -> (time, agent RSS MB, agent CPU s, moto CPU s), every STEP images
+        marks: dict[int, tuple[float, float, float, float]] = {}
         t0 = time.monotonic()
         last_progress, last_count = time.monotonic(), -1
+
+        def mark(m: int, now: float) -> None:
+            marks[m] = (now - t0, rss_mb(proc.pid), proc_cpu_seconds(proc.pid) or 0.0, server.cpu() or 0.0)
+
+        mark(0, t0)
         while True:
             done = count_files(thumbs)
             now = time.monotonic()
             if done != last_count:
                 last_progress, last_count = now, done
-            for mark in range(1000, n + 1, 1000):
-                if done >= mark and mark not in marks:
-                    marks[mark] = (now - t0, rss_mb(proc.pid))
-            if n % 1000 and done >= n and n not in marks:
-                marks[n] = (now - t0, rss_mb(proc.pid))
+            for m in range(STEP, n + 1, STEP):
+                if done >= m and m not in marks:
+                    mark(m, now)
+            if n % STEP and done >= n and n not in marks:
+                mark(n, now)
             if done >= n:
                 break
             if now - last_progress > 120 or proc.poll() is not None:
@@ -102,14 +108,27 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
                 b.rename(inbox / b.name)
                 dropped += count_files(inbox / b.name)
             time.sleep(0.25)
-        for mark, (t, rss) in sorted(marks.items()):
-            out(f"   {mark:6d} thumbnails at {t:7.1f} s, agent RSS {rss:6.1f} MB")
+        # Whose CPU grows: the agent's per image, or the moto server's (its buckets and queues grow)?
+        out("   images        at       RSS   interval: images/s  agent CPU/image  moto CPU/image")
+        prev = None
+        for m, (t, rss, a_cpu, m_cpu) in sorted(marks.items()):
+            if prev is not None:
+                k = m - prev[0]
+                dt, da, dm = t - prev[1], a_cpu - prev[3], m_cpu - prev[4]
+                out(f"   {m:6d} {t:8.1f} s {rss:6.1f} MB   {k / dt:17.1f}  {da / k * 1000:12.1f} ms  {dm / k * 1000:11.1f} ms")
+            prev = (m, t, rss, a_cpu, m_cpu)
         if 1000 in marks and n in marks and n >= 2000:
             first = 1000 / marks[1000][0]
-            prev = max(m for m in marks if m <= n - 1000)
-            last = (n - prev) / (marks[n][0] - marks[prev][0])
+            before = max(m for m in marks if m <= n - 1000)
+            last = (n - before) / (marks[n][0] - marks[before][0])
             out(f"   RSS growth image 1,000 -> {n:,}: {marks[n][1] - marks[1000][1]:+.1f} MB (target < 20 MB)")
             out(f"   throughput first 1,000: {first:.1f}/s, last 1,000: {last:.1f}/s: {last / first:.2f}x (target >= 0.9x)")
+            for who, i in (("agent", 2), ("moto", 3)):
+                c_first = (marks[1000][i] - marks[0][i]) / 1000
+                c_last = (marks[n][i] - marks[before][i]) / (n - before)
+                out(
+                    f"   {who} CPU per image, first 1,000: {c_first * 1000:.1f} ms, last 1,000: {c_last * 1000:.1f} ms: {c_last / c_first:.2f}x"
+                )
     finally:
         stop_process(proc, timeout=30)
 
@@ -118,50 +137,98 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
 
 
 def stage_reconcile(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
+    """The objects are loaded through moto's own backend API inside a second moto server process (no HTTP per object:
+    100,000 PUTs over HTTP take ~10 min here); the reconcile itself talks HTTP to that server, as to any other."""
     out(f"\n== reconcile: {n:,} local files against {n:,} objects (already uploaded) ==")
-    server.reset()
-    admin = Admin(server.url)
-    admin.s3.create_bucket(Bucket=SOURCE_BUCKET)
     folder = tmp / "rec-files"
-    keys = []
     for i in range(n):
         sub = folder / f"d{i // 1000:04d}"
         if i % 1000 == 0:
             sub.mkdir(parents=True)
         (sub / f"f{i:07d}.jpg").write_bytes(f"file {i}\n".encode() * 8)
-        keys.append(f"{sub.name}/f{i:07d}.jpg")
     past = time.time() - 60
     for p in folder.rglob("*.jpg"):
         os.utime(p, (past, past))
     t0 = time.monotonic()
-
-    def put(key: str) -> None:
-        admin.s3.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=(folder / key).read_bytes())
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, keys))
-    out(f"   (set-up: {n:,} objects put in {time.monotonic() - t0:.0f} s)")
-    data = config_data(server.url, folder, tmp / "rec-thumbs", tmp / "rec-state", roles=["uploader"])
-    data["backend"]["auto_setup"] = False
-    cfg = write_config(tmp / "rec.yaml", data)
-    for label in ("first (empty journal: every file hashed)", "second (journal filled)"):
-        res = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--reconcile-child", str(cfg)],
-            cwd=td.repo,
-            env=td.env,
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode != 0:
-            out(f"   {label}: failed\n{res.stderr[-3000:]}")
+    filled = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--filled-server", str(folder)],
+        cwd=td.repo,
+        env=td.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert filled.stdout is not None and filled.stdin is not None
+        line = filled.stdout.readline()
+        if not line.startswith(b"PORT "):
+            out(f"   the filled moto server did not start: {line!r}")
             return
-        r = json.loads(res.stdout.strip().splitlines()[-1])
-        reqs = ", ".join(f"{op} {k}" for op, k in sorted(r["requests"].items()))
-        per_key = (r["peak_mb"] - r["base_mb"]) * 1024 * 1024 / n
+        url = f"http://127.0.0.1:{int(line.split()[1])}"
+        count = Admin(url).s3.list_objects_v2(Bucket=SOURCE_BUCKET, MaxKeys=1).get("KeyCount", 0)
         out(
-            f"   {label}: {r['seconds']:.1f} s, {r['uploaded']} uploaded, requests: {reqs}; peak RSS {r['peak_mb']:.0f} MB "
-            f"({r['base_mb']:.0f} MB before): {per_key:.0f} bytes per key at most"
+            f"   (set-up: {n:,} objects loaded into moto's backend in its own process in {time.monotonic() - t0:.0f} s; bucket not empty: {bool(count)})"
         )
+        out(f"   moto server RSS with {n:,} objects: {rss_mb(filled.pid):.0f} MB")
+        data = config_data(url, folder, tmp / "rec-thumbs", tmp / "rec-state", roles=["uploader"])
+        data["backend"]["auto_setup"] = False
+        cfg = write_config(tmp / "rec.yaml", data)
+        for label in ("first (empty journal: every file hashed)", "second (journal filled)"):
+            res = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--reconcile-child", str(cfg)],
+                cwd=td.repo,
+                env=td.env,
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode != 0:
+                out(f"   {label}: failed\n{res.stderr[-3000:]}")
+                return
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            reqs = ", ".join(f"{op} {k}" for op, k in sorted(r["requests"].items()))
+            per_key = (r["peak_mb"] - r["base_mb"]) * 1024 * 1024 / n
+            out(
+                f"   {label}: {r['seconds']:.1f} s ({n / r['seconds']:,.0f} files/s, client CPU {r['cpu'] / n * 1e6:.0f} us/file), "
+                f"{r['uploaded']} uploaded, requests: {reqs}; peak RSS {r['peak_mb']:.0f} MB ({r['base_mb']:.0f} MB before): "
+                f"{per_key:.0f} bytes per key at most"
+            )
+    finally:
+        if filled.stdin is not None:
+            filled.stdin.close()
+        try:
+            filled.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            filled.kill()
+            filled.wait(timeout=10)
+        if filled.stdout is not None:
+            filled.stdout.close()
+
+
+def filled_server(folder: str) -> None:
+    """moto's server with the source bucket holding every file under folder (same key, same bytes), put through
+    moto's backend API in this process; prints PORT n and runs until stdin closes."""
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "benchkey", "AWS_SECRET_ACCESS_KEY": "benchsecret", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    backend.create_bucket(SOURCE_BUCKET, "us-east-1")
+    root = Path(folder)
+    for p in sorted(root.rglob("*.jpg")):
+        backend.put_object(SOURCE_BUCKET, p.relative_to(root).as_posix(), p.read_bytes())
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    sys.stdout.write(f"PORT {server.get_host_and_port()[1]}\n")
+    sys.stdout.flush()
+    while sys.stdin.buffer.read(65536):
+        pass
+    server.stop()
 
 
 def reconcile_child(cfg_path: str) -> None:
@@ -182,19 +249,34 @@ def reconcile_child(cfg_path: str) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     journal = Journal(Path(cfg.local.state_dir) / "journal.sqlite3")
     uploader = Uploader(cfg, backend, Status(cfg.roles), journal)
-    t0 = time.monotonic()
+    trace = os.environ.get("BENCH_TRACEMALLOC") == "1"  # where the per-key bytes go (slow: for a look, not a figure)
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start()
+    t0, c0 = time.monotonic(), time.process_time()
     futures = uploader.reconcile()
+    if trace:
+        for stat in tracemalloc.take_snapshot().statistics("lineno")[:15]:
+            print(f"   {stat.size / len(futures or [0]):7.0f} B/key  {stat}", file=sys.stderr)
+        tracemalloc.stop()
     wait(futures)
-    seconds = time.monotonic() - t0
+    seconds, cpu = time.monotonic() - t0, time.process_time() - c0
     uploaded = sum(1 for f in futures if f.result() == "uploaded")
     uploader.pool.shutdown()
     journal.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "requests": dict(calls), "base_mb": base, "peak_mb": peak, "uploaded": uploaded}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "cpu": cpu, "requests": dict(calls), "base_mb": base, "peak_mb": peak, "uploaded": uploaded}
+        )
+    )
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--reconcile-child":
         reconcile_child(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--filled-server":
+        filled_server(sys.argv[2])
     else:
         raise SystemExit("run through bench_sync.py --soak N / --reconcile N")
