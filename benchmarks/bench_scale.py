@@ -231,6 +231,100 @@ def filled_server(folder: str) -> None:
     server.stop()
 
 
+# --- moto's cost per request against its state --------------------------------------------------------------------
+
+GROW_BUCKET, GROW_QUEUE = "grow-source", "grow-events"
+
+
+def stage_moto_growth(td: Any, steps: list[tuple[int, int]], puts: int = 200, receives: int = 50) -> None:
+    """Whose is a soak's decline? moto's server CPU per request, measured at a given bucket size and queue depth.
+
+    A moto server in a child process holds a bucket whose PUTs notify a queue (as the soak's source bucket does). Its
+    objects and queued messages are added through moto's backend API in that process (no HTTP per object); then
+    ``puts`` PutObject of 2 KB and ``receives`` ReceiveMessage (10) + DeleteMessageBatch go over HTTP, and the
+    server's CPU (from /proc) is divided by the requests."""
+    out(f"\n== moto server CPU per request against its state ({puts} PUTs into a notified bucket, {receives} receive+delete) ==")
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--growing-server"],
+        cwd=td.repo,
+        env=td.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        url = f"http://127.0.0.1:{int(child.stdout.readline().split()[1])}"
+        admin = Admin(url)
+        admin.s3.create_bucket(Bucket=GROW_BUCKET)
+        q_url = admin.sqs.create_queue(QueueName=GROW_QUEUE)["QueueUrl"]
+        arn = admin.sqs.get_queue_attributes(QueueUrl=q_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        admin.s3.put_bucket_notification_configuration(
+            Bucket=GROW_BUCKET,
+            NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+        )
+        body = os.urandom(2048)
+        out("   objects  queued msgs   server CPU per PUT   per receive+delete")
+        for objects, messages in steps:
+            admin.sqs.purge_queue(QueueUrl=q_url)
+            child.stdin.write(f"fill {objects} {messages}\n")
+            child.stdin.flush()
+            child.stdout.readline()
+            c0 = proc_cpu_seconds(child.pid) or 0.0
+            for i in range(puts):
+                admin.s3.put_object(Bucket=GROW_BUCKET, Key=f"probe/{objects}/{i:05d}.jpg", Body=body)
+            c1 = proc_cpu_seconds(child.pid) or 0.0
+            for _ in range(receives):
+                got = admin.sqs.receive_message(QueueUrl=q_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+                if got:
+                    entries = [{"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(got)]
+                    admin.sqs.delete_message_batch(QueueUrl=q_url, Entries=entries)
+            c2 = proc_cpu_seconds(child.pid) or 0.0
+            out(
+                f"   {objects:7,d}  {messages:11,d}   {(c1 - c0) / puts * 1000:15.1f} ms   {(c2 - c1) / receives * 1000:15.1f} ms"
+            )
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+
+
+def growing_server() -> None:
+    """moto's server; on "fill OBJECTS MESSAGES" (stdin) its grow bucket gets objects and its queue messages through
+    moto's backend API (no notifications for these) up to those counts, then "ok"."""
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "benchkey", "AWS_SECRET_ACCESS_KEY": "benchsecret", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+    from moto.sqs.models import sqs_backends
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    print(f"PORT {server.get_host_and_port()[1]}", flush=True)
+    s3 = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    sqs = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    filled = 0
+    for line in sys.stdin:
+        _cmd, objects, messages = line.split()
+        while filled < int(objects):
+            s3.put_object(GROW_BUCKET, f"fill/{filled:07d}.jpg", b"x" * 2048, disable_notification=True)
+            filled += 1
+        for i in range(int(messages)):
+            sqs.send_message(GROW_QUEUE, f'{{"fill": {i}}}')
+        print("ok", flush=True)
+    server.stop()
+
+
 def reconcile_child(cfg_path: str) -> None:
     import resource
     from collections import Counter
@@ -276,6 +370,8 @@ def reconcile_child(cfg_path: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--reconcile-child":
         reconcile_child(sys.argv[2])
+    elif len(sys.argv) == 2 and sys.argv[1] == "--growing-server":
+        growing_server()
     elif len(sys.argv) == 3 and sys.argv[1] == "--filled-server":
         filled_server(sys.argv[2])
     else:
