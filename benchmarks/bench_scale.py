@@ -15,7 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_pipeline import SOURCE_BUCKET, Admin, MotoServer, config_data, proc_cpu_seconds, stop_process, write_config  # noqa: E402
+from bench_pipeline import (  # noqa: E402
+    EVENTS_QUEUE,
+    PULL_QUEUE,
+    SOURCE_BUCKET,
+    Admin,
+    MotoServer,
+    config_data,
+    proc_cpu_seconds,
+    stop_process,
+    write_config,
+)
 
 BATCH = 250  # images moved into the inbox at once (one folder: one event, then a scan)
 BACKLOG = 750  # dropped but not yet thumbnailed locally: drop more only below this
@@ -84,8 +94,22 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
         t0 = time.monotonic()
         last_progress, last_count = time.monotonic(), -1
 
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        depths: dict[int, str] = {}  # the queues' depths at each mark: what moto's cost per request follows
+        admin = Admin(server.url)
+
+        def depth(queue: str) -> str:
+            try:
+                url = admin.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+                attrs = admin.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+                return str(attrs["Attributes"]["ApproximateNumberOfMessages"])
+            except (BotoCoreError, ClientError):  # a figure only: the queue is not there yet
+                return "-"
+
         def mark(m: int, now: float) -> None:
             marks[m] = (now - t0, rss_mb(proc.pid), proc_cpu_seconds(proc.pid) or 0.0, server.cpu() or 0.0)
+            depths[m] = f"{depth(EVENTS_QUEUE)}/{depth(PULL_QUEUE)}"
 
         mark(0, t0)
         while True:
@@ -109,13 +133,15 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
                 dropped += count_files(inbox / b.name)
             time.sleep(0.25)
         # Whose CPU grows: the agent's per image, or the moto server's (its buckets and queues grow)?
-        out("   images        at       RSS   interval: images/s  agent CPU/image  moto CPU/image")
+        out("   images        at       RSS   interval: images/s  agent CPU/image  moto CPU/image  queued events/pull")
         prev = None
         for m, (t, rss, a_cpu, m_cpu) in sorted(marks.items()):
             if prev is not None:
                 k = m - prev[0]
                 dt, da, dm = t - prev[1], a_cpu - prev[3], m_cpu - prev[4]
-                out(f"   {m:6d} {t:8.1f} s {rss:6.1f} MB   {k / dt:17.1f}  {da / k * 1000:12.1f} ms  {dm / k * 1000:11.1f} ms")
+                out(
+                    f"   {m:6d} {t:8.1f} s {rss:6.1f} MB   {k / dt:17.1f}  {da / k * 1000:12.1f} ms  {dm / k * 1000:11.1f} ms  {depths[m]:>12}"
+                )
             prev = (m, t, rss, a_cpu, m_cpu)
         if 1000 in marks and n in marks and n >= 2000:
             first = 1000 / marks[1000][0]
@@ -267,10 +293,13 @@ def stage_moto_growth(td: Any, steps: list[tuple[int, int]], puts: int = 200, re
         body = os.urandom(2048)
         out("   objects  queued msgs   server CPU per PUT   per receive+delete")
         for objects, messages in steps:
-            admin.sqs.purge_queue(QueueUrl=q_url)
-            child.stdin.write(f"fill {objects} {messages}\n")
+            attrs = admin.sqs.get_queue_attributes(QueueUrl=q_url, AttributeNames=["ApproximateNumberOfMessages"])
+            queued = int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+            child.stdin.write(f"fill {objects} {max(0, messages - queued)}\n")  # PurgeQueue: once a minute only
             child.stdin.flush()
             child.stdout.readline()
+            attrs = admin.sqs.get_queue_attributes(QueueUrl=q_url, AttributeNames=["ApproximateNumberOfMessages"])
+            messages = int(attrs["Attributes"]["ApproximateNumberOfMessages"])
             c0 = proc_cpu_seconds(child.pid) or 0.0
             for i in range(puts):
                 admin.s3.put_object(Bucket=GROW_BUCKET, Key=f"probe/{objects}/{i:05d}.jpg", Body=body)
@@ -278,7 +307,7 @@ def stage_moto_growth(td: Any, steps: list[tuple[int, int]], puts: int = 200, re
             for _ in range(receives):
                 got = admin.sqs.receive_message(QueueUrl=q_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
                 if got:
-                    entries = [{"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(got)]
+                    entries: list[Any] = [{"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(got)]
                     admin.sqs.delete_message_batch(QueueUrl=q_url, Entries=entries)
             c2 = proc_cpu_seconds(child.pid) or 0.0
             out(

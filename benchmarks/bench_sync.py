@@ -16,13 +16,20 @@ measured in the same run:
   messages with ``download_file`` / ``Image.thumbnail`` / ``upload_file`` / ``delete_message``; then a serial
   download of every thumbnail). Both see the same photos, the same server, S3 notifications to an SQS queue.
 * noop: ``thumbdrop sync`` again with nothing to do, against ``aws s3 sync`` with nothing to do, both as commands.
+* uploads: ``thumbdrop sync`` with roles [uploader] against ``aws s3 sync``, 1,000 files of 50 KB, both commands
+  into the same plain bucket (no notifications), alternating, medians of 3; also 1-file runs of each, so the
+  per-file figures show without start-up. aws-cli is the real script (a pyenv shim is resolved, not billed).
 * idle: ``thumbdrop run`` on the embedded backend with nothing to do: CPU of the agent process alone and of its
   moto child, over the window, from /proc.
 * startup: ``python -X importtime -m agent --help`` total import time, and the wall time of ``thumbdrop --version``.
-* soak (--soak N): ``thumbdrop run`` takes N small JPEGs dropped in batches; RSS of the agent at image 1,000 and N,
-  throughput of the first and the last thousand.
-* reconcile (--reconcile N): N local files against N objects (already uploaded): one reconcile's time, requests
-  (counted with a botocore event hook) and peak RSS (ru_maxrss of a child that does only that).
+* soak (--soak N): ``thumbdrop run`` takes N small JPEGs dropped in batches; RSS of the agent, and its CPU and the
+  moto server's per image, every 500 images; throughput of the first and the last thousand.
+* reconcile (--reconcile N): N local files against N objects (already uploaded; loaded through moto's backend
+  API in a second moto server process, since N PUTs over HTTP take ~10 min at 100,000), the reconcile over HTTP:
+  its time, CPU per file, requests (counted with a botocore event hook) and peak RSS (ru_maxrss of a child that
+  does only that); run twice (empty journal, then filled).
+* moto (--only moto): the moto server's CPU per PUT into a notified bucket and per receive+delete, against its
+  bucket size and queue depth (--moto-growth OBJECTS:MESSAGES,...): whose is a soak's decline.
 """
 
 from __future__ import annotations
