@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-seconds", type=float)
     p.add_argument("--soak", type=int, default=0)
     p.add_argument("--reconcile", type=int, default=0)
-    p.add_argument("--moto-growth", default="0:0,10000:0,10000:1000,10000:5000", help="OBJECTS:MESSAGES,... (--only moto)")
+    p.add_argument("--moto-growth", default="0:0,10000:0,10000:200,10000:1000", help="OBJECTS:MESSAGES,... (--only moto)")
     p.add_argument("--only", default="startup,camera,small,noop,uploads,idle,soak,reconcile")
     p.add_argument("--agent-repo", type=Path, default=ROOT)
     p.add_argument("--uploads", type=int)
