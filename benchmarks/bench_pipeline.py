@@ -111,6 +111,16 @@ class Admin:
             for name in (EVENTS_QUEUE, PULL_QUEUE):
                 self.sqs.create_queue(QueueName=name)
 
+    def notify_queue(self, bucket: str, queue: str) -> str:
+        """A new queue that gets the bucket's object-created events (as auto_setup makes them); its URL."""
+        url = self.sqs.create_queue(QueueName=queue)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+        )
+        return url
+
     def count(self, bucket: str = SOURCE_BUCKET) -> int:
         n = 0
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):

@@ -219,15 +219,20 @@ def stage_reconcile(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
                 f"{per_key:.0f} bytes per key at most"
             )
     finally:
-        if filled.stdin is not None:
-            filled.stdin.close()
-        try:
-            filled.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            filled.kill()
-            filled.wait(timeout=10)
-        if filled.stdout is not None:
-            filled.stdout.close()
+        end_child(filled)
+
+
+def end_child(proc: subprocess.Popen[Any]) -> None:
+    """A server child stops when its stdin closes; killed if it does not within 30 s."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def filled_server(folder: str) -> None:
@@ -284,12 +289,7 @@ def stage_moto_growth(td: Any, steps: list[tuple[int, int]], puts: int = 200, re
         url = f"http://127.0.0.1:{int(child.stdout.readline().split()[1])}"
         admin = Admin(url)
         admin.s3.create_bucket(Bucket=GROW_BUCKET)
-        q_url = admin.sqs.create_queue(QueueName=GROW_QUEUE)["QueueUrl"]
-        arn = admin.sqs.get_queue_attributes(QueueUrl=q_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        admin.s3.put_bucket_notification_configuration(
-            Bucket=GROW_BUCKET,
-            NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
-        )
+        q_url = admin.notify_queue(GROW_BUCKET, GROW_QUEUE)
         body = os.urandom(2048)
         out("   objects  queued msgs   server CPU per PUT   per receive+delete")
         for objects, messages in steps:
@@ -314,13 +314,7 @@ def stage_moto_growth(td: Any, steps: list[tuple[int, int]], puts: int = 200, re
                 f"   {objects:7,d}  {messages:11,d}   {(c1 - c0) / puts * 1000:15.1f} ms   {(c2 - c1) / receives * 1000:15.1f} ms"
             )
     finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=10)
+        end_child(child)
 
 
 def growing_server() -> None:

@@ -157,12 +157,7 @@ def setup_serial(admin: Admin, server: MotoServer) -> None:
     server.reset()
     admin.s3.create_bucket(Bucket=SOURCE_BUCKET)
     admin.s3.create_bucket(Bucket=THUMBS_BUCKET)
-    q = admin.sqs.create_queue(QueueName=EVENTS_QUEUE)["QueueUrl"]
-    arn = admin.sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    admin.s3.put_bucket_notification_configuration(
-        Bucket=SOURCE_BUCKET,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+    admin.notify_queue(SOURCE_BUCKET, EVENTS_QUEUE)
 
 
 # --- thumbdrop as a command ----------------------------------------------------------------------------------------
