@@ -62,6 +62,8 @@ sys.path.insert(0, str(ROOT))
 # The test harness: the same moto child process, photos, agent process and stop as the tests use.
 from tests.support import MotoProcess, deep_merge, make_photos, proc_cpu_seconds, start_agent, stop_process  # noqa: E402
 
+MotoServer = MotoProcess  # the name bench_sync, bench_scale and bench_poll import
+
 SOURCE_BUCKET = "bench-source"
 THUMBS_BUCKET = "bench-thumbnails"
 EVENTS_QUEUE = "bench-events"
@@ -108,6 +110,16 @@ class Admin:
         if queues:
             for name in (EVENTS_QUEUE, PULL_QUEUE):
                 self.sqs.create_queue(QueueName=name)
+
+    def notify_queue(self, bucket: str, queue: str) -> str:
+        """A new queue that gets the bucket's object-created events (as auto_setup makes them); its URL."""
+        url = self.sqs.create_queue(QueueName=queue)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+        )
+        return url
 
     def count(self, bucket: str = SOURCE_BUCKET) -> int:
         n = 0

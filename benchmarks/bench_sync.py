@@ -16,13 +16,20 @@ measured in the same run:
   messages with ``download_file`` / ``Image.thumbnail`` / ``upload_file`` / ``delete_message``; then a serial
   download of every thumbnail). Both see the same photos, the same server, S3 notifications to an SQS queue.
 * noop: ``thumbdrop sync`` again with nothing to do, against ``aws s3 sync`` with nothing to do, both as commands.
+* uploads: ``thumbdrop sync`` with roles [uploader] against ``aws s3 sync``, 1,000 files of 50 KB, both commands
+  into the same plain bucket (no notifications), alternating, medians of 3; also 1-file runs of each, so the
+  per-file figures show without start-up. aws-cli is the real script (a pyenv shim is resolved, not billed).
 * idle: ``thumbdrop run`` on the embedded backend with nothing to do: CPU of the agent process alone and of its
   moto child, over the window, from /proc.
 * startup: ``python -X importtime -m agent --help`` total import time, and the wall time of ``thumbdrop --version``.
-* soak (--soak N): ``thumbdrop run`` takes N small JPEGs dropped in batches; RSS of the agent at image 1,000 and N,
-  throughput of the first and the last thousand.
-* reconcile (--reconcile N): N local files against N objects (already uploaded): one reconcile's time, requests
-  (counted with a botocore event hook) and peak RSS (ru_maxrss of a child that does only that).
+* soak (--soak N): ``thumbdrop run`` takes N small JPEGs dropped in batches; RSS of the agent, and its CPU and the
+  moto server's per image, every 500 images; throughput of the first and the last thousand.
+* reconcile (--reconcile N): N local files against N objects (already uploaded; loaded through moto's backend
+  API in a second moto server process, since N PUTs over HTTP take ~10 min at 100,000), the reconcile over HTTP:
+  its time, CPU per file, requests (counted with a botocore event hook) and peak RSS (ru_maxrss of a child that
+  does only that); run twice (empty journal, then filled).
+* moto (--only moto): the moto server's CPU per PUT into a notified bucket and per receive+delete, against its
+  bucket size and queue depth (--moto-growth OBJECTS:MESSAGES,...): whose is a soak's decline.
 """
 
 from __future__ import annotations
@@ -150,12 +157,7 @@ def setup_serial(admin: Admin, server: MotoServer) -> None:
     server.reset()
     admin.s3.create_bucket(Bucket=SOURCE_BUCKET)
     admin.s3.create_bucket(Bucket=THUMBS_BUCKET)
-    q = admin.sqs.create_queue(QueueName=EVENTS_QUEUE)["QueueUrl"]
-    arn = admin.sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    admin.s3.put_bucket_notification_configuration(
-        Bucket=SOURCE_BUCKET,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+    admin.notify_queue(SOURCE_BUCKET, EVENTS_QUEUE)
 
 
 # --- thumbdrop as a command ----------------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ def stage_noop(td: Thumbdrop, server: MotoServer, tmp: Path, cfg: Path, inbox: P
             out(f"   unexpected: rc {res.returncode}: {res.stdout[-500:]} {res.stderr[-1500:]}")
     t = sorted(walls)[1]
     out(f"   thumbdrop sync (no-op): median {t:.2f} s of {[round(w, 2) for w in walls]}")
-    aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
+    aws = aws_binary()
     if aws is None:
         out("   aws-cli not found (pip install awscli): no anchor")
         return
@@ -259,47 +261,81 @@ def stage_noop(td: Thumbdrop, server: MotoServer, tmp: Path, cfg: Path, inbox: P
     out(f"   ratio thumbdrop / aws: {t / a:.2f}x (target <= 0.6x)")
 
 
+def aws_binary() -> str | None:
+    """aws-cli next to this interpreter or on PATH; a pyenv shim is resolved to the real script, so that neither the
+    shim's bash nor ``pyenv exec`` (~0.1 s of CPU a call here) is billed to aws-cli."""
+    aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
+    if aws and "/shims/" in aws and shutil.which("pyenv"):
+        real = subprocess.run(["pyenv", "which", "aws"], capture_output=True, text=True).stdout.strip()
+        aws = real or aws
+    return aws
+
+
 def stage_uploads(td: Thumbdrop, server: MotoServer, admin: Admin, tmp: Path, n: int) -> None:
-    """Uploads alone: ``thumbdrop sync`` with roles [uploader] (it ends once everything is up) vs ``aws s3 sync``."""
+    """Uploads alone: ``thumbdrop sync`` with roles [uploader] (it ends once everything is up) vs ``aws s3 sync``.
+
+    Both commands, start-up included, into the same plain bucket (no notifications: a notified moto bucket makes
+    every PUT slower as its queue fills), alternating, medians of 3. Also 1-file runs of each, so that the per-file
+    cost (N files minus 1 file) shows apart from start-up."""
     from bench_pipeline import make_upload_files
 
     out(f"\n== uploads: {n} files of 50 KB, plain bucket (no notifications), commands with start-up ==")
-    folder = tmp / "uploads"
+    folder, one = tmp / "uploads", tmp / "uploads-one"
     make_upload_files(folder, n)
+    make_upload_files(one, 1)
     past = time.time() - 60
-    for p in folder.iterdir():
+    for p in [*folder.iterdir(), *one.iterdir()]:
         os.utime(p, (past, past))
-    aws = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
-    rows: dict[str, list[tuple[float, float]]] = {"thumbdrop": [], "aws": []}
-    for i in range(3 if n <= 1000 else 1):
-        admin.fresh(server, thumbs_bucket=True, queues=True)
-        data = config_data(server.url, folder, tmp / "up-thumbs", tmp / f"up-state-{i}", roles=["uploader"])
-        data["backend"]["auto_setup"] = False
-        cfg = write_config(tmp / f"up-{i}.yaml", data)
-        wall, cpu, res = td.timed(cfg, "sync")
-        if res.returncode != 0 or admin.count() != n:
-            out(f"   thumbdrop: rc {res.returncode}, {admin.count()}/{n} up: {res.stdout[-300:]} {res.stderr[-800:]}")
-        rows["thumbdrop"].append((wall, cpu))
-        if aws is None:
-            continue
-        admin.fresh(server)
-        before = os.times()
+    aws = aws_binary()
+    out(f"   aws-cli: {aws}")
+    rows: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+
+    def run(who: str, files: Path, count: int, i: int) -> None:
+        if who == "thumbdrop":
+            admin.fresh(server, thumbs_bucket=True, queues=True)
+            data = config_data(server.url, files, tmp / "up-thumbs", tmp / f"up-state-{count}-{i}", roles=["uploader"])
+            data["backend"]["auto_setup"] = False
+            argv = td.argv(write_config(tmp / f"up-{count}-{i}.yaml", data), "sync")
+        else:
+            assert aws is not None
+            admin.fresh(server)
+            argv = [aws, "--endpoint-url", server.url, "s3", "sync", str(files), f"s3://{SOURCE_BUCKET}/", "--only-show-errors"]
+        before, s0 = os.times(), server.cpu() or 0.0
         t0 = time.monotonic()
-        subprocess.run(
-            [aws, "--endpoint-url", server.url, "s3", "sync", str(folder), f"s3://{SOURCE_BUCKET}/", "--only-show-errors"],
-            check=True,
+        res = subprocess.run(argv, cwd=td.repo, env=td.env, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        after, s1 = os.times(), server.cpu() or 0.0
+        if res.returncode != 0 or admin.count() < count:
+            out(f"   {who}: rc {res.returncode}, {admin.count()}/{count} up: {res.stdout[-300:]} {res.stderr[-800:]}")
+        cpu = after.children_user - before.children_user + after.children_system - before.children_system
+        rows.setdefault((who, count), []).append((wall, cpu, s1 - s0))
+
+    whos = ["thumbdrop"] + (["aws"] if aws else [])
+    for i in range(3 if n <= 1000 else 1):
+        for who in whos:
+            run(who, folder, n, i)
+            run(who, one, 1, i)
+
+    def median(who: str, count: int) -> tuple[float, float, float]:
+        runs = rows[(who, count)]
+        return tuple(sorted(r[k] for r in runs)[len(runs) // 2] for k in range(3))  # type: ignore[return-value]
+
+    for who in whos:
+        wall, cpu, srv = median(who, n)
+        w1, c1, _s1 = median(who, 1)
+        out(
+            f"   {who:<10}: median {wall:6.2f} s = {n / wall:6.0f} files/s, client CPU {cpu / n * 1000:5.2f} ms/file, "
+            f"server CPU {srv / n * 1000:5.2f} ms/file; 1 file: {w1:.2f} s, client CPU {c1:.2f} s; "
+            f"without start-up: {(n - 1) / max(wall - w1, 1e-3):6.0f} files/s, client CPU {(cpu - c1) / (n - 1) * 1000:5.2f} ms/file"
         )
-        a_wall = time.monotonic() - t0
-        after = os.times()
-        rows["aws"].append((a_wall, after.children_user - before.children_user + after.children_system - before.children_system))
-    for who, runs in rows.items():
-        if runs:
-            wall, cpu = sorted(runs)[len(runs) // 2]
-            out(f"   {who:<10}: median {wall:6.2f} s = {n / wall:6.0f} files/s, client CPU {cpu / n * 1000:5.2f} ms/file")
-    if rows["aws"]:
-        t = sorted(rows["thumbdrop"])[len(rows["thumbdrop"]) // 2]
-        a = sorted(rows["aws"])[len(rows["aws"]) // 2]
+    if aws:
+        t, a = median("thumbdrop", n), median("aws", n)
+        t1, a1 = median("thumbdrop", 1), median("aws", 1)
         out(f"   files/s thumbdrop / aws: {a[0] / t[0]:.2f}x (target >= 1.2x); CPU per file: {t[1] / a[1]:.2f}x (target <= 0.7x)")
+        out(
+            f"   without start-up (N files minus 1 file): files/s {(a[0] - a1[0]) / max(t[0] - t1[0], 1e-3):.2f}x, "
+            f"CPU per file {(t[1] - t1[1]) / max(a[1] - a1[1], 1e-3):.2f}x; start-up alone: wall {t1[0] / a1[0]:.2f}x, CPU {t1[1] / a1[1]:.2f}x"
+        )
     else:
         out("   aws-cli not found (pip install awscli): no anchor")
 
@@ -414,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-seconds", type=float)
     p.add_argument("--soak", type=int, default=0)
     p.add_argument("--reconcile", type=int, default=0)
+    p.add_argument("--moto-growth", default="0:0,10000:0,10000:200,10000:1000", help="OBJECTS:MESSAGES,... (--only moto)")
     p.add_argument("--only", default="startup,camera,small,noop,uploads,idle,soak,reconcile")
     p.add_argument("--agent-repo", type=Path, default=ROOT)
     p.add_argument("--uploads", type=int)
@@ -458,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench_scale import stage_reconcile
 
             stage_reconcile(td, server, tmp, args.reconcile)
+        if "moto" in only:
+            from bench_scale import stage_moto_growth
+
+            steps = [(int(a), int(b)) for a, b in (s.split(":") for s in args.moto_growth.split(","))]
+            stage_moto_growth(td, steps)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

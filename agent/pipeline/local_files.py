@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +25,26 @@ class NameFilter:
     def __init__(self, include: list[str], exclude: list[str]) -> None:
         self.include = [p.lower() for p in include]
         self.exclude = [p.lower() for p in exclude]
+        # Each list as one regex: a match is fnmatchcase() against any of its globs, in one call instead of one
+        # per glob (per name and folder of every file a scan of 100,000 files meets).
+        self._include = _any_of(self.include)
+        self._exclude = _any_of(self.exclude)
 
     def excluded(self, name: str) -> bool:
-        low = name.lower()
-        return any(fnmatch.fnmatchcase(low, p) for p in self.exclude)
+        return self._exclude.match(name.lower()) is not None
 
     def wanted(self, rel: str) -> bool:
         parts = rel.split("/")
         if any(self.excluded(p) for p in parts):
             return False
-        low = parts[-1].lower()
-        return any(fnmatch.fnmatchcase(low, p) for p in self.include)
+        return self._include.match(parts[-1].lower()) is not None
+
+
+def _any_of(globs: list[str]) -> re.Pattern[str]:
+    """A regex that matches what fnmatch.fnmatchcase matches for any of ``globs`` (nothing when there are none)."""
+    if not globs:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 
 @dataclass(frozen=True)
