@@ -105,7 +105,6 @@ class QueueConsumer(RoleThreads, Housekeeping):
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{name}-job")
         self.backoff = Backoff(first=0.5, cap=4.0)  # a receive is the cheapest probe of a returning backend
         self._slow_backoff = Backoff(first=2.0, cap=15.0)  # refusals that a retry does not cure soon
-        self._wake = threading.Event()  # set by wake() and stop(): ends a backoff wait at once
         self._heartbeat = False  # start() runs the heartbeat that extends the short receive visibility
         # Set when a job starts or a message waits for its delete, and by stop(): the housekeeping thread
         # sleeps on it while there is nothing in flight, instead of waking every second.
@@ -135,7 +134,7 @@ class QueueConsumer(RoleThreads, Housekeeping):
         """The backend is back (another role got through): try again now, from the first backoff step."""
         self.backoff.reset()
         self._slow_backoff.reset()
-        self._wake.set()
+        super().wake()
 
     def join(self, timeout: float) -> bool:
         """Finish in-flight jobs, delete what is done, release the rest; bounded by ``timeout``. True when

@@ -187,7 +187,6 @@ class Poller(RoleThreads):
     ) -> None:
         super().__init__("poller")
         self.on_missing = on_missing
-        self._wake = threading.Event()
         self.cfg = cfg
         self.s3 = s3
         self.handoff = handoff
@@ -202,9 +201,6 @@ class Poller(RoleThreads):
 
     def start(self) -> None:
         self.spawn(self._loop)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def _loop(self) -> None:
         backoff = Backoff(first=2.0, cap=30.0)

@@ -38,13 +38,15 @@ class Role(Protocol):
 class RoleThreads:
     """A stop event, a pause event and the role's named threads, joined against one deadline.
 
-    A role subclasses it (or holds one) and overrides ``wake`` when it has a wait to cut short.
+    A role subclasses it (or holds one); its waits that a resume, a stop or the backend's return should cut short
+    wait on ``_wake``.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.stop_event = threading.Event()
         self.paused = threading.Event()
+        self._wake = threading.Event()  # set by wake() (and so by resume() and stop()): ends a wait at once
         self._threads: list[threading.Thread] = []
 
     @property
@@ -71,7 +73,8 @@ class RoleThreads:
         self.wake()
 
     def wake(self) -> None:
-        """Cut a wait short (a backoff, a poll interval); the base role has none."""
+        """Cut a wait on ``_wake`` short (a backoff, a poll interval)."""
+        self._wake.set()
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)

@@ -280,15 +280,25 @@ function renderFolders(folders) {
       el("span", {}, `${f.name} (${f.count})`))));
 }
 
+// One page of the current folder or search, from the server.
+async function fetchPage(offset, limit) {
+  const params = new URLSearchParams({ dir: view.dir, q: view.q, offset, limit });
+  const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
+  if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
+  return resp.json();
+}
+
+function showTotal(total) {
+  document.body.dataset.total = total;
+  $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
+}
+
 async function loadMore() {
   if (view.loading || view.next === null) return;
   view.loading = true;
   const generation = view.generation;
   try {
-    const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: view.next, limit: view.next ? PAGE : FIRST });
-    const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
-    if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
-    const page = await resp.json();
+    const page = await fetchPage(view.next, view.next ? PAGE : FIRST);
     if (generation !== view.generation) return; // the folder or search changed meanwhile
     keepingScroll(() => {
       if (page.offset === 0) {
@@ -299,8 +309,7 @@ async function loadMore() {
       view.next = page.next;
       view.total = page.total;
     });
-    document.body.dataset.total = page.total;
-    $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
+    showTotal(page.total);
   } catch (err) {
     toast("Could not load the thumbnails: " + err.message);
   } finally {
@@ -333,10 +342,7 @@ async function refresh() {
   let page = null;
   try {
     do {
-      const params = new URLSearchParams({ dir: view.dir, q: view.q, offset: page ? page.next : 0, limit: PAGE });
-      const resp = await fetch("/api/list?" + params, { credentials: "same-origin" });
-      if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
-      page = await resp.json();
+      page = await fetchPage(page ? page.next : 0, PAGE);
       if (generation !== view.generation) return;
       first = first || page;
       items.push(...page.items);
@@ -352,8 +358,7 @@ async function refresh() {
       view.next = page.next;
       view.total = page.total;
     });
-    document.body.dataset.total = page.total;
-    $("empty").hidden = view.items.length > 0 || $("folders").childElementCount > 0;
+    showTotal(page.total);
   } catch (err) {
     toast("Could not load the thumbnails: " + err.message);
   } finally {
