@@ -14,6 +14,9 @@ Outcomes: success -> delete. ItemError -> copy to the dead-letter queue with
 the reason, then delete (dead-lettered at once). TransientError -> released
 with a growing visibility timeout; SQS moves it to the dead-letter queue after
 ``max_receives``. Delivery is at-least-once, so handlers are idempotent.
+
+A ``triage`` hook decides in the receive thread, with no job slot, what needs no job: a redundant message is
+deleted at once; one whose work this process is doing elsewhere waits for it outside the pool, then is asked again.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from agent.state.status import Status
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
+# True: nothing to do, delete it; a Future: wait for that work, then ask again; None: run the handler.
+Triage = Callable[[Message], "bool | Future[Any] | None"]
 REASON_ATTR = "thumbdrop-reason"
 NAME_ATTR = "thumbdrop-item"
 # Seconds a received message stays hidden until its job has started and the heartbeat extends it.
@@ -77,6 +82,7 @@ class QueueConsumer(RoleThreads, Housekeeping):
         receiver: Any = None,
         on_missing: Callable[[ThumbdropError], None] | None = None,
         start_visibility: int = START_VISIBILITY,
+        triage: Triage | None = None,
     ) -> None:
         super().__init__(name)
         self.sqs = sqs
@@ -87,6 +93,7 @@ class QueueConsumer(RoleThreads, Housekeeping):
         self.queue_url = queue_url
         self.dlq_url = dlq_url
         self.handle = handle
+        self.triage = triage
         self.describe = describe
         self.concurrency = concurrency
         self.visibility = visibility_timeout
@@ -147,6 +154,7 @@ class QueueConsumer(RoleThreads, Housekeeping):
             log.warning("%s: jobs still waiting on the backend at the stop deadline: left for redelivery", self.name)
             return False
         self._flush_deletes()
+        self._flush_postpones()
         for t in self._threads:
             # The receive thread may sit in a long poll (up to 20 s) that cannot be interrupted: give it
             # a second, not the whole budget. It is a daemon; whatever that poll still returns is
@@ -238,6 +246,9 @@ class QueueConsumer(RoleThreads, Housekeeping):
             with self._lock:
                 self._inflight[msg["MessageId"]] = msg["ReceiptHandle"]
                 self._busy.set()  # under the lock: the housekeeping thread's idle check cannot miss it
+            if self._triaged(msg):
+                self._slots.release()
+                continue
             try:
                 self._pool.submit(self._run_job, msg)
             except RuntimeError:  # the pool shut down while this poll was open: hand the rest back
@@ -247,6 +258,38 @@ class QueueConsumer(RoleThreads, Housekeeping):
                 self._release(messages[n:])
                 return n
         return len(messages)
+
+    def _triaged(self, msg: Message) -> bool:
+        """True when ``msg`` needs no job: deleted (redundant), or waiting outside the pool for work in hand."""
+        if self.triage is None:
+            return False
+        try:
+            verdict = self.triage(msg)
+        except Exception:  # noqa: BLE001 - triage only saves work: when it fails, the handler decides
+            log.debug("%s: triage of %s failed; handled as a job", self.name, self.describe(msg), exc_info=True)
+            return False
+        if verdict is True:
+            self.outcome.ok += 1
+            self._done(msg)
+            return True
+        if isinstance(verdict, Future):
+            with self._lock:
+                self._started.add(msg["MessageId"])  # the heartbeat extends it to the full visibility at once
+            verdict.add_done_callback(lambda _f: self._after_wait(msg))
+            return True
+        return False
+
+    def _after_wait(self, msg: Message) -> None:
+        """The work ``msg`` waited for ended: redundant now, or released to be received again as a job (its
+        work failed or was cancelled: the handler retries or dead-letters it, as for any message)."""
+        if self._triaged(msg):
+            return
+        with self._lock:
+            rh = self._inflight.pop(msg["MessageId"], None)
+            self._started.discard(msg["MessageId"])
+            if rh is not None:
+                self._to_postpone[msg["MessageId"]] = (rh, 0)
+                self._busy.set()
 
     def _pool_alive(self) -> bool:
         return not getattr(self._pool, "_shutdown", False)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from agent.errors import ItemError, ThumbdropError
 from agent.pipeline.keys import ThumbOutput
@@ -63,6 +64,14 @@ class Handoff:
         self._ppool = ThreadPoolExecutor(pull_concurrency, thread_name_prefix="handoff-puller") if puller else None
         self._lock = threading.Lock()
         self._pulls_left: dict[str, list[str]] = {}  # rel -> [sizes left, worst result so far]
+        # rel -> done with the result of the job that makes it (from the moment its upload starts, ``expect``):
+        # the worker's triage lets that source's events wait for it instead of taking a job slot (``pending``).
+        self._in_hand: dict[str, Future[str]] = {}
+        # On a shared pool at most worker_concurrency thumbnail jobs are queued there at once; the rest wait
+        # here, so the consumer's own messages never queue behind a whole backlog of uploads.
+        self._waiting: deque[tuple[str, Known | None]] = deque()
+        self._fed: Counter[str] = Counter()  # rel -> its jobs queued or running on the shared pool
+        self._limit = max(1, worker_concurrency)
         self.closed = False
 
     # --- entry points --------------------------------------------------------------------
@@ -70,7 +79,62 @@ class Handoff:
     def thumbnail(self, rel: str, known: Known | None = None) -> None:
         """Make the thumbnails of ``rel`` now (then pull them when this process pulls)."""
         assert self._wpool is not None, "no worker in this process"
-        self._submit(self._wpool, self._thumbnail_job, rel, known)
+        if self._own_wpool:
+            self._submit(self._wpool, self._thumbnail_job, rel, known)
+            return
+        with self._lock:
+            closed = self.closed
+            if not closed:
+                self._in_hand.setdefault(rel, Future())
+                self._waiting.append((rel, known))
+        if closed:  # the agent is stopping: the event (released) or the next reconcile brings it back
+            self.let_go(rel, "cancelled")
+            return
+        self._feed()
+
+    def expect(self, rel: str) -> None:
+        """``rel`` is being uploaded by this process: a hand-over follows (or ``let_go`` if the upload fails)."""
+        with self._lock:
+            if not self.closed:
+                self._in_hand.setdefault(rel, Future())
+
+    def pending(self, rel: str) -> Future[str] | None:
+        """Done when the job making ``rel`` ends (thumbnailed, skipped, gone, failed or cancelled)."""
+        with self._lock:
+            return self._in_hand.get(rel)
+
+    def let_go(self, rel: str, result: str) -> None:
+        """No job of this hand-over makes ``rel`` now: whoever waits for it decides again."""
+        with self._lock:
+            fut = self._in_hand.pop(rel, None)
+        if fut is not None:
+            fut.set_result(result)
+
+    def _feed(self) -> None:
+        """Queue waiting jobs on the shared pool while fewer than its size are queued there."""
+        while True:
+            with self._lock:
+                if self._fed.total() >= self._limit or not self._waiting:
+                    return
+                rel, known = self._waiting.popleft()
+                self._fed[rel] += 1
+            if not self._submit(self._wpool, self._fed_job, rel, known):  # type: ignore[arg-type]
+                self._unfeed(rel)
+                self.let_go(rel, "cancelled")
+
+    def _fed_job(self, rel: str, known: Known | None) -> None:
+        try:
+            self._thumbnail_job(rel, known)
+        finally:
+            self._unfeed(rel)
+            if not self.closed:
+                self._feed()
+
+    def _unfeed(self, rel: str) -> None:
+        with self._lock:
+            self._fed[rel] -= 1
+            if self._fed[rel] <= 0:
+                del self._fed[rel]
 
     def pull(self, rel: str, outputs: list[ThumbOutput]) -> None:
         """Pull thumbnails of ``rel`` known to be in the bucket (a listing, or a worker's skip)."""
@@ -81,8 +145,14 @@ class Handoff:
         self._start_pulls(rel, outputs, [None] * len(outputs))
 
     def close(self, *, wait: bool) -> None:
-        """Stop taking jobs; ``wait``: finish those in flight (else they are cancelled unless running)."""
-        self.closed = True
+        """Stop taking jobs; ``wait``: finish those in flight (else they are cancelled unless running). Jobs not
+        yet queued on a shared pool are dropped: their events (released, or the next reconcile) bring them back."""
+        with self._lock:
+            self.closed = True
+            self._waiting.clear()
+            dropped = [rel for rel in self._in_hand if rel not in self._fed]
+        for rel in dropped:  # waiting, or still uploading: their events are released for a job
+            self.let_go(rel, "cancelled")
         for pool in self._own_pools():
             pool.shutdown(wait=wait, cancel_futures=True)
 
@@ -122,17 +192,19 @@ class Handoff:
         if self.puller is not None:
             self.puller.expect(keys)  # their pull events wait for the placing below instead of downloading
         made: list[tuple[ThumbOutput, bytes]] = []
+        result = "failed"
         try:
-            made = self._make(rel, known)
+            result, made = self._make(rel, known)
         finally:
+            self.let_go(rel, result)  # after the journal has it: see WorkerTriage.triage
             if self.puller is not None:
                 placing = {out.key for out, _data in made}
                 self.puller.release([k for k in keys if k not in placing])
         if made:
             self._start_pulls(rel, [out for out, _data in made], [data for _out, data in made])
 
-    def _make(self, rel: str, known: Known | None) -> list[tuple[ThumbOutput, bytes]]:
-        """The thumbnail job; returns the new thumbnails (with their bytes) that are to be placed locally."""
+    def _make(self, rel: str, known: Known | None) -> tuple[str, list[tuple[ThumbOutput, bytes]]]:
+        """The thumbnail job; returns its result and the new thumbnails (with their bytes) to place locally."""
         assert self.worker is not None
         made: list[tuple[ThumbOutput, bytes]] = []
 
@@ -146,20 +218,20 @@ class Handoff:
             result, outputs = self.worker.make(rel, known=known, place=keep)
         except ItemError as exc:
             self._tell(rel, "thumbnail", "failed", str(exc))
-            return []
+            return "failed", []
         except ThumbdropError as exc:
             self._tell(rel, "thumbnail", "failed", f"not thumbnailed: {exc}")
-            return []
+            return "failed", []
         except Exception as exc:  # noqa: BLE001 - a bug: report this item by name, keep the pool alive
             log.exception("unexpected error thumbnailing %s", rel)
             self._tell(rel, "thumbnail", "failed", f"not thumbnailed: {type(exc).__name__}: {exc}")
-            return []
+            return "failed", []
         self._tell(rel, "thumbnail", result)
         if self.puller is None or result == "gone":
-            return []
+            return result, []
         if not made:
             self.pull(rel, outputs)
-        return made
+        return result, made
 
     def _start_pulls(self, rel: str, outputs: list[ThumbOutput], data: list[bytes | None]) -> None:
         assert self._ppool is not None

@@ -80,6 +80,7 @@ class Uploader(RoleThreads):
         self.up_to_date_locally = self.uploads.up_to_date_locally
         self.retry_now = self.uploads.retry_now
         self.add_listener = self.uploads.add_listener
+        self.add_sending_listener = self.uploads.add_sending_listener
         self.remove_listener = self.uploads.remove_listener
 
     def attach(self, backend: Backend) -> None:

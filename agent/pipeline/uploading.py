@@ -79,6 +79,8 @@ class Uploads:
         # A bucket that is gone (the backend came back empty): the agent sets up again or says what to run.
         self.on_missing: Callable[[ThumbdropError], None] | None = None
         self._listeners: list[UploadListener] = []
+        # Told just before a file's bytes are sent (its event may arrive before the upload returns).
+        self._sending: list[Callable[[LocalFile], None]] = []
 
     @property
     def s3(self) -> Any:
@@ -90,6 +92,10 @@ class Uploads:
 
     def add_listener(self, listener: UploadListener) -> None:
         self._listeners.append(listener)
+
+    def add_sending_listener(self, listener: Callable[[LocalFile], None]) -> None:
+        """``listener(lf)`` runs before ``lf`` is sent; the upload listeners then hear how it ended, always."""
+        self._sending.append(listener)
 
     def remove_listener(self, listener: UploadListener) -> None:
         """Stop telling ``listener``; nothing happens when it is not listening."""
@@ -292,6 +298,8 @@ class Uploads:
             )
             self.journal.record_upload(rec)
             return UploadOutcome.UNCHANGED, rec
+        for sending in list(self._sending):
+            sending(lf)
         self.status.begin("uploading")
         started = time.monotonic()
         try:

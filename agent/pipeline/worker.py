@@ -42,6 +42,7 @@ from agent.pipeline.bandwidth import limiter_for, throttle
 from agent.pipeline.keys import Layout, ThumbOutput, is_probe, not_ours
 from agent.pipeline.markers import has_thumbnails, known_failure, worker_done_since
 from agent.pipeline.worker_scan import WorkerScan
+from agent.pipeline.worker_triage import InHand, WorkerTriage
 from agent.pipeline.worker_video import PreviewJob, PreviewPool, VideoJobs, all_of, has_av
 from agent.pipeline.worker_write import ThumbnailWrite
 from agent.state.journal import Journal
@@ -94,7 +95,7 @@ def spec_of(cfg: Config) -> ThumbnailSpec:
     )
 
 
-class ThumbnailWorker(WorkerScan, ThumbnailWrite, VideoJobs):
+class ThumbnailWorker(WorkerScan, WorkerTriage, ThumbnailWrite, VideoJobs):
     """A Role with no threads of its own: consumers, the hand-over and the poller run its jobs; ``stop`` and
     ``join`` interrupt the video encodes still running and remove its temp folder."""
 
@@ -111,6 +112,8 @@ class ThumbnailWorker(WorkerScan, ThumbnailWrite, VideoJobs):
         self.concurrency = cfg.worker.concurrency or os.cpu_count() or 1
         # Set by the agent while remove_orphan_local_thumbnails is on (cleaner_local.DeletedLocally).
         self.deleted_locally: Callable[[str], bool] | None = None
+        # Set by the agent while it runs a hand-over: its jobs in hand, for triage() (Handoff.pending).
+        self.in_hand: InHand | None = None
         self.limiter = limiter_for(cfg.backend.max_bandwidth)
         # Shared by the queue's jobs and the reconcile's: decode memory stays within worker.max_memory_mb.
         self.budget = MemoryBudget((cfg.worker.max_memory_mb or default_memory_mb()) * MIB)

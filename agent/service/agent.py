@@ -176,7 +176,8 @@ class Agent(Recovery, SyncRequests):
             self._run(self.worker)
         if self.worker is not None and urls.events:
             w = self.worker
-            self._add_consumer("worker", w.handle_message, w.describe, urls.events, urls.events_dlq, worker_concurrency(self.cfg))
+            concurrency = worker_concurrency(self.cfg)
+            self._add_consumer("worker", w.handle_message, w.describe, urls.events, urls.events_dlq, concurrency, w.triage)
         if "puller" in self.roles and (poll or urls.pull):
             self.puller = ThumbnailPuller(self.cfg, self.backend, self.status, self.journal)
             if deleted is not None:
@@ -205,7 +206,11 @@ class Agent(Recovery, SyncRequests):
             worker_pool=pool,
         )
         self._run(self.handoff)
-        assert self.uploader is not None
+        # The events of the keys it has in hand wait for its jobs outside the consumer's pool (WorkerTriage),
+        # from the moment their upload starts: an event may arrive before its upload returns.
+        assert self.worker is not None and self.uploader is not None
+        self.worker.in_hand = self.handoff.pending
+        self.uploader.add_sending_listener(self._sending)
         self.uploader.add_listener(self._hand_over)
 
     def _start_poll(self) -> None:
@@ -232,13 +237,22 @@ class Agent(Recovery, SyncRequests):
             self.uploader.add_listener(self._hand_over)
         self._run(self.poller)
 
+    def _sending(self, lf: LocalFile) -> None:
+        if self.handoff is not None and not any(job.sync.claims(lf.rel) for job in self._running_syncs()):
+            self.handoff.expect(lf.rel)
+
     def _hand_over(self, lf: LocalFile, outcome: UploadOutcome, rec: UploadRecord | None, _reason: str) -> None:
-        if outcome is UploadOutcome.UPLOADED and rec is not None and self.handoff is not None and not self.stop_event.is_set():
-            if any(job.sync.claims(lf.rel) for job in self._running_syncs()):
-                return  # a sync running in this agent hands it over itself (and counts it)
-            if self.poller is not None:
-                self.poller.handing(lf.rel)
-            self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
+        if self.handoff is None:
+            return
+        if outcome is not UploadOutcome.UPLOADED or rec is None or self.stop_event.is_set():
+            self.handoff.let_go(lf.rel, "cancelled")  # expected by _sending: its events are jobs after all
+            return
+        if any(job.sync.claims(lf.rel) for job in self._running_syncs()):
+            self.handoff.let_go(lf.rel, "cancelled")
+            return  # a sync running in this agent hands it over itself (and counts it)
+        if self.poller is not None:
+            self.poller.handing(lf.rel)
+        self.handoff.thumbnail(lf.rel, Known(rec.etag, rec.sha256, no_thumbs=False, no_marker=False))
 
     def _handed_over(self, rel: str, stage: str, result: str, reason: str) -> None:
         if self.poller is not None:
@@ -247,7 +261,7 @@ class Agent(Recovery, SyncRequests):
         if result == "failed":
             log.debug("hand-over: %s of %s failed: %s", stage, rel, reason)
 
-    def _add_consumer(self, name: str, handle, describe, url: str, dlq: str | None, concurrency: int) -> None:  # type: ignore[no-untyped-def]
+    def _add_consumer(self, name: str, handle, describe, url: str, dlq: str | None, concurrency: int, triage=None) -> None:  # type: ignore[no-untyped-def]
         consumer = QueueConsumer(
             name=name,
             sqs=self.backend.sqs,
@@ -262,6 +276,7 @@ class Agent(Recovery, SyncRequests):
             wait_seconds=self.cfg.queues.wait_seconds,
             status=self.status,
             pausable=name == "puller",  # a pause holds uploads and pulls; thumbnails go on
+            triage=triage,  # the worker's: its redundant events are deleted without waiting for a job slot
         )
         self.consumers.append(consumer)
         self._run(consumer)
