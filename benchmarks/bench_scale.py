@@ -149,6 +149,12 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
             last = (n - before) / (marks[n][0] - marks[before][0])
             out(f"   RSS growth image 1,000 -> {n:,}: {marks[n][1] - marks[1000][1]:+.1f} MB (target < 20 MB)")
             out(f"   throughput first 1,000: {first:.1f}/s, last 1,000: {last:.1f}/s: {last / first:.2f}x (target >= 0.9x)")
+            # The last thousand ends with the tail (every file dropped, the backlog draining): also the steady rate
+            # of the thousand before the last 500 images, which no tail flatters.
+            lo, hi = max(m for m in marks if m <= n - 1500), max(m for m in marks if m <= n - 500)
+            if hi > lo:
+                steady = (hi - lo) / (marks[hi][0] - marks[lo][0])
+                out(f"   steady rate, images {lo:,} -> {hi:,}: {steady:.1f}/s: {steady / first:.2f}x the first 1,000")
             for who, i in (("agent", 2), ("moto", 3)):
                 c_first = (marks[1000][i] - marks[0][i]) / 1000
                 c_last = (marks[n][i] - marks[before][i]) / (n - before)
