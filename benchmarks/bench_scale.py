@@ -102,8 +102,9 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
         def depth(queue: str) -> str:
             try:
                 url = admin.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-                attrs = admin.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-                return str(attrs["Attributes"]["ApproximateNumberOfMessages"])
+                names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+                attrs = admin.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+                return f"{attrs[names[0]]}+{attrs[names[1]]}"  # queued + in flight (both cost moto per request)
             except (BotoCoreError, ClientError):  # a figure only: the queue is not there yet
                 return "-"
 
@@ -133,14 +134,14 @@ def stage_soak(td: Any, server: MotoServer, tmp: Path, n: int) -> None:
                 dropped += count_files(inbox / b.name)
             time.sleep(0.25)
         # Whose CPU grows: the agent's per image, or the moto server's (its buckets and queues grow)?
-        out("   images        at       RSS   interval: images/s  agent CPU/image  moto CPU/image  queued events/pull")
+        out("   images        at       RSS   interval: images/s  agent CPU/image  moto CPU/image  events, pull: queued+in flight")
         prev = None
         for m, (t, rss, a_cpu, m_cpu) in sorted(marks.items()):
             if prev is not None:
                 k = m - prev[0]
                 dt, da, dm = t - prev[1], a_cpu - prev[3], m_cpu - prev[4]
                 out(
-                    f"   {m:6d} {t:8.1f} s {rss:6.1f} MB   {k / dt:17.1f}  {da / k * 1000:12.1f} ms  {dm / k * 1000:11.1f} ms  {depths[m]:>12}"
+                    f"   {m:6d} {t:8.1f} s {rss:6.1f} MB   {k / dt:17.1f}  {da / k * 1000:12.1f} ms  {dm / k * 1000:11.1f} ms  {depths[m]:>20}"
                 )
             prev = (m, t, rss, a_cpu, m_cpu)
         if 1000 in marks and n in marks and n >= 2000:
