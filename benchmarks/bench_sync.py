@@ -6,6 +6,7 @@
     python benchmarks/bench_sync.py --agent-repo DIR   # time another checkout's agent package (a "before" figure)
     flags: --camera N (40)  --small N (1000)  --idle-seconds S (60)  --soak N (0: off; 10000 for the issue's soak)
            --reconcile N (0: off; 100000 for the issue's reconcile)
+           --repeats N (3: alternating serial/sync runs of the camera stage)  --small-repeats N (1)
 
 Everything runs against one moto server that this script starts (``python -m agent.cloud.local_server``, the
 embedded backend's server) on 127.0.0.1, reset before every run. Every figure is a ratio against an anchor
@@ -198,32 +199,52 @@ def count_files(folder: Path) -> int:
 
 
 def stage_pipeline(
-    args: argparse.Namespace, td: Thumbdrop, server: MotoServer, admin: Admin, tmp: Path, name: str, n: int, size: tuple[int, int]
+    args: argparse.Namespace,
+    td: Thumbdrop,
+    server: MotoServer,
+    admin: Admin,
+    tmp: Path,
+    name: str,
+    n: int,
+    size: tuple[int, int],
+    repeats: int = 1,
 ) -> dict[str, float]:
+    """The serial pipeline and ``thumbdrop sync`` on the same photos, alternating ``repeats`` times; medians."""
     inbox = tmp / f"{name}-inbox"
-    out(f"\n== {name}: {n} JPEGs of {size[0]}x{size[1]} ==")
+    out(f"\n== {name}: {n} JPEGs of {size[0]}x{size[1]}, {repeats} alternating run(s) of each, medians ==")
     make_photos(inbox, n, size)
     mb = sum(p.stat().st_size for p in inbox.iterdir()) / 1e6
     out(f"   {mb:.1f} MB in all")
-    setup_serial(admin, server)
-    m0 = server.cpu() or 0.0
-    s_wall, s_cpu = serial_command(server.url, inbox, tmp / f"{name}-serial-thumbs")
-    s_srv = (server.cpu() or 0.0) - m0
+    serial: list[tuple[float, float, float]] = []
+    synced: list[tuple[float, float, float]] = []
+    cfg, thumbs = Path(), Path()
+    for i in range(repeats):
+        setup_serial(admin, server)
+        m0 = server.cpu() or 0.0
+        s_wall, s_cpu = serial_command(server.url, inbox, tmp / f"{name}-serial-thumbs-{i}")
+        serial.append((s_wall, s_cpu, (server.cpu() or 0.0) - m0))
+        if count_files(tmp / f"{name}-serial-thumbs-{i}") != n:
+            out("   (the serial pipeline did not bring every thumbnail back)")
+        server.reset()
+        cfg, thumbs = sync_config(tmp, f"{name}-{i}" if i else name, server.url, inbox)
+        m0 = server.cpu() or 0.0
+        wall, cpu, res = td.timed(cfg, "sync")
+        synced.append((wall, cpu, (server.cpu() or 0.0) - m0))
+        got = count_files(thumbs)
+        out(
+            f"   run {i + 1}: serial {s_wall:6.2f} s, sync {wall:6.2f} s ({wall and s_wall / wall:.2f}x; "
+            f"rc {res.returncode}, {got}/{n} thumbnails)"
+        )
+        if res.returncode != 0:
+            out(res.stdout[-2000:] + res.stderr[-2000:])
+
+    def median(rows: list[tuple[float, float, float]], k: int) -> float:
+        return sorted(r[k] for r in rows)[len(rows) // 2]
+
+    s_wall, s_cpu, s_srv = (median(serial, k) for k in range(3))
+    wall, cpu, srv = (median(synced, k) for k in range(3))
     out(f"   serial pipeline : {s_wall:7.2f} s, client CPU {s_cpu / n * 1000:6.1f} ms/image, server CPU {s_srv:.1f} s")
-    if count_files(tmp / f"{name}-serial-thumbs") != n:
-        out("   (the serial pipeline did not bring every thumbnail back)")
-    server.reset()
-    cfg, thumbs = sync_config(tmp, name, server.url, inbox)
-    m0 = server.cpu() or 0.0
-    wall, cpu, res = td.timed(cfg, "sync")
-    srv = (server.cpu() or 0.0) - m0
-    got = count_files(thumbs)
-    out(
-        f"   thumbdrop sync  : {wall:7.2f} s, client CPU {cpu / n * 1000:6.1f} ms/image, server CPU {srv:.1f} s "
-        f"(rc {res.returncode}, {got}/{n} thumbnails)"
-    )
-    if res.returncode != 0:
-        out(res.stdout[-2000:] + res.stderr[-2000:])
+    out(f"   thumbdrop sync  : {wall:7.2f} s, client CPU {cpu / n * 1000:6.1f} ms/image, server CPU {srv:.1f} s")
     ratio = s_wall / wall
     out(f"   ratio (serial wall / sync wall): {ratio:.2f}x; client CPU per image sync/serial: {cpu / max(s_cpu, 1e-9):.2f}x")
     total_cpu = cpu + srv
@@ -449,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", type=int)
     p.add_argument("--idle-seconds", type=float)
     p.add_argument("--soak", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs of the camera stage (medians)")
+    p.add_argument("--small-repeats", type=int, default=1, help="alternating runs of the small stage (~2 min each)")
     p.add_argument("--reconcile", type=int, default=0)
     p.add_argument("--moto-growth", default="0:0,10000:0,10000:200,10000:1000", help="OBJECTS:MESSAGES,... (--only moto)")
     p.add_argument("--only", default="startup,camera,small,noop,uploads,idle,soak,reconcile")
@@ -478,9 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         if "startup" in only:
             stage_startup(td)
         if "camera" in only and camera:
-            stage_pipeline(args, td, server, admin, tmp, "camera", camera, (4000, 3000))
+            stage_pipeline(args, td, server, admin, tmp, "camera", camera, (4000, 3000), repeats=args.repeats)
         if ("small" in only or "noop" in only) and small:
-            r = stage_pipeline(args, td, server, admin, tmp, "small", small, (640, 480))
+            r = stage_pipeline(args, td, server, admin, tmp, "small", small, (640, 480), repeats=args.small_repeats)
             if "noop" in only:
                 stage_noop(td, server, tmp, Path(str(r["cfg"])), tmp / "small-inbox")
         if "uploads" in only and uploads:
