@@ -355,8 +355,19 @@ def growing_server() -> None:
     server.stop()
 
 
-def reconcile_child(cfg_path: str) -> None:
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child started from a
+    big parent (this script after the soak) would report the parent's size."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reconcile_child(cfg_path: str) -> None:
     from collections import Counter
     from concurrent.futures import wait
 
@@ -370,7 +381,7 @@ def reconcile_child(cfg_path: str) -> None:
     backend = Backend(cfg.backend, endpoint_url=cfg.backend.endpoint_url, local=False)
     calls: Counter[str] = Counter()
     backend.s3.meta.events.register("before-call.*.*", lambda event_name, **_k: calls.update([event_name.rsplit(".", 1)[-1]]))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     journal = Journal(Path(cfg.local.state_dir) / "journal.sqlite3")
     uploader = Uploader(cfg, backend, Status(cfg.roles), journal)
     trace = os.environ.get("BENCH_TRACEMALLOC") == "1"  # where the per-key bytes go (slow: for a look, not a figure)
@@ -389,7 +400,7 @@ def reconcile_child(cfg_path: str) -> None:
     uploaded = sum(1 for f in futures if f.result() == "uploaded")
     uploader.pool.shutdown()
     journal.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(
         json.dumps(
             {"seconds": seconds, "cpu": cpu, "requests": dict(calls), "base_mb": base, "peak_mb": peak, "uploaded": uploaded}
