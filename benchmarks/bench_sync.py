@@ -123,7 +123,7 @@ def serial_pipeline(url: str, inbox: Path, thumbs: Path, size: int = 256) -> tup
     s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=config)
     sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", config=config)
     q_url = sqs.get_queue_url(QueueName=EVENTS_QUEUE)["QueueUrl"]
-    files = sorted(inbox.iterdir())
+    files = sorted(f for f in inbox.iterdir() if f.suffix == ".jpg")  # not the folder marker a sync run left there
     for f in files:
         s3.upload_file(str(f), SOURCE_BUCKET, f.name)
     done = 0
