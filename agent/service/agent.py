@@ -65,6 +65,8 @@ class Agent(Recovery, SyncRequests):
         self.puller: ThumbnailPuller | None = None
         self.worker: ThumbnailWorker | None = None
         self.handoff: Handoff | None = None
+        self._sent: set[str] = set()  # rels whose upload told the hand-over to expect them (_sending)
+        self._sent_lock = threading.Lock()
         self.poller: Poller | None = None  # in queues.mode poll
         self._threads: list[threading.Thread] = []  # the agent's own: bootstrap-then-reconcile, status
         self._roles_lock = threading.Lock()  # start (bootstrap thread) vs pause/resume/stop (other threads)
@@ -239,16 +241,23 @@ class Agent(Recovery, SyncRequests):
 
     def _sending(self, lf: LocalFile) -> None:
         if self.handoff is not None and not any(job.sync.claims(lf.rel) for job in self._running_syncs()):
+            with self._sent_lock:
+                self._sent.add(lf.rel)
             self.handoff.expect(lf.rel)
 
     def _hand_over(self, lf: LocalFile, outcome: UploadOutcome, rec: UploadRecord | None, _reason: str) -> None:
         if self.handoff is None:
             return
+        with self._sent_lock:
+            expected = lf.rel in self._sent
+            self._sent.discard(lf.rel)
         if outcome is not UploadOutcome.UPLOADED or rec is None or self.stop_event.is_set():
-            self.handoff.let_go(lf.rel, "cancelled")  # expected by _sending: its events are jobs after all
+            if expected:  # a send that failed: its events are jobs after all (an unchanged file leaves its job be)
+                self.handoff.let_go(lf.rel, "cancelled")
             return
         if any(job.sync.claims(lf.rel) for job in self._running_syncs()):
-            self.handoff.let_go(lf.rel, "cancelled")
+            if expected:
+                self.handoff.let_go(lf.rel, "cancelled")
             return  # a sync running in this agent hands it over itself (and counts it)
         if self.poller is not None:
             self.poller.handing(lf.rel)
