@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
-from agent.pipeline.consumer import QueueConsumer
 from agent.pipeline.worker import ThumbnailWorker
 from agent.state.journal import Journal
 from tests.integration.test_agent_control import drop_image
 from tests.integration.test_agent_roles import started
-from tests.integration.test_worker_puller import Stack, jpeg, make_stack, sns_wrap
+from tests.integration.test_worker_puller import Stack, consuming, jpeg, make_stack, sns_wrap
 from tests.support import wait_for
 
 Message = dict[str, Any]
@@ -34,29 +33,6 @@ def plain_queue(stack: Stack) -> tuple[str, str]:
     return stack.sqs.create_queue(QueueName="triage-test", Attributes={"VisibilityTimeout": "30"})["QueueUrl"], dlq
 
 
-def run_consumer(stack: Stack, url: str, handle: Any, triage: Any, *, concurrency: int, visibility: int = 30) -> QueueConsumer:
-    consumer = QueueConsumer(
-        name="test",
-        sqs=stack.sqs,
-        queue_url=url,
-        dlq_url=None,
-        handle=handle,
-        describe=lambda m: str(m.get("Body")),
-        concurrency=concurrency,
-        visibility_timeout=visibility,
-        wait_seconds=1,
-        status=stack.status,
-        triage=triage,
-    )
-    consumer.start()
-    return consumer
-
-
-def stop(consumer: QueueConsumer) -> None:
-    consumer.stop()
-    consumer.join(timeout=20)
-
-
 def test_redundant_messages_are_deleted_while_the_jobs_run(stack: Stack, plain_queue: tuple[str, str]) -> None:
     url, _dlq = plain_queue
     calls: list[str] = []
@@ -67,19 +43,19 @@ def test_redundant_messages_are_deleted_while_the_jobs_run(stack: Stack, plain_q
         started_work.set()
         release.wait(30)
 
-    consumer = run_consumer(stack, url, handle, lambda m: True if m["Body"].startswith("dup") else None, concurrency=2)
-    try:
-        stack.sqs.send_message(QueueUrl=url, MessageBody="work")
-        wait_for(started_work.is_set, 20, "the job to start")
-        for i in range(15):  # more than one receive and one delete batch
-            stack.sqs.send_message(QueueUrl=url, MessageBody=f"dup {i}")
-        wait_for(lambda: stack.depth(url) == (0, 1), 20, "every redundant message deleted while the job runs")
-        assert calls == ["work"], "a redundant message was handled as a job"
-        release.set()
-        wait_for(lambda: stack.depth(url) == (0, 0), 20, "the job's message deleted")
-    finally:
-        release.set()
-        stop(consumer)
+    redundant = lambda m: True if m["Body"].startswith("dup") else None  # noqa: E731
+    with consuming(stack, url, None, handle, concurrency=2, triage=redundant) as consumer:
+        try:
+            stack.sqs.send_message(QueueUrl=url, MessageBody="work")
+            wait_for(started_work.is_set, 20, "the job to start")
+            for i in range(15):  # more than one receive and one delete batch
+                stack.sqs.send_message(QueueUrl=url, MessageBody=f"dup {i}")
+            wait_for(lambda: stack.depth(url) == (0, 1), 20, "every redundant message deleted while the job runs")
+            assert calls == ["work"], "a redundant message was handled as a job"
+            release.set()
+            wait_for(lambda: stack.depth(url) == (0, 0), 20, "the job's message deleted")
+        finally:
+            release.set()  # before the consumer's join, which waits for the job
     assert consumer.outcome.ok == 16
 
 
@@ -96,8 +72,7 @@ def test_a_message_whose_work_is_in_hand_waits_outside_the_pool(stack: Stack, pl
         return True if in_hand.done() else in_hand
 
     visibility = 6
-    consumer = run_consumer(stack, url, lambda m: calls.append(m["Body"]), triage, concurrency=1, visibility=visibility)
-    try:
+    with consuming(stack, url, None, lambda m: calls.append(m["Body"]), concurrency=1, visibility=visibility, triage=triage):
         stack.sqs.send_message(QueueUrl=url, MessageBody="made here")
         wait_for(lambda: stack.depth(url) == (0, 1), 20, "the message received and parked")
         stack.sqs.send_message(QueueUrl=url, MessageBody="a job")
@@ -111,8 +86,6 @@ def test_a_message_whose_work_is_in_hand_waits_outside_the_pool(stack: Stack, pl
         assert stolen == [], "a parked message became visible to other consumers"
         in_hand.set_result("thumbnailed")
         wait_for(lambda: stack.depth(url) == (0, 0), 20, "the parked message deleted")
-    finally:
-        stop(consumer)
     assert calls == ["a job"]
 
 
@@ -120,18 +93,14 @@ def test_a_message_whose_work_failed_elsewhere_becomes_a_job(stack: Stack, plain
     url, _dlq = plain_queue
     calls: list[str] = []
     in_hand: Future[str] = Future()
-    consumer = run_consumer(
-        stack, url, lambda m: calls.append(m["Body"]), lambda m: None if in_hand.done() else in_hand, concurrency=2
-    )
-    try:
+    waits = lambda m: None if in_hand.done() else in_hand  # noqa: E731
+    with consuming(stack, url, None, lambda m: calls.append(m["Body"]), concurrency=2, triage=waits):
         stack.sqs.send_message(QueueUrl=url, MessageBody="failed elsewhere")
         wait_for(lambda: stack.depth(url) == (0, 1), 20, "the message parked")
         assert calls == []
         in_hand.set_result("failed")
         wait_for(lambda: calls == ["failed elsewhere"], 20, "the message handled as a job after the failure")
         wait_for(lambda: stack.depth(url) == (0, 0), 20, "its message deleted")
-    finally:
-        stop(consumer)
 
 
 def test_the_worker_triage_knows_done_in_hand_and_everything_else(stack: Stack) -> None:

@@ -183,6 +183,7 @@ def consuming(
     sqs: Any = None,
     receiver: Any = None,
     start_visibility: int = START_VISIBILITY,
+    triage: Any = None,
 ) -> Iterator[QueueConsumer]:
     consumer = QueueConsumer(
         name=name,
@@ -197,6 +198,7 @@ def consuming(
         visibility_timeout=visibility,
         wait_seconds=1,
         status=stack.status,
+        triage=triage,
     )
     consumer.start()
     try:
